@@ -1,0 +1,144 @@
+//! Configuration: one clap struct, every flag also an `SSE_…` environment variable,
+//! durations written like `15s` or `500ms`. Libraries, tests and simulations build it
+//! with [`Config::default`] and change what they need.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+/// File descriptors kept back from `--max-connections` for the listener, logs, metrics
+/// and connections that are being refused.
+pub const FD_RESERVE: usize = 128;
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Every setting of the server.
+#[derive(Clone, Debug, Parser)]
+#[command(name = "sse-server", version, about = "A Server-Sent Events server with bounded memory and resume")]
+pub struct Config {
+    /// Address to listen on.
+    #[arg(long, env = "SSE_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Listen backlog (pending connections the kernel queues).
+    #[arg(long, env = "SSE_BACKLOG", default_value_t = 1024)]
+    pub backlog: u32,
+
+    /// Idle time after which a stream gets a `:` heartbeat comment.
+    #[arg(long, env = "SSE_HEARTBEAT", default_value = "15s", value_parser = humantime::parse_duration)]
+    pub heartbeat: Duration,
+
+    /// Reconnection delay sent to clients in the opening `retry:` field.
+    #[arg(long, env = "SSE_RETRY", default_value = "2s", value_parser = humantime::parse_duration)]
+    pub retry: Duration,
+
+    /// On shutdown each stream is told `retry:` drawn uniformly from
+    /// [retry, retry + retry-jitter], so clients do not return in one herd.
+    #[arg(long, env = "SSE_RETRY_JITTER", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub retry_jitter: Duration,
+
+    /// A write that makes no progress for this long ends the connection (half-open or
+    /// frozen peer).
+    #[arg(long, env = "SSE_WRITE_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub write_timeout: Duration,
+
+    /// Time allowed to send a whole request head (slowloris defence).
+    #[arg(long, env = "SSE_HEADER_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub header_timeout: Duration,
+
+    /// Open connections allowed; default: the RLIMIT_NOFILE soft limit minus a reserve
+    /// of 128.
+    #[arg(long, env = "SSE_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+
+    /// Events kept in memory per topic for resume and slow readers.
+    #[arg(long, env = "SSE_WINDOW", default_value_t = 1024)]
+    pub window: usize,
+
+    /// Bytes (framed) kept in memory per topic.
+    #[arg(long, env = "SSE_WINDOW_BYTES", default_value_t = 4 << 20)]
+    pub window_bytes: usize,
+
+    /// Largest event body accepted, in bytes (413 beyond).
+    #[arg(long, env = "SSE_MAX_EVENT_BYTES", default_value_t = 64 << 10)]
+    pub max_event_bytes: usize,
+
+    /// Most topics held at once; a new topic past it gets 503.
+    #[arg(long, env = "SSE_MAX_TOPICS", default_value_t = 100_000)]
+    pub max_topics: usize,
+
+    /// Let a topic gather events this long before waking its subscribers (0: at once).
+    #[arg(long, env = "SSE_COALESCE", default_value = "0s", value_parser = humantime::parse_duration)]
+    pub coalesce: Duration,
+
+    /// Time allowed for a graceful shutdown before the process exits anyway.
+    #[arg(long, env = "SSE_DRAIN_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub drain_timeout: Duration,
+
+    /// Seed of the one random source (epoch, retry jitter); random when absent.
+    #[arg(long, env = "SSE_SEED")]
+    pub seed: Option<u64>,
+
+    /// Log format.
+    #[arg(long, env = "SSE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config::parse_from(["sse-server"])
+    }
+}
+
+impl Config {
+    /// `--max-connections`, or what the open-file limit allows.
+    pub fn effective_max_connections(&self) -> usize {
+        self.max_connections
+            .unwrap_or_else(|| open_files_soft_limit().unwrap_or(1024).saturating_sub(FD_RESERVE).max(1))
+    }
+}
+
+/// The soft RLIMIT_NOFILE, read from `/proc/self/limits` (no `unsafe` needed).
+pub fn open_files_soft_limit() -> Option<usize> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_readme() {
+        let c = Config::default();
+        assert_eq!(c.listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(c.heartbeat, Duration::from_secs(15));
+        assert_eq!(c.write_timeout, Duration::from_secs(30));
+        assert_eq!(c.header_timeout, Duration::from_secs(5));
+        assert_eq!(c.drain_timeout, Duration::from_secs(30));
+        assert_eq!(c.max_event_bytes, 65536);
+        assert_eq!(c.coalesce, Duration::ZERO);
+    }
+
+    #[test]
+    fn durations_parse_with_units_and_bad_ones_fail() {
+        let c = Config::try_parse_from(["x", "--heartbeat", "500ms", "--coalesce", "10ms"]).unwrap();
+        assert_eq!(c.heartbeat, Duration::from_millis(500));
+        assert!(Config::try_parse_from(["x", "--heartbeat", "soon"]).is_err());
+    }
+
+    #[test]
+    fn connection_limit_follows_the_open_file_limit() {
+        let soft = open_files_soft_limit().expect("linux exposes /proc/self/limits");
+        assert_eq!(Config::default().effective_max_connections(), soft - FD_RESERVE);
+    }
+}

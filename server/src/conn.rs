@@ -1,0 +1,147 @@
+//! One connection, from accept to close: read the request head within the header
+//! timeout, then hand the socket to the lean event-stream path (HTTP/1.1
+//! `GET /events`) or to hyper (everything else, HTTP/2 included).
+//!
+//! The head buffer is dropped before a lean stream starts, so a long-lived stream keeps
+//! only its socket, its cursor and a small task.
+
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::OwnedSemaphorePermit;
+use tracing::debug;
+
+use crate::error::ApiError;
+use crate::io::ConnIo;
+use crate::metrics::{DisconnectReason, Metrics};
+use crate::request::{self, SubscribeRequest};
+use crate::server::Shared;
+use crate::{http_api, lean};
+
+/// Largest request head read before answering 431.
+pub const MAX_HEAD_BYTES: usize = 16 << 10;
+/// Most header lines in a request head before answering 431.
+pub const MAX_HEADERS: usize = 64;
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// What the first bytes of a connection turned out to be.
+enum Head {
+    /// HTTP/1.x `GET /events`: served by the lean path.
+    Stream(Result<SubscribeRequest, ApiError>),
+    /// Any other HTTP/1.x request: hyper, with the bytes read so far replayed.
+    Http1(Bytes),
+    /// The HTTP/2 prior-knowledge preface: hyper's HTTP/2 server.
+    Http2(Bytes),
+}
+
+enum HeadError {
+    Closed,
+    Reject(ApiError),
+}
+
+/// Keeps `sse_connections` true whichever way the connection ends.
+struct Counted(Arc<Metrics>);
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.connection_closed();
+    }
+}
+
+/// Serves one accepted connection; the permit is released when it ends.
+pub(crate) async fn serve<S>(shared: Arc<Shared>, mut io: S, peer: SocketAddr, _permit: OwnedSemaphorePermit)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    shared.metrics.connection_opened();
+    let _counted = Counted(shared.metrics.clone());
+    let config = &shared.config;
+    let head = tokio::select! {
+        biased;
+        _ = shared.shutdown.cancelled() => return,
+        head = tokio::time::timeout(config.header_timeout, read_head(&mut io)) => head,
+    };
+    let head = match head {
+        Err(_elapsed) => {
+            debug!(%peer, "no request head within the header timeout");
+            shared.metrics.disconnected(DisconnectReason::HeaderTimeout);
+            return;
+        }
+        Ok(Err(HeadError::Closed)) => return,
+        Ok(Err(HeadError::Reject(error))) => {
+            shared.metrics.rejected(error.code());
+            let _ = tokio::time::timeout(config.write_timeout, io.write_all(&error.raw_http1())).await;
+            return;
+        }
+        Ok(Ok(head)) => head,
+    };
+    let timed_out = Arc::new(AtomicBool::new(false));
+    match head {
+        Head::Stream(request) => {
+            let io = ConnIo::new(io, None, config.write_timeout, timed_out.clone());
+            lean::serve_stream(&shared, io, request, timed_out).await;
+        }
+        Head::Http1(prefix) => {
+            let io = ConnIo::new(io, Some(prefix), config.write_timeout, timed_out.clone());
+            http_api::serve_http1(shared.clone(), io, timed_out).await;
+        }
+        Head::Http2(prefix) => {
+            let io = ConnIo::new(io, Some(prefix), config.write_timeout, timed_out.clone());
+            http_api::serve_http2(shared.clone(), io, timed_out).await;
+        }
+    }
+}
+
+async fn read_head<S: AsyncRead + Unpin>(io: &mut S) -> Result<Head, HeadError> {
+    let mut buf = BytesMut::with_capacity(1024);
+    loop {
+        if buf.len() == buf.capacity() {
+            if buf.len() >= MAX_HEAD_BYTES {
+                return Err(HeadError::Reject(ApiError::HeadersTooLarge));
+            }
+            buf.reserve(buf.len().min(MAX_HEAD_BYTES - buf.len()));
+        }
+        match io.read_buf(&mut buf).await {
+            Ok(0) | Err(_) => return Err(HeadError::Closed),
+            Ok(_) => {}
+        }
+        if buf.len() >= H2_PREFACE.len() && buf.starts_with(H2_PREFACE) {
+            return Ok(Head::Http2(buf.freeze()));
+        }
+        if H2_PREFACE.starts_with(&buf) {
+            continue;
+        }
+        if let Some(head) = parse_http1(&buf)? {
+            return Ok(head(buf.freeze()));
+        }
+    }
+}
+
+/// `Some` once a whole head is in `buf`: either a finished lean-stream request or a
+/// constructor for the hyper path (which needs the raw bytes back).
+fn parse_http1(buf: &[u8]) -> Result<Option<Box<dyn FnOnce(Bytes) -> Head>>, HeadError> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut request = httparse::Request::new(&mut headers);
+    match request.parse(buf) {
+        Ok(httparse::Status::Partial) => Ok(None),
+        Err(httparse::Error::TooManyHeaders) => Err(HeadError::Reject(ApiError::HeadersTooLarge)),
+        Err(_) => Err(HeadError::Reject(ApiError::BadRequest("bad_request", "the request head is malformed"))),
+        Ok(httparse::Status::Complete(_)) => {
+            let target = request.path.unwrap_or("");
+            let (path, query) = match target.split_once('?') {
+                Some((path, query)) => (path, Some(query)),
+                None => (target, None),
+            };
+            if request.method != Some("GET") || path != "/events" {
+                return Ok(Some(Box::new(Head::Http1)));
+            }
+            let last_event_id =
+                request.headers.iter().find(|h| h.name.eq_ignore_ascii_case("last-event-id")).map(|h| h.value);
+            let parsed = request::parse_subscribe(query, last_event_id);
+            Ok(Some(Box::new(move |_| Head::Stream(parsed))))
+        }
+    }
+}

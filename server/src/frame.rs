@@ -1,0 +1,114 @@
+//! SSE wire framing. Every event is framed once into `Bytes` that all subscribers share.
+//!
+//! Data is split on `\r\n`, `\n` and `\r` into several `data:` lines, so a
+//! spec-compliant parser hands the published body back with line breaks normalised to
+//! `\n`. Event types and ids never contain line breaks (validated before framing).
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::id::EventId;
+
+/// Frames one event: `id:`, optional `event:`, one `data:` line per line of `data`.
+pub fn event(id: EventId, event_type: Option<&str>, data: &str) -> Bytes {
+    let mut out = BytesMut::with_capacity(data.len() + 48 + event_type.map_or(0, |t| t.len() + 8));
+    out.put_slice(b"id: ");
+    out.put_slice(id.to_string().as_bytes());
+    out.put_u8(b'\n');
+    if let Some(event_type) = event_type {
+        out.put_slice(b"event: ");
+        out.put_slice(event_type.as_bytes());
+        out.put_u8(b'\n');
+    }
+    for line in split_lines(data) {
+        out.put_slice(b"data: ");
+        out.put_slice(line.as_bytes());
+        out.put_u8(b'\n');
+    }
+    out.put_u8(b'\n');
+    out.freeze()
+}
+
+/// Splits on CRLF, LF and CR, as the EventSource parser does; always at least one line.
+fn split_lines(data: &str) -> impl Iterator<Item = &str> {
+    let mut rest = Some(data);
+    std::iter::from_fn(move || {
+        let text = rest?;
+        match text.find(['\r', '\n']) {
+            None => {
+                rest = None;
+                Some(text)
+            }
+            Some(at) => {
+                let skip = if text[at..].starts_with("\r\n") { 2 } else { 1 };
+                rest = Some(&text[at + skip..]);
+                Some(&text[..at])
+            }
+        }
+    })
+}
+
+/// `retry: <ms>` on its own: sets the client's reconnection delay, dispatches nothing.
+pub fn retry(retry_ms: u64) -> Bytes {
+    Bytes::from(format!("retry: {retry_ms}\n\n"))
+}
+
+/// An idle keep-alive: a comment line, ignored by parsers.
+pub const HEARTBEAT: &[u8] = b":\n\n";
+
+/// Why a resume point could not be honoured; sent as `event: reset`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResetReason {
+    /// The id is not one this server produces.
+    Malformed,
+    /// The id belongs to another history (store wiped or replaced, server restarted).
+    OtherEpoch,
+    /// Events after the id are no longer retained.
+    Evicted,
+    /// The id is ahead of anything this server has produced.
+    Unknown,
+}
+
+impl ResetReason {
+    /// The label used in the notice and in metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResetReason::Malformed => "malformed",
+            ResetReason::OtherEpoch => "other_epoch",
+            ResetReason::Evicted => "evicted",
+            ResetReason::Unknown => "unknown",
+        }
+    }
+}
+
+/// The in-stream notice that history was reset; replay continues from the oldest
+/// retained event after it. It carries no `id:` so the client's last id is kept.
+pub fn reset(reason: ResetReason) -> Bytes {
+    Bytes::from(format!("event: reset\ndata: {{\"reason\":\"{}\"}}\n\n", reason.as_str()))
+}
+
+/// The last words to a subscriber that fell out of the window: it resumes by id.
+pub const SLOW_CONSUMER: &[u8] = b": disconnected: slow consumer, reconnect with Last-Event-ID\n\n";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_every_kind_of_line_break() {
+        let lines: Vec<_> = split_lines("a\r\nb\nc\rd").collect();
+        assert_eq!(lines, ["a", "b", "c", "d"]);
+        assert_eq!(split_lines("").collect::<Vec<_>>(), [""]);
+        assert_eq!(split_lines("x\n").collect::<Vec<_>>(), ["x", ""]);
+        assert_eq!(split_lines("\r\r\n").collect::<Vec<_>>(), ["", "", ""]);
+    }
+
+    #[test]
+    fn frames_id_type_and_data_lines() {
+        let id = EventId { epoch: 1, seq: 7 };
+        assert_eq!(
+            &event(id, Some("greet"), "hi\nthere")[..],
+            b"id: 00000001-7\nevent: greet\ndata: hi\ndata: there\n\n"
+        );
+        assert_eq!(&event(id, None, "")[..], b"id: 00000001-7\ndata: \n\n");
+    }
+}

@@ -1,0 +1,207 @@
+//! Everything served through hyper: publish, health, readiness, metrics, the demo page,
+//! and event streams over HTTP/2 or on a kept-alive HTTP/1.1 connection.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{header, Method, Request, Response, StatusCode};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::error::ApiError;
+use crate::frame;
+use crate::io::ConnIo;
+use crate::metrics::DisconnectReason;
+use crate::request;
+use crate::server::{draining, Shared};
+use crate::subscription::{Next, Subscription};
+
+type Body = UnsyncBoxBody<Bytes, Infallible>;
+
+const DEMO_PAGE: &str = include_str!("demo.html");
+
+/// Serves HTTP/1.1 requests (keep-alive) until the client leaves or the server drains.
+pub(crate) async fn serve_http1<S>(shared: Arc<Shared>, io: ConnIo<S>, timed_out: Arc<AtomicBool>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service(shared.clone(), timed_out);
+    let connection = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(shared.config.header_timeout)
+        .max_buf_size(crate::conn::MAX_HEAD_BYTES.max(8192))
+        .serve_connection(TokioIo::new(io), service);
+    tokio::pin!(connection);
+    tokio::select! {
+        biased;
+        _ = connection.as_mut() => {}
+        _ = shared.shutdown.cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            let _ = connection.await;
+        }
+    }
+}
+
+/// Serves an HTTP/2 (prior knowledge) connection.
+pub(crate) async fn serve_http2<S>(shared: Arc<Shared>, io: ConnIo<S>, timed_out: Arc<AtomicBool>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service(shared.clone(), timed_out);
+    let connection = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .serve_connection(TokioIo::new(io), service);
+    tokio::pin!(connection);
+    tokio::select! {
+        biased;
+        _ = connection.as_mut() => {}
+        _ = shared.shutdown.cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            let _ = connection.await;
+        }
+    }
+}
+
+fn service(
+    shared: Arc<Shared>,
+    timed_out: Arc<AtomicBool>,
+) -> impl hyper::service::Service<Request<Incoming>, Response = Response<Body>, Error = Infallible, Future: Send> + Clone
+{
+    service_fn(move |req| {
+        let (shared, timed_out) = (shared.clone(), timed_out.clone());
+        async move {
+            Ok::<_, Infallible>(route(&shared, req, timed_out).await.unwrap_or_else(|e| error_response(&shared, &e)))
+        }
+    })
+}
+
+async fn route(
+    shared: &Arc<Shared>,
+    req: Request<Incoming>,
+    timed_out: Arc<AtomicBool>,
+) -> Result<Response<Body>, ApiError> {
+    match (req.uri().path(), req.method()) {
+        ("/events", &Method::GET) => subscribe(shared, &req, timed_out),
+        ("/events", &Method::POST) => publish(shared, req).await,
+        ("/events", _) => Err(ApiError::MethodNotAllowed("GET, POST")),
+        ("/healthz", &Method::GET) => Ok(text(StatusCode::OK, "text/plain", "ok\n")),
+        ("/readyz", &Method::GET) if shared.draining.load(Ordering::SeqCst) => Err(draining(shared.config.retry)),
+        ("/readyz", &Method::GET) => Ok(text(StatusCode::OK, "text/plain", "ready\n")),
+        ("/metrics", &Method::GET) => Ok(text(
+            StatusCode::OK,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            shared.metrics.render(),
+        )),
+        ("/", &Method::GET) => Ok(text(StatusCode::OK, "text/html; charset=utf-8", DEMO_PAGE)),
+        ("/healthz" | "/readyz" | "/metrics" | "/", _) => Err(ApiError::MethodNotAllowed("GET")),
+        _ => Err(ApiError::NotFound),
+    }
+}
+
+async fn publish(shared: &Shared, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    let target = request::parse_publish(req.uri().query())?;
+    let max = shared.config.max_event_bytes;
+    let declared =
+        req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > max as u64) {
+        return Err(ApiError::PayloadTooLarge);
+    }
+    let body = match Limited::new(req.into_body(), max).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(error) if error.downcast_ref::<LengthLimitError>().is_some() => return Err(ApiError::PayloadTooLarge),
+        Err(_) => return Err(ApiError::BadRequest("incomplete_body", "the request body ended early")),
+    };
+    let data =
+        std::str::from_utf8(&body).map_err(|_| ApiError::BadRequest("invalid_utf8", "event data must be UTF-8"))?;
+    let id = shared.hub.publish(&target.topic, target.event_type.as_deref(), data)?;
+    let json = format!("{{\"id\":\"{id}\",\"topic\":\"{}\"}}", target.topic);
+    Ok(text(StatusCode::CREATED, "application/json", json))
+}
+
+fn subscribe(
+    shared: &Arc<Shared>,
+    req: &Request<Incoming>,
+    timed_out: Arc<AtomicBool>,
+) -> Result<Response<Body>, ApiError> {
+    let header_id = req.headers().get("last-event-id").map(|v| v.as_bytes());
+    let wanted = request::parse_subscribe(req.uri().query(), header_id)?;
+    let subscription = shared.subscribe(&wanted.topics, wanted.last_event_id.as_deref(), timed_out)?;
+    let state = StreamState { shared: shared.clone(), subscription, pending: VecDeque::new(), finished: false };
+    let frames = futures_util::stream::unfold(state, |mut state| async move {
+        let frame = state.next_frame().await?;
+        Some((Ok(Frame::data(frame)), state))
+    });
+    let response = Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "text/event-stream")
+        .header(header::CACHE_CONTROL, "no-cache")
+        .header("x-accel-buffering", "no")
+        .body(StreamBody::new(frames).boxed_unsync())
+        .expect("static head is valid");
+    Ok(response)
+}
+
+/// Feeds a subscription's frames to hyper one `Bytes` at a time.
+struct StreamState {
+    shared: Arc<Shared>,
+    subscription: Subscription,
+    pending: VecDeque<Bytes>,
+    finished: bool,
+}
+
+impl StreamState {
+    async fn next_frame(&mut self) -> Option<Bytes> {
+        loop {
+            if let Some(frame) = self.pending.pop_front() {
+                return Some(frame);
+            }
+            if self.finished {
+                return None;
+            }
+            match self.subscription.next(&self.shared.shutdown).await {
+                Next::Opening(opening) => self.pending.push_back(opening),
+                Next::Events(frames) => {
+                    // Counted when handed to hyper, which writes them out next.
+                    self.subscription.delivered(frames.len());
+                    self.pending.extend(frames);
+                }
+                Next::Heartbeat => self.pending.push_back(Bytes::from_static(frame::HEARTBEAT)),
+                Next::Shutdown => {
+                    self.subscription.end(DisconnectReason::Shutdown);
+                    self.pending.push_back(self.shared.goodbye());
+                    self.finished = true;
+                }
+                Next::SlowConsumer => {
+                    self.subscription.end(DisconnectReason::SlowConsumer);
+                    self.pending.push_back(Bytes::from_static(frame::SLOW_CONSUMER));
+                    self.finished = true;
+                }
+            }
+        }
+    }
+}
+
+fn text(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Body> {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, content_type)
+        .body(Full::new(body.into()).boxed_unsync())
+        .expect("static head is valid")
+}
+
+fn error_response(shared: &Shared, error: &ApiError) -> Response<Body> {
+    shared.metrics.rejected(error.code());
+    let mut response =
+        text(StatusCode::from_u16(error.status()).expect("known status"), "application/json", error.body());
+    if let Some((name, value)) = error.extra_header() {
+        response.headers_mut().insert(name, value.parse().expect("digits or a method list"));
+    }
+    response
+}

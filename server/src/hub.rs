@@ -1,0 +1,357 @@
+//! The hub: sequencer, per-topic windows and subscriber wake-ups.
+//!
+//! One lock orders publishes: under it an event gets the next id, is framed once into
+//! `Bytes`, appended to its topic's bounded window, and only then becomes visible (the
+//! `visible` watermark). Readers take events up to a watermark they loaded first, so a
+//! multi-topic stream never sees id 11 of one topic before id 10 of another.
+//! Subscribers are cursors (a last-delivered id): their memory does not grow with lag.
+//! A cursor that falls behind a window's eviction point is told so ([`Gap`]) and is
+//! never handed a silently shortened history.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::Notify;
+
+use crate::error::ApiError;
+use crate::frame::{self, ResetReason};
+use crate::id::EventId;
+use crate::metrics::Metrics;
+
+/// Most events handed to one write.
+pub const MAX_BATCH_EVENTS: usize = 256;
+/// Most bytes handed to one write (at least one event is always handed over).
+pub const MAX_BATCH_BYTES: usize = 256 << 10;
+
+/// Bounds and pacing of the hub.
+#[derive(Clone, Debug)]
+pub struct HubLimits {
+    /// Events kept per topic.
+    pub window: usize,
+    /// Framed bytes kept per topic.
+    pub window_bytes: usize,
+    /// Topics held at once.
+    pub max_topics: usize,
+    /// How long a topic gathers events before waking subscribers.
+    pub coalesce: Duration,
+}
+
+/// The subscriber's cursor fell behind what its topics retain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Gap;
+
+/// Where a new subscription starts.
+#[derive(Debug)]
+pub(crate) struct Start {
+    /// Deliver events with ids above this.
+    pub after: u64,
+    /// A reset notice to send first, if the resume id could not be honoured.
+    pub reset: Option<ResetReason>,
+}
+
+/// Every topic and the sequencer.
+#[derive(Debug)]
+pub struct Hub {
+    epoch: u32,
+    limits: HubLimits,
+    state: Mutex<HubState>,
+    /// Highest id whose event is in its window; readers never look past it.
+    visible: AtomicU64,
+    next_subscriber: AtomicU64,
+    metrics: Arc<Metrics>,
+}
+
+#[derive(Debug, Default)]
+struct HubState {
+    last_seq: u64,
+    topics: BTreeMap<Arc<str>, Arc<Topic>>,
+}
+
+/// One topic: its window and its subscribers' wake-up handles.
+#[derive(Debug)]
+pub struct Topic {
+    name: Arc<str>,
+    inner: Mutex<TopicInner>,
+}
+
+#[derive(Debug, Default)]
+struct TopicInner {
+    window: VecDeque<Stored>,
+    bytes: usize,
+    /// Highest id evicted from the window; a cursor below it has lost events.
+    evicted_upto: u64,
+    subscribers: BTreeMap<u64, Arc<Notify>>,
+    flush_pending: bool,
+}
+
+#[derive(Debug)]
+struct Stored {
+    seq: u64,
+    frame: Bytes,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl TopicInner {
+    fn wake_all(&self) {
+        for signal in self.subscribers.values() {
+            signal.notify_one();
+        }
+    }
+
+    fn is_unused(&self) -> bool {
+        self.subscribers.is_empty() && self.window.is_empty() && self.evicted_upto == 0
+    }
+}
+
+impl Hub {
+    /// A hub for one history (`epoch`).
+    pub fn new(epoch: u32, limits: HubLimits, metrics: Arc<Metrics>) -> Self {
+        Hub {
+            epoch,
+            limits,
+            state: Mutex::new(HubState::default()),
+            visible: AtomicU64::new(0),
+            next_subscriber: AtomicU64::new(1),
+            metrics,
+        }
+    }
+
+    /// The history these ids belong to.
+    pub fn epoch(&self) -> u32 {
+        self.epoch
+    }
+
+    /// Appends one event and wakes the topic's subscribers (now, or after `coalesce`).
+    pub fn publish(&self, topic: &str, event_type: Option<&str>, data: &str) -> Result<EventId, ApiError> {
+        let mut state = lock(&self.state);
+        let topic = self.topic_in(&mut state, topic)?;
+        let id = EventId { epoch: self.epoch, seq: state.last_seq + 1 };
+        let framed = frame::event(id, event_type, data);
+        let mut inner = lock(&topic.inner);
+        let mut delta = framed.len() as i64;
+        inner.bytes += framed.len();
+        inner.window.push_back(Stored { seq: id.seq, frame: framed });
+        while inner.window.len() > 1
+            && (inner.window.len() > self.limits.window || inner.bytes > self.limits.window_bytes)
+        {
+            let old = inner.window.pop_front().expect("len > 1");
+            inner.bytes -= old.frame.len();
+            inner.evicted_upto = old.seq;
+            delta -= old.frame.len() as i64;
+        }
+        state.last_seq = id.seq;
+        self.visible.store(id.seq, Ordering::Release);
+        if self.limits.coalesce.is_zero() {
+            inner.wake_all();
+        } else if !inner.flush_pending {
+            inner.flush_pending = true;
+            let (topic, delay) = (topic.clone(), self.limits.coalesce);
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                let mut inner = lock(&topic.inner);
+                inner.flush_pending = false;
+                inner.wake_all();
+            });
+        }
+        drop(inner);
+        drop(state);
+        self.metrics.add_buffered(delta);
+        self.metrics.published();
+        Ok(id)
+    }
+
+    /// Registers `signal` on each topic and decides where delivery starts.
+    pub(crate) fn subscribe(
+        &self,
+        topics: &[String],
+        last_event_id: Option<&str>,
+        signal: &Arc<Notify>,
+    ) -> Result<(u64, Vec<Arc<Topic>>, Start), ApiError> {
+        let mut state = lock(&self.state);
+        let missing = topics.iter().filter(|t| !state.topics.contains_key(t.as_str())).count();
+        if state.topics.len() + missing > self.limits.max_topics {
+            self.metrics.rejected("max_topics");
+            return Err(topic_limit());
+        }
+        let subscriber = self.next_subscriber.fetch_add(1, Ordering::Relaxed);
+        let handles: Vec<Arc<Topic>> = topics.iter().map(|t| self.topic_in(&mut state, t)).collect::<Result<_, _>>()?;
+        let visible = state.last_seq;
+        let mut evicted_upto = 0;
+        for topic in &handles {
+            let mut inner = lock(&topic.inner);
+            evicted_upto = evicted_upto.max(inner.evicted_upto);
+            inner.subscribers.insert(subscriber, signal.clone());
+        }
+        let reset = |reason| Start { after: evicted_upto, reset: Some(reason) };
+        let start = match last_event_id {
+            None => Start { after: visible, reset: None },
+            Some(text) => match EventId::parse(text) {
+                None => reset(ResetReason::Malformed),
+                Some(id) if id.epoch != self.epoch => reset(ResetReason::OtherEpoch),
+                Some(id) if id.seq > visible => reset(ResetReason::Unknown),
+                Some(id) if id.seq < evicted_upto => reset(ResetReason::Evicted),
+                Some(id) => Start { after: id.seq, reset: None },
+            },
+        };
+        Ok((subscriber, handles, start))
+    }
+
+    /// Removes a subscriber; forgets topics left with nothing in them.
+    pub(crate) fn unsubscribe(&self, subscriber: u64, topics: &[Arc<Topic>]) {
+        let mut state = lock(&self.state);
+        for topic in topics {
+            let unused = {
+                let mut inner = lock(&topic.inner);
+                inner.subscribers.remove(&subscriber);
+                inner.is_unused()
+            };
+            if unused {
+                state.topics.remove(&topic.name);
+            }
+        }
+        self.metrics.set_topics(state.topics.len());
+    }
+
+    /// Events after `after` on `topics`, in id order, bounded per write; `Gap` when one
+    /// of the topics no longer holds an event the cursor has not seen.
+    pub(crate) fn read_after(&self, topics: &[Arc<Topic>], after: u64) -> Result<Vec<(u64, Bytes)>, Gap> {
+        let upto = self.visible.load(Ordering::Acquire);
+        if upto <= after {
+            return Ok(Vec::new());
+        }
+        let mut batch = Vec::new();
+        for topic in topics {
+            let inner = lock(&topic.inner);
+            if inner.evicted_upto > after {
+                return Err(Gap);
+            }
+            let from = inner.window.partition_point(|e| e.seq <= after);
+            batch.extend(
+                inner
+                    .window
+                    .range(from..)
+                    .take_while(|e| e.seq <= upto)
+                    .take(MAX_BATCH_EVENTS)
+                    .map(|e| (e.seq, e.frame.clone())),
+            );
+        }
+        if topics.len() > 1 {
+            batch.sort_unstable_by_key(|(seq, _)| *seq);
+        }
+        let mut bytes = 0;
+        let keep = batch
+            .iter()
+            .take(MAX_BATCH_EVENTS)
+            .take_while(|(_, frame)| {
+                bytes += frame.len();
+                bytes == frame.len() || bytes <= MAX_BATCH_BYTES
+            })
+            .count();
+        batch.truncate(keep);
+        Ok(batch)
+    }
+
+    fn topic_in(&self, state: &mut HubState, name: &str) -> Result<Arc<Topic>, ApiError> {
+        if let Some(topic) = state.topics.get(name) {
+            return Ok(topic.clone());
+        }
+        if state.topics.len() >= self.limits.max_topics {
+            self.metrics.rejected("max_topics");
+            return Err(topic_limit());
+        }
+        let name: Arc<str> = Arc::from(name);
+        let topic = Arc::new(Topic { name: name.clone(), inner: Mutex::new(TopicInner::default()) });
+        state.topics.insert(name, topic.clone());
+        self.metrics.set_topics(state.topics.len());
+        Ok(topic)
+    }
+}
+
+fn topic_limit() -> ApiError {
+    ApiError::Unavailable("topic_limit", "the server holds its maximum number of topics", Duration::from_secs(5))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hub(window: usize, window_bytes: usize) -> Hub {
+        let limits = HubLimits { window, window_bytes, max_topics: 4, coalesce: Duration::ZERO };
+        Hub::new(7, limits, Arc::new(Metrics::new()))
+    }
+
+    fn seqs(batch: &[(u64, Bytes)]) -> Vec<u64> {
+        batch.iter().map(|(s, _)| *s).collect()
+    }
+
+    #[test]
+    fn multi_topic_reads_come_in_id_order() {
+        let hub = hub(100, 1 << 20);
+        let signal = Arc::new(Notify::new());
+        let (_, topics, start) = hub.subscribe(&["a".into(), "b".into()], None, &signal).unwrap();
+        for t in ["a", "b", "b", "a", "c", "a"] {
+            hub.publish(t, None, "x").unwrap();
+        }
+        assert_eq!(seqs(&hub.read_after(&topics, start.after).unwrap()), [1, 2, 3, 4, 6]);
+        assert_eq!(seqs(&hub.read_after(&topics, 3).unwrap()), [4, 6]);
+    }
+
+    #[test]
+    fn window_evicts_by_count_and_bytes_and_reports_the_gap() {
+        let hub = hub(3, 1 << 20);
+        let signal = Arc::new(Notify::new());
+        let (_, topics, _) = hub.subscribe(&["a".into()], None, &signal).unwrap();
+        for _ in 0..5 {
+            hub.publish("a", None, "x").unwrap();
+        }
+        assert_eq!(hub.read_after(&topics, 1), Err(Gap));
+        assert_eq!(seqs(&hub.read_after(&topics, 2).unwrap()), [3, 4, 5]);
+
+        let hub = self::hub(100, 100);
+        let (_, topics, _) = hub.subscribe(&["a".into()], None, &signal).unwrap();
+        for _ in 0..5 {
+            hub.publish("a", None, &"y".repeat(30)).unwrap();
+        }
+        let kept = hub.read_after(&topics, 4).unwrap();
+        assert_eq!(seqs(&kept), [5]);
+        assert_eq!(hub.read_after(&topics, 3), Err(Gap));
+    }
+
+    #[test]
+    fn resume_ids_that_cannot_be_honoured_reset() {
+        let hub = hub(2, 1 << 20);
+        let signal = Arc::new(Notify::new());
+        for _ in 0..4 {
+            hub.publish("a", None, "x").unwrap();
+        }
+        let start = |id: &str| hub.subscribe(&["a".into()], Some(id), &signal).unwrap().2;
+        let ok = start("00000007-2");
+        assert_eq!((ok.after, ok.reset), (2, None));
+        assert_eq!(start("00000007-1").reset, Some(ResetReason::Evicted));
+        assert_eq!(start("00000007-1").after, 2, "replay restarts at the oldest retained event");
+        assert_eq!(start("00000008-3").reset, Some(ResetReason::OtherEpoch));
+        assert_eq!(start("00000007-9").reset, Some(ResetReason::Unknown));
+        assert_eq!(start("nonsense").reset, Some(ResetReason::Malformed));
+    }
+
+    #[test]
+    fn topic_limit_refuses_new_topics_and_unused_topics_are_forgotten() {
+        let hub = hub(10, 1 << 20);
+        let signal = Arc::new(Notify::new());
+        for t in ["a", "b", "c", "d"] {
+            hub.publish(t, None, "x").unwrap();
+        }
+        assert!(hub.publish("e", None, "x").is_err());
+        let h = self::hub(10, 1 << 20);
+        let (id, topics, _) = h.subscribe(&["q".into()], None, &signal).unwrap();
+        assert_eq!(lock(&h.state).topics.len(), 1);
+        h.unsubscribe(id, &topics);
+        assert_eq!(lock(&h.state).topics.len(), 0);
+    }
+}

@@ -1,0 +1,53 @@
+//! `sse-server`: a Server-Sent Events server with bounded memory, resume by id,
+//! timeouts against slow and dead peers, and seams that let simulations run it unchanged.
+//!
+//! Modules, in the order a request meets them:
+//! - [`listener`]: the `Listener` seam (tokio TCP here, turmoil in simulations).
+//! - [`server`]: `Server::run`, the accept loop, connection permits and graceful drain.
+//! - `conn`: reads the request head within the header timeout and picks a path.
+//! - `lean`: the lean HTTP/1.1 event-stream path that owns the socket.
+//! - `http_api`: hyper for publish, health, readiness, metrics and HTTP/2.
+//! - [`request`]: query, topic, event-type and resume-id validation.
+//! - [`hub`]: sequencer, per-topic bounded windows, wake-ups.
+//! - [`subscription`]: a stream's cursor and what it writes next.
+//! - [`frame`]: SSE framing, once per event.
+//! - [`id`]: event ids (`<epoch>-<seq>`).
+//! - [`io`]: replayed head bytes and the write deadline under every connection.
+//! - [`metrics`]: Prometheus metrics with typed accessors.
+//! - [`config`]: flags and environment variables.
+//! - [`error`]: the error type and its HTTP mapping.
+//! - [`rng`]: the one seeded random source.
+//!
+//! Determinism: decisions use `tokio::time` only, randomness comes from [`rng`] seeded by
+//! configuration, and nothing observable depends on hash-map order.
+
+#![forbid(unsafe_code)]
+
+pub mod config;
+mod conn;
+pub mod error;
+pub mod frame;
+mod http_api;
+pub mod hub;
+pub mod id;
+pub mod io;
+mod lean;
+pub mod listener;
+pub mod metrics;
+pub mod request;
+pub mod rng;
+pub mod server;
+pub mod subscription;
+
+pub use config::Config;
+pub use listener::Listener;
+pub use server::Server;
+
+/// Serves `listener` with `config` until `shutdown` completes, then drains.
+pub async fn run<L: Listener>(
+    listener: L,
+    config: Config,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> std::io::Result<()> {
+    Server::new(config).run(listener, shutdown).await
+}

@@ -1,0 +1,211 @@
+//! Prometheus metrics, by the names the suites and dashboards rely on. Typed accessors
+//! let tests and simulations read values without parsing text.
+//!
+//! Label order inside a family follows the client crate's map and is not part of any
+//! trace; simulations read values through [`Metrics`] methods, never the text.
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+/// Why a stream or connection ended, as the `reason` label of `sse_disconnects_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DisconnectReason {
+    /// The client closed or reset its side.
+    ClientClosed,
+    /// The subscriber fell out of the in-memory window.
+    SlowConsumer,
+    /// A write made no progress for `--write-timeout`.
+    WriteTimeout,
+    /// No whole request head within `--header-timeout`.
+    HeaderTimeout,
+    /// The server is draining.
+    Shutdown,
+}
+
+impl DisconnectReason {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DisconnectReason::ClientClosed => "client_closed",
+            DisconnectReason::SlowConsumer => "slow_consumer",
+            DisconnectReason::WriteTimeout => "write_timeout",
+            DisconnectReason::HeaderTimeout => "header_timeout",
+            DisconnectReason::Shutdown => "shutdown",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct Reason {
+    reason: &'static str,
+}
+
+/// Every metric the server exports.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    streams: Gauge,
+    connections: Gauge,
+    topics: Gauge,
+    buffered_bytes: Gauge,
+    published: Counter,
+    delivered: Counter,
+    accept_errors: Counter,
+    disconnects: Family<Reason, Counter>,
+    rejected: Family<Reason, Counter>,
+    resets: Family<Reason, Counter>,
+    open_fds: Gauge,
+    resident_bytes: Gauge,
+    alive_tasks: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// A fresh registry with every metric registered.
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let metrics = Metrics {
+            streams: Gauge::default(),
+            connections: Gauge::default(),
+            topics: Gauge::default(),
+            buffered_bytes: Gauge::default(),
+            published: Counter::default(),
+            delivered: Counter::default(),
+            accept_errors: Counter::default(),
+            disconnects: Family::default(),
+            rejected: Family::default(),
+            resets: Family::default(),
+            open_fds: Gauge::default(),
+            resident_bytes: Gauge::default(),
+            alive_tasks: Gauge::default(),
+            registry: Registry::default(),
+        };
+        registry.register("sse_streams", "Open event streams", metrics.streams.clone());
+        registry.register("sse_connections", "Open TCP connections", metrics.connections.clone());
+        registry.register("sse_topics", "Topics held in memory", metrics.topics.clone());
+        registry.register(
+            "sse_buffered_bytes",
+            "Framed event bytes held in topic windows",
+            metrics.buffered_bytes.clone(),
+        );
+        registry.register("sse_events_published", "Events acknowledged to publishers", metrics.published.clone());
+        registry.register("sse_events_delivered", "Events written to subscriber sockets", metrics.delivered.clone());
+        registry.register("sse_accept_errors", "Errors from accept (EMFILE and others)", metrics.accept_errors.clone());
+        registry.register("sse_disconnects", "Streams and connections ended, by reason", metrics.disconnects.clone());
+        registry.register("sse_rejected", "Connections and requests refused, by reason", metrics.rejected.clone());
+        registry.register(
+            "sse_resets",
+            "Reset notices sent for unusable resume ids, by reason",
+            metrics.resets.clone(),
+        );
+        registry.register("process_open_fds", "Open file descriptors", metrics.open_fds.clone());
+        registry.register("process_resident_memory_bytes", "Resident set size", metrics.resident_bytes.clone());
+        registry.register("tokio_alive_tasks", "Tasks alive in the runtime", metrics.alive_tasks.clone());
+        Metrics { registry, ..metrics }
+    }
+
+    /// The Prometheus text exposition, refreshing process and runtime gauges first.
+    pub fn render(&self) -> String {
+        if let Some(fds) = count_open_fds() {
+            self.open_fds.set(fds as i64);
+        }
+        if let Some(rss) = resident_bytes() {
+            self.resident_bytes.set(rss as i64);
+        }
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            self.alive_tasks.set(handle.metrics().num_alive_tasks() as i64);
+        }
+        let mut out = String::new();
+        encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        out
+    }
+
+    pub(crate) fn stream_opened(&self) {
+        self.streams.inc();
+    }
+    pub(crate) fn stream_closed(&self) {
+        self.streams.dec();
+    }
+    pub(crate) fn connection_opened(&self) {
+        self.connections.inc();
+    }
+    pub(crate) fn connection_closed(&self) {
+        self.connections.dec();
+    }
+    pub(crate) fn set_topics(&self, n: usize) {
+        self.topics.set(n as i64);
+    }
+    pub(crate) fn add_buffered(&self, delta: i64) {
+        self.buffered_bytes.inc_by(delta);
+    }
+    pub(crate) fn published(&self) {
+        self.published.inc();
+    }
+    pub(crate) fn delivered(&self, n: usize) {
+        self.delivered.inc_by(n as u64);
+    }
+    pub(crate) fn accept_error(&self) {
+        self.accept_errors.inc();
+    }
+    pub(crate) fn disconnected(&self, reason: DisconnectReason) {
+        self.disconnects.get_or_create(&Reason { reason: reason.as_str() }).inc();
+    }
+    pub(crate) fn rejected(&self, reason: &'static str) {
+        self.rejected.get_or_create(&Reason { reason }).inc();
+    }
+    pub(crate) fn reset_sent(&self, reason: &'static str) {
+        self.resets.get_or_create(&Reason { reason }).inc();
+    }
+
+    /// Open event streams.
+    pub fn streams(&self) -> i64 {
+        self.streams.get()
+    }
+    /// Open connections.
+    pub fn connections(&self) -> i64 {
+        self.connections.get()
+    }
+    /// Bytes held in topic windows.
+    pub fn buffered_bytes(&self) -> i64 {
+        self.buffered_bytes.get()
+    }
+    /// Events acknowledged.
+    pub fn published_total(&self) -> u64 {
+        self.published.get()
+    }
+    /// Events written to subscribers.
+    pub fn delivered_total(&self) -> u64 {
+        self.delivered.get()
+    }
+    /// Accept errors seen.
+    pub fn accept_errors_total(&self) -> u64 {
+        self.accept_errors.get()
+    }
+    /// Streams or connections ended for `reason`.
+    pub fn disconnects_total(&self, reason: DisconnectReason) -> u64 {
+        self.disconnects.get_or_create(&Reason { reason: reason.as_str() }).get()
+    }
+    /// Refusals for `reason` (e.g. `max_connections`).
+    pub fn rejected_total(&self, reason: &'static str) -> u64 {
+        self.rejected.get_or_create(&Reason { reason }).get()
+    }
+}
+
+fn count_open_fds() -> Option<usize> {
+    Some(std::fs::read_dir("/proc/self/fd").ok()?.count())
+}
+
+fn resident_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
+}

@@ -1,0 +1,189 @@
+//! Parsing and validating what clients send: query strings, topic names, event types and
+//! resume ids. Shared by the lean stream path and the hyper path so both answer alike.
+
+use crate::error::ApiError;
+
+/// Most topics one stream may follow.
+pub const MAX_TOPICS_PER_STREAM: usize = 16;
+/// Longest topic name, in bytes.
+pub const MAX_TOPIC_LEN: usize = 128;
+/// Longest event type, in bytes.
+pub const MAX_EVENT_TYPE_LEN: usize = 64;
+/// Longest resume id we look at; longer ones are malformed (and get a reset notice).
+pub const MAX_LAST_EVENT_ID_LEN: usize = 64;
+
+/// What `GET /events` asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscribeRequest {
+    /// Distinct topics, sorted (the order never matters to delivery).
+    pub topics: Vec<String>,
+    /// The resume point from `Last-Event-ID` (preferred) or `lastEventId`.
+    pub last_event_id: Option<String>,
+}
+
+/// What `POST /events` asks for (the body is the data).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishRequest {
+    /// The one topic the event goes to.
+    pub topic: String,
+    /// Optional `event:` type.
+    pub event_type: Option<String>,
+}
+
+/// `[A-Za-z0-9._~:/-]{1,128}`.
+pub fn validate_topic(topic: &str) -> Result<(), ApiError> {
+    let ok_byte = |b: u8| b.is_ascii_alphanumeric() || b"._~:/-".contains(&b);
+    if topic.is_empty() || topic.len() > MAX_TOPIC_LEN || !topic.bytes().all(ok_byte) {
+        return Err(ApiError::BadRequest("invalid_topic", "topic names are 1-128 bytes of A-Z a-z 0-9 . _ ~ : / -"));
+    }
+    Ok(())
+}
+
+/// Non-empty, at most 64 bytes, no control characters (so no line breaks).
+pub fn validate_event_type(event_type: &str) -> Result<(), ApiError> {
+    if event_type.is_empty() || event_type.len() > MAX_EVENT_TYPE_LEN || event_type.chars().any(char::is_control) {
+        return Err(ApiError::BadRequest(
+            "invalid_event_type",
+            "event types are 1-64 bytes without control characters or line breaks",
+        ));
+    }
+    Ok(())
+}
+
+/// Parses the query of `GET /events`; `header_last_event_id` wins over the query's.
+pub fn parse_subscribe(query: Option<&str>, header_last_event_id: Option<&[u8]>) -> Result<SubscribeRequest, ApiError> {
+    let mut topics = Vec::new();
+    let mut query_last_event_id = None;
+    for (key, value) in query_pairs(query.unwrap_or(""))? {
+        match key.as_str() {
+            "topic" => {
+                validate_topic(&value)?;
+                topics.push(value);
+            }
+            "lastEventId" => query_last_event_id = Some(value),
+            _ => {}
+        }
+    }
+    topics.sort();
+    topics.dedup();
+    if topics.is_empty() {
+        return Err(ApiError::BadRequest("missing_topic", "at least one topic= parameter is required"));
+    }
+    if topics.len() > MAX_TOPICS_PER_STREAM {
+        return Err(ApiError::BadRequest("too_many_topics", "a stream follows at most 16 topics"));
+    }
+    // A resume id is never a reason to refuse the stream: an unreadable one becomes a
+    // reset notice in the stream, so it is kept as text here.
+    let last_event_id = match header_last_event_id {
+        Some(raw) => Some(String::from_utf8_lossy(raw).into_owned()),
+        None => query_last_event_id,
+    }
+    .filter(|id| !id.is_empty());
+    Ok(SubscribeRequest { topics, last_event_id })
+}
+
+/// Parses the query of `POST /events`.
+pub fn parse_publish(query: Option<&str>) -> Result<PublishRequest, ApiError> {
+    let mut topic = None;
+    let mut event_type = None;
+    for (key, value) in query_pairs(query.unwrap_or(""))? {
+        match key.as_str() {
+            "topic" if topic.is_some() => {
+                return Err(ApiError::BadRequest("too_many_topics", "publish to exactly one topic"));
+            }
+            "topic" => topic = Some(value),
+            "event" => event_type = Some(value),
+            _ => {}
+        }
+    }
+    let topic = topic.ok_or(ApiError::BadRequest("missing_topic", "a topic= parameter is required"))?;
+    validate_topic(&topic)?;
+    if let Some(event_type) = &event_type {
+        validate_event_type(event_type)?;
+    }
+    Ok(PublishRequest { topic, event_type })
+}
+
+/// Splits `a=b&c=d`, percent-decoding keys and values (`+` is a space).
+fn query_pairs(query: &str) -> Result<Vec<(String, String)>, ApiError> {
+    query
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            Ok((percent_decode(key)?, percent_decode(value)?))
+        })
+        .collect()
+}
+
+fn percent_decode(text: &str) -> Result<String, ApiError> {
+    const BAD: ApiError = ApiError::BadRequest("invalid_query", "the query string is not valid percent-encoded UTF-8");
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let hex = bytes.get(i + 1..i + 3).ok_or(BAD)?;
+                let hex = std::str::from_utf8(hex).map_err(|_| BAD)?;
+                out.push(u8::from_str_radix(hex, 16).map_err(|_| BAD)?);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).map_err(|_| BAD)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topics_follow_the_documented_alphabet() {
+        for good in ["a", "news/eu:1", "A.b_c~d-e", &"x".repeat(128)] {
+            assert!(validate_topic(good).is_ok(), "{good:?}");
+        }
+        for bad in ["", "a b", "a\nb", "é", &"x".repeat(129), "a?b"] {
+            assert!(validate_topic(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn event_types_reject_breaks_controls_and_length() {
+        assert!(validate_event_type("update").is_ok());
+        for bad in ["", "a\nb", "a\rb", "a\u{0}b", &"t".repeat(65)] {
+            assert!(validate_event_type(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn subscribe_dedups_sorts_and_prefers_the_header_id() {
+        let req = parse_subscribe(Some("topic=b&topic=a&topic=b&lastEventId=q"), Some(b"h")).unwrap();
+        assert_eq!(req.topics, ["a", "b"]);
+        assert_eq!(req.last_event_id.as_deref(), Some("h"));
+        let req = parse_subscribe(Some("topic=news%2Feu&lastEventId=q"), None).unwrap();
+        assert_eq!(req.topics, ["news/eu"]);
+        assert_eq!(req.last_event_id.as_deref(), Some("q"));
+        assert!(parse_subscribe(Some("x=1"), None).is_err());
+        let many: Vec<String> = (0..17).map(|i| format!("topic=t{i}")).collect();
+        assert!(parse_subscribe(Some(&many.join("&")), None).is_err());
+        assert!(parse_subscribe(Some("topic=%ZZ"), None).is_err());
+    }
+
+    #[test]
+    fn publish_needs_exactly_one_valid_topic() {
+        let req = parse_publish(Some("topic=t&event=e")).unwrap();
+        assert_eq!((req.topic.as_str(), req.event_type.as_deref()), ("t", Some("e")));
+        assert!(parse_publish(Some("topic=t&topic=u")).is_err());
+        assert!(parse_publish(None).is_err());
+        assert!(parse_publish(Some("topic=t&event=a%0Ab")).is_err());
+    }
+}

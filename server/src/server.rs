@@ -1,0 +1,208 @@
+//! The accept loop, admission control and graceful drain: [`Server::run`].
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use crate::config::Config;
+use crate::conn;
+use crate::error::ApiError;
+use crate::frame;
+use crate::hub::{Hub, HubLimits};
+use crate::listener::Listener;
+use crate::metrics::Metrics;
+use crate::rng::SeededRng;
+use crate::subscription::Subscription;
+
+/// Connections being refused at once; past it, over-limit connections wait in the
+/// kernel's backlog instead of costing more descriptors.
+const REJECT_SLOTS: usize = 64;
+/// Longest pause after an accept error (EMFILE and the like).
+const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
+
+/// What every connection task shares.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub config: Config,
+    pub hub: Arc<Hub>,
+    pub metrics: Arc<Metrics>,
+    pub rng: SeededRng,
+    /// Cancelled when the drain starts; every stream and connection watches it.
+    pub shutdown: CancellationToken,
+    /// `/readyz` answers 503 once set.
+    pub draining: AtomicBool,
+}
+
+impl Shared {
+    pub fn subscribe(
+        &self,
+        topics: &[String],
+        last_event_id: Option<&str>,
+        write_timed_out: Arc<AtomicBool>,
+    ) -> Result<Subscription, ApiError> {
+        if self.shutdown.is_cancelled() {
+            return Err(draining(self.config.retry));
+        }
+        Subscription::open(
+            self.hub.clone(),
+            self.metrics.clone(),
+            topics,
+            last_event_id,
+            self.config.retry,
+            self.config.heartbeat,
+            write_timed_out,
+        )
+    }
+
+    /// The goodbye sent to each stream on drain: a `retry:` with seeded jitter so that
+    /// clients spread their return.
+    pub fn goodbye(&self) -> Bytes {
+        let jitter = self.rng.up_to(self.config.retry_jitter.as_millis() as u64);
+        frame::retry(self.config.retry.as_millis() as u64 + jitter)
+    }
+}
+
+pub(crate) fn draining(retry: Duration) -> ApiError {
+    ApiError::Unavailable("draining", "the server is shutting down", retry)
+}
+
+/// A configured server, ready to run on a listener.
+#[derive(Debug)]
+pub struct Server {
+    shared: Arc<Shared>,
+}
+
+impl Server {
+    /// Builds the hub and metrics from `config`.
+    pub fn new(config: Config) -> Server {
+        let rng = SeededRng::new(config.seed.unwrap_or(0));
+        let metrics = Arc::new(Metrics::new());
+        let limits = HubLimits {
+            window: config.window.max(1),
+            window_bytes: config.window_bytes,
+            max_topics: config.max_topics,
+            coalesce: config.coalesce,
+        };
+        let hub = Arc::new(Hub::new(rng.next_u64() as u32, limits, metrics.clone()));
+        let shared =
+            Shared { config, hub, metrics, rng, shutdown: CancellationToken::new(), draining: AtomicBool::new(false) };
+        Server { shared: Arc::new(shared) }
+    }
+
+    /// The server's metrics, for tests and embedding.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.shared.metrics.clone()
+    }
+
+    /// The hub, for embedding (publish without HTTP).
+    pub fn hub(&self) -> Arc<Hub> {
+        self.shared.hub.clone()
+    }
+
+    /// Serves `listener` until `shutdown` completes, then drains: stops accepting, tells
+    /// every stream to come back later, and returns once all connections have ended or
+    /// `--drain-timeout` has passed.
+    pub async fn run<L: Listener>(self, mut listener: L, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
+        let shared = self.shared;
+        let config = &shared.config;
+        let max_connections = config.effective_max_connections();
+        info!(
+            listen = %listener.local_addr()?,
+            max_connections,
+            seed = config.seed.unwrap_or(0),
+            epoch = format_args!("{:08x}", shared.hub.epoch()),
+            "serving"
+        );
+        let limit = Arc::new(Semaphore::new(max_connections));
+        let reject_slots = Arc::new(Semaphore::new(REJECT_SLOTS));
+        let tracker = TaskTracker::new();
+        let mut backoff = Duration::from_millis(5);
+        tokio::pin!(shutdown);
+        loop {
+            // The permit is taken before accept: a connection is never accepted and then
+            // left waiting. Past the limit a few are accepted to be told 503; past that
+            // they wait in the backlog for a permit.
+            let admission = match limit.clone().try_acquire_owned() {
+                Ok(permit) => Admission::Serve(permit),
+                Err(_) => match reject_slots.clone().try_acquire_owned() {
+                    Ok(slot) => Admission::Refuse(slot),
+                    Err(_) => tokio::select! {
+                        biased;
+                        _ = &mut shutdown => break,
+                        permit = limit.clone().acquire_owned() => Admission::Serve(permit.expect("never closed")),
+                    },
+                },
+            };
+            let accepted = tokio::select! {
+                biased;
+                _ = &mut shutdown => break,
+                accepted = listener.accept() => accepted,
+            };
+            match accepted {
+                Ok((io, peer)) => {
+                    backoff = Duration::from_millis(5);
+                    match admission {
+                        Admission::Serve(permit) => {
+                            tracker.spawn(conn::serve(shared.clone(), io, peer, permit));
+                        }
+                        Admission::Refuse(slot) => {
+                            shared.metrics.rejected("max_connections");
+                            tracker.spawn(refuse(io, slot, config.header_timeout, config.retry));
+                        }
+                    }
+                }
+                Err(error) => {
+                    shared.metrics.accept_error();
+                    warn!(%error, backoff_ms = backoff.as_millis() as u64, "accept failed; backing off");
+                    tokio::select! {
+                        biased;
+                        _ = &mut shutdown => break,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(MAX_ACCEPT_BACKOFF);
+                }
+            }
+        }
+        drop(listener);
+        shared.draining.store(true, Ordering::SeqCst);
+        info!(connections = shared.metrics.connections(), streams = shared.metrics.streams(), "draining");
+        shared.shutdown.cancel();
+        tracker.close();
+        if tokio::time::timeout(config.drain_timeout, tracker.wait()).await.is_err() {
+            warn!(left = tracker.len(), "drain timeout reached; closing the remaining connections");
+        } else {
+            info!("drained");
+        }
+        Ok(())
+    }
+}
+
+enum Admission {
+    Serve(OwnedSemaphorePermit),
+    Refuse(OwnedSemaphorePermit),
+}
+
+/// Answers an over-limit connection with 503 + Retry-After. The request head is read
+/// first (bounded), so the client sees the answer instead of a reset.
+async fn refuse<S>(mut io: S, _slot: OwnedSemaphorePermit, header_timeout: Duration, retry: Duration)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let mut head = [0u8; 2048];
+    let _ = tokio::time::timeout(header_timeout.min(Duration::from_secs(1)), io.read(&mut head)).await;
+    let answer =
+        ApiError::Unavailable("too_many_connections", "the server is at its connection limit", retry).raw_http1();
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        io.write_all(&answer).await?;
+        io.shutdown().await
+    })
+    .await;
+}
