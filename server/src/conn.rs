@@ -61,7 +61,7 @@ where
     let config = &shared.config;
     let head = tokio::select! {
         biased;
-        _ = shared.shutdown.cancelled() => return,
+        _ = shared.closing.cancelled() => return,
         head = tokio::time::timeout(config.header_timeout, read_head(&mut io)) => head,
     };
     let head = match head {
@@ -114,15 +114,24 @@ async fn read_head<S: AsyncRead + Unpin>(io: &mut S) -> Result<Head, HeadError> 
         if H2_PREFACE.starts_with(&buf) {
             continue;
         }
-        if let Some(head) = parse_http1(&buf)? {
-            return Ok(head(buf.freeze()));
+        match parse_http1(&buf)? {
+            None => {}
+            Some(Http1::Stream(request)) => return Ok(Head::Stream(request)),
+            Some(Http1::Other) => return Ok(Head::Http1(buf.freeze())),
         }
     }
 }
 
-/// `Some` once a whole head is in `buf`: either a finished lean-stream request or a
-/// constructor for the hyper path (which needs the raw bytes back).
-fn parse_http1(buf: &[u8]) -> Result<Option<Box<dyn FnOnce(Bytes) -> Head>>, HeadError> {
+/// A whole HTTP/1.x head, classified.
+enum Http1 {
+    /// `GET /events`, already parsed: the head bytes are no longer needed.
+    Stream(Result<SubscribeRequest, ApiError>),
+    /// Anything else: hyper parses it again from the raw bytes.
+    Other,
+}
+
+/// `Some` once a whole head is in `buf`.
+fn parse_http1(buf: &[u8]) -> Result<Option<Http1>, HeadError> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut request = httparse::Request::new(&mut headers);
     match request.parse(buf) {
@@ -136,12 +145,12 @@ fn parse_http1(buf: &[u8]) -> Result<Option<Box<dyn FnOnce(Bytes) -> Head>>, Hea
                 None => (target, None),
             };
             if request.method != Some("GET") || path != "/events" {
-                return Ok(Some(Box::new(Head::Http1)));
+                return Ok(Some(Http1::Other));
             }
             let last_event_id =
                 request.headers.iter().find(|h| h.name.eq_ignore_ascii_case("last-event-id")).map(|h| h.value);
             let parsed = request::parse_subscribe(query, last_event_id);
-            Ok(Some(Box::new(move |_| Head::Stream(parsed))))
+            Ok(Some(Http1::Stream(parsed)))
         }
     }
 }

@@ -42,7 +42,7 @@ where
     tokio::select! {
         biased;
         _ = connection.as_mut() => {}
-        _ = shared.shutdown.cancelled() => {
+        _ = shared.closing.cancelled() => {
             connection.as_mut().graceful_shutdown();
             let _ = connection.await;
         }
@@ -62,7 +62,7 @@ where
     tokio::select! {
         biased;
         _ = connection.as_mut() => {}
-        _ = shared.shutdown.cancelled() => {
+        _ = shared.closing.cancelled() => {
             connection.as_mut().graceful_shutdown();
             let _ = connection.await;
         }

@@ -27,6 +27,8 @@ use crate::subscription::Subscription;
 const REJECT_SLOTS: usize = 64;
 /// Longest pause after an accept error (EMFILE and the like).
 const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
+/// How often the drain checks whether every stream has ended.
+const DRAIN_POLL: Duration = Duration::from_millis(10);
 
 /// What every connection task shares.
 #[derive(Debug)]
@@ -35,8 +37,12 @@ pub(crate) struct Shared {
     pub hub: Arc<Hub>,
     pub metrics: Arc<Metrics>,
     pub rng: SeededRng,
-    /// Cancelled when the drain starts; every stream and connection watches it.
+    /// Cancelled when the drain starts: streams say goodbye and end, new streams get 503.
     pub shutdown: CancellationToken,
+    /// Cancelled once the streams are gone (or the drain deadline is near): kept-alive
+    /// connections finish their request and close. Until then they can still see
+    /// `/readyz` answer 503.
+    pub closing: CancellationToken,
     /// `/readyz` answers 503 once set.
     pub draining: AtomicBool,
 }
@@ -92,8 +98,15 @@ impl Server {
             coalesce: config.coalesce,
         };
         let hub = Arc::new(Hub::new(rng.next_u64() as u32, limits, metrics.clone()));
-        let shared =
-            Shared { config, hub, metrics, rng, shutdown: CancellationToken::new(), draining: AtomicBool::new(false) };
+        let shared = Shared {
+            config,
+            hub,
+            metrics,
+            rng,
+            shutdown: CancellationToken::new(),
+            closing: CancellationToken::new(),
+            draining: AtomicBool::new(false),
+        };
         Server { shared: Arc::new(shared) }
     }
 
@@ -149,6 +162,14 @@ impl Server {
             match accepted {
                 Ok((io, peer)) => {
                     backoff = Duration::from_millis(5);
+                    // A slot may have freed while this accept was waiting.
+                    let admission = match admission {
+                        Admission::Refuse(slot) => match limit.clone().try_acquire_owned() {
+                            Ok(permit) => Admission::Serve(permit),
+                            Err(_) => Admission::Refuse(slot),
+                        },
+                        serve => serve,
+                    };
                     match admission {
                         Admission::Serve(permit) => {
                             tracker.spawn(conn::serve(shared.clone(), io, peer, permit));
@@ -172,16 +193,26 @@ impl Server {
             }
         }
         drop(listener);
-        shared.draining.store(true, Ordering::SeqCst);
-        info!(connections = shared.metrics.connections(), streams = shared.metrics.streams(), "draining");
-        shared.shutdown.cancel();
-        tracker.close();
-        if tokio::time::timeout(config.drain_timeout, tracker.wait()).await.is_err() {
-            warn!(left = tracker.len(), "drain timeout reached; closing the remaining connections");
-        } else {
-            info!("drained");
-        }
+        drain(&shared, tracker).await;
         Ok(())
+    }
+}
+
+/// Stops streams first, then connections, all within `--drain-timeout`.
+async fn drain(shared: &Shared, tracker: TaskTracker) {
+    let deadline = tokio::time::Instant::now() + shared.config.drain_timeout;
+    shared.draining.store(true, Ordering::SeqCst);
+    info!(connections = shared.metrics.connections(), streams = shared.metrics.streams(), "draining");
+    shared.shutdown.cancel();
+    while shared.metrics.streams() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(DRAIN_POLL).await;
+    }
+    shared.closing.cancel();
+    tracker.close();
+    if tokio::time::timeout_at(deadline, tracker.wait()).await.is_err() {
+        warn!(left = tracker.len(), "drain timeout reached; closing the remaining connections");
+    } else {
+        info!("drained");
     }
 }
 

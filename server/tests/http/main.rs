@@ -1,0 +1,6 @@
+//! End-to-end tests of the HTTP contract over real loopback sockets.
+
+mod contract;
+mod lifecycle;
+mod resume;
+mod support;
