@@ -86,11 +86,12 @@ where
         }
         Head::Http1(prefix) => {
             let io = ConnIo::new(io, Some(prefix), config.write_timeout, timed_out.clone());
-            http_api::serve_http1(shared.clone(), io, timed_out).await;
+            // Boxed so that hyper's connection state is not part of every lean stream's task.
+            Box::pin(http_api::serve_http1(shared.clone(), io, timed_out)).await;
         }
         Head::Http2(prefix) => {
             let io = ConnIo::new(io, Some(prefix), config.write_timeout, timed_out.clone());
-            http_api::serve_http2(shared.clone(), io, timed_out).await;
+            Box::pin(http_api::serve_http2(shared.clone(), io, timed_out)).await;
         }
     }
 }

@@ -340,6 +340,38 @@ mod tests {
         assert_eq!(start("nonsense").reset, Some(ResetReason::Malformed));
     }
 
+    /// Guards the watermark: without it, a reader can take id 11 from one topic while
+    /// id 10 of another is still being appended, then skip 10 for ever.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_publishes_never_let_a_multi_topic_reader_skip() {
+        const PER_PUBLISHER: u64 = 20_000;
+        let hub = Arc::new(self::hub(1 << 20, 1 << 30));
+        let signal = Arc::new(Notify::new());
+        let (_, topics, start) = hub.subscribe(&["a".into(), "b".into()], None, &signal).unwrap();
+        let publishers: Vec<_> = ["a", "b"]
+            .into_iter()
+            .map(|topic| {
+                let hub = hub.clone();
+                tokio::spawn(async move {
+                    for _ in 0..PER_PUBLISHER {
+                        hub.publish(topic, None, "x").unwrap();
+                    }
+                })
+            })
+            .collect();
+        let mut after = start.after;
+        while after < 2 * PER_PUBLISHER {
+            for (seq, _) in hub.read_after(&topics, after).unwrap() {
+                assert_eq!(seq, after + 1, "the reader skipped an event");
+                after = seq;
+            }
+            tokio::task::yield_now().await;
+        }
+        for publisher in publishers {
+            publisher.await.unwrap();
+        }
+    }
+
     #[test]
     fn topic_limit_refuses_new_topics_and_unused_topics_are_forgotten() {
         let hub = hub(10, 1 << 20);

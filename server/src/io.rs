@@ -136,7 +136,8 @@ mod tests {
         let flag = Arc::new(AtomicBool::new(false));
         let mut io = ConnIo::new(client, None, Duration::from_secs(3), flag.clone());
         let started = tokio::time::Instant::now();
-        let err = write_all_vectored(&mut io, &[b"0123456789abcdef"]).await.unwrap_err();
+        let write = write_all_vectored(&mut io, &[b"0123456789abcdef"]);
+        let err = tokio::time::timeout(Duration::from_secs(60), write).await.expect("the deadline fired").unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::TimedOut);
         assert_eq!(started.elapsed(), Duration::from_secs(3));
         assert!(flag.load(Ordering::Relaxed));

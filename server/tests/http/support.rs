@@ -311,6 +311,6 @@ impl MemServer {
     }
 
     pub async fn finished(self) {
-        self.task.await.unwrap().unwrap();
+        tokio::time::timeout(Duration::from_secs(600), self.task).await.expect("run returned").unwrap().unwrap();
     }
 }

@@ -1,0 +1,52 @@
+//! A keep-alive HTTP/1.1 publisher on hyper's client.
+
+use std::net::SocketAddr;
+
+use anyhow::{bail, Context};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+/// One kept-alive connection for publishing.
+pub struct Publisher {
+    sender: SendRequest<Full<Bytes>>,
+    path: String,
+}
+
+impl Publisher {
+    pub async fn connect(addr: SocketAddr, topic: &str) -> anyhow::Result<Publisher> {
+        let tcp = TcpStream::connect(addr).await.context("connect")?;
+        tcp.set_nodelay(true)?;
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await?;
+        tokio::spawn(connection);
+        Ok(Publisher { sender, path: format!("/events?topic={topic}") })
+    }
+
+    /// Publishes one event; fails unless the server answers 201.
+    pub async fn publish(&mut self, body: Bytes) -> anyhow::Result<()> {
+        self.sender.ready().await?;
+        let request = http::Request::post(&self.path).header("host", "bench").body(Full::new(body))?;
+        let response = self.sender.send_request(request).await?;
+        let status = response.status();
+        let answer = response.into_body().collect().await?.to_bytes();
+        if status != http::StatusCode::CREATED {
+            bail!("publish answered {status}: {}", String::from_utf8_lossy(&answer));
+        }
+        Ok(())
+    }
+}
+
+/// Reads one unlabelled metric from `/metrics`.
+pub async fn metric(addr: SocketAddr, name: &str) -> anyhow::Result<f64> {
+    let tcp = TcpStream::connect(addr).await.context("connect")?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await?;
+    tokio::spawn(connection);
+    let request = http::Request::get("/metrics").header("host", "bench").body(Full::new(Bytes::new()))?;
+    let text = sender.send_request(request).await?.into_body().collect().await?.to_bytes();
+    let text = String::from_utf8_lossy(&text);
+    let prefix = format!("{name} ");
+    let line = text.lines().find(|l| l.starts_with(&prefix)).with_context(|| format!("no metric {name}"))?;
+    Ok(line[prefix.len()..].trim().parse()?)
+}

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Benchmarks behind the README's results table. Starts a release sse-server on
+# loopback for each run, drives it with sse-chaos, and prints every run's RESULT line
+# and the medians.
+#
+#   ci/bench.sh [idle|fanout|all] [runs]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+what=${1:-all}
+runs=${2:-3}
+port=${BENCH_PORT:-18480}
+addr=127.0.0.1:$port
+cargo build --release --locked -p sse-server -p sse-chaos
+server=target/release/sse-server
+chaos=target/release/sse-chaos
+out=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$out"' EXIT
+
+start_server() {
+  "$server" --listen "$addr" --max-connections 15000 "$@" >"$out/server.log" 2>&1 &
+  pid=$!
+  for _ in $(seq 100); do
+    curl -fsS "http://$addr/healthz" >/dev/null 2>&1 && return 0
+    sleep 0.1
+  done
+  echo "server did not start"; cat "$out/server.log"; exit 1
+}
+
+stop_server() {
+  kill -TERM "$pid"; wait "$pid" || true
+}
+
+median() { sort -n | awk '{v[NR]=$1} END {print (NR%2 ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2)}'; }
+field() { grep -o "$1=[0-9.]*" | cut -d= -f2; }
+
+if [[ $what == idle || $what == all ]]; then
+  : >"$out/idle"
+  for run in $(seq "$runs"); do
+    start_server
+    "$chaos" idle --addr "$addr" --server-pid "$pid" --streams 10000 | tee -a "$out/idle"
+    stop_server
+  done
+  echo "MEDIAN idle rss_per_stream_bytes=$(grep RESULT "$out/idle" | field rss_per_stream_bytes | median)"
+fi
+
+if [[ $what == fanout || $what == all ]]; then
+  for coalesce in 0s 10ms; do : >"$out/fanout-$coalesce"; done
+  for run in $(seq "$runs"); do
+    # Alternate the two settings so that machine noise hits both alike.
+    for coalesce in 0s 10ms; do
+      start_server --coalesce "$coalesce"
+      echo "coalesce=$coalesce run=$run"
+      "$chaos" fanout --addr "$addr" --server-pid "$pid" --subscribers 1000 --rate 200 --size 128 --duration 10s \
+        | tee -a "$out/fanout-$coalesce"
+      stop_server
+    done
+  done
+  for coalesce in 0s 10ms; do
+    f="$out/fanout-$coalesce"
+    echo "MEDIAN fanout coalesce=$coalesce deliveries_per_cpu_s=$(grep RESULT "$f" | field deliveries_per_cpu_s | median)" \
+      "p50_ms=$(grep RESULT "$f" | field p50_ms | median) p99_ms=$(grep RESULT "$f" | field p99_ms | median)"
+  done
+fi
