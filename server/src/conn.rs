@@ -5,7 +5,6 @@
 //! The head buffer is dropped before a lean stream starts, so a long-lived stream keeps
 //! only its socket, its cursor and a small task.
 
-use std::net::SocketAddr;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
@@ -42,22 +41,32 @@ enum HeadError {
     Reject(ApiError),
 }
 
-/// Keeps `sse_connections` true whichever way the connection ends.
-struct Counted(Arc<Metrics>);
+/// Holds a connection's permit and keeps `sse_connections` true whichever way (and in
+/// whichever task) the connection ends.
+pub(crate) struct ConnGuard {
+    metrics: Arc<Metrics>,
+    _permit: OwnedSemaphorePermit,
+}
 
-impl Drop for Counted {
+impl ConnGuard {
+    fn new(metrics: Arc<Metrics>, permit: OwnedSemaphorePermit) -> ConnGuard {
+        metrics.connection_opened();
+        ConnGuard { metrics, _permit: permit }
+    }
+}
+
+impl Drop for ConnGuard {
     fn drop(&mut self) {
-        self.0.connection_closed();
+        self.metrics.connection_closed();
     }
 }
 
 /// Serves one accepted connection; the permit is released when it ends.
-pub(crate) async fn serve<S>(shared: Arc<Shared>, mut io: S, peer: SocketAddr, _permit: OwnedSemaphorePermit)
+pub(crate) async fn serve<S>(shared: Arc<Shared>, mut io: S, permit: OwnedSemaphorePermit)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    shared.metrics.connection_opened();
-    let _counted = Counted(shared.metrics.clone());
+    let guard = ConnGuard::new(shared.metrics.clone(), permit);
     let config = &shared.config;
     let head = tokio::select! {
         biased;
@@ -66,7 +75,7 @@ where
     };
     let head = match head {
         Err(_elapsed) => {
-            debug!(%peer, "no request head within the header timeout");
+            debug!("no request head within the header timeout");
             shared.metrics.disconnected(DisconnectReason::HeaderTimeout);
             return;
         }
@@ -81,17 +90,20 @@ where
     let timed_out = Arc::new(AtomicBool::new(false));
     match head {
         Head::Stream(request) => {
+            // The stream goes on in a task of its own, sized for streaming alone; this
+            // task's state (head parsing, the hyper branches) is freed now.
             let io = ConnIo::new(io, None, config.write_timeout, timed_out.clone());
-            lean::serve_stream(&shared, io, request, timed_out).await;
+            shared.tasks.spawn(lean::serve_stream(shared.clone(), io, request, timed_out, guard));
         }
         Head::Http1(prefix) => {
             let io = ConnIo::new(io, Some(prefix), config.write_timeout, timed_out.clone());
-            // Boxed so that hyper's connection state is not part of every lean stream's task.
-            Box::pin(http_api::serve_http1(shared.clone(), io, timed_out)).await;
+            http_api::serve_http1(shared.clone(), io, timed_out).await;
+            drop(guard);
         }
         Head::Http2(prefix) => {
             let io = ConnIo::new(io, Some(prefix), config.write_timeout, timed_out.clone());
-            Box::pin(http_api::serve_http2(shared.clone(), io, timed_out)).await;
+            http_api::serve_http2(shared.clone(), io, timed_out).await;
+            drop(guard);
         }
     }
 }

@@ -165,7 +165,7 @@ impl StreamState {
             if self.finished {
                 return None;
             }
-            match self.subscription.next(&self.shared.shutdown).await {
+            match self.subscription.next().await {
                 Next::Opening(opening) => self.pending.push_back(opening),
                 Next::Events(frames) => {
                     // Counted when handed to hyper, which writes them out next.

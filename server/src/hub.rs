@@ -9,7 +9,7 @@
 //! never handed a silently shortened history.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -61,6 +61,8 @@ pub struct Hub {
     /// Highest id whose event is in its window; readers never look past it.
     visible: AtomicU64,
     next_subscriber: AtomicU64,
+    /// Set when the server drains: every stream says goodbye and ends.
+    closing: AtomicBool,
     metrics: Arc<Metrics>,
 }
 
@@ -118,6 +120,7 @@ impl Hub {
             state: Mutex::new(HubState::default()),
             visible: AtomicU64::new(0),
             next_subscriber: AtomicU64::new(1),
+            closing: AtomicBool::new(false),
             metrics,
         }
     }
@@ -125,6 +128,21 @@ impl Hub {
     /// The history these ids belong to.
     pub fn epoch(&self) -> u32 {
         self.epoch
+    }
+
+    /// Tells every stream to end (they check [`Hub::is_closing`] when woken). Streams
+    /// watch this instead of holding a cancellation future each: less memory per stream.
+    pub fn close_streams(&self) {
+        self.closing.store(true, Ordering::SeqCst);
+        let state = lock(&self.state);
+        for topic in state.topics.values() {
+            lock(&topic.inner).wake_all();
+        }
+    }
+
+    /// Whether streams have been told to end.
+    pub fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::SeqCst)
     }
 
     /// Appends one event and wakes the topic's subscribers (now, or after `coalesce`).

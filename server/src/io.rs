@@ -101,9 +101,15 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for ConnIo<S> {
 
 /// Writes every byte of `parts` with vectored writes, however the kernel splits them.
 pub async fn write_all_vectored<W: AsyncWrite + Unpin>(writer: &mut W, parts: &[&[u8]]) -> io::Result<()> {
+    let mut slices: Vec<IoSlice<'_>> = parts.iter().map(|p| IoSlice::new(p)).collect();
+    write_all_slices(writer, &mut slices).await
+}
+
+/// Writes every byte of `slices` (which it uses up) with vectored writes.
+pub async fn write_all_slices<W: AsyncWrite + Unpin>(writer: &mut W, slices: &mut [IoSlice<'_>]) -> io::Result<()> {
     use tokio::io::AsyncWriteExt;
-    let mut slices: Vec<IoSlice<'_>> = parts.iter().filter(|p| !p.is_empty()).map(|p| IoSlice::new(p)).collect();
-    let mut remaining = &mut slices[..];
+    let mut remaining = slices;
+    IoSlice::advance_slices(&mut remaining, 0);
     while !remaining.is_empty() {
         let n = writer.write_vectored(remaining).await?;
         if n == 0 {

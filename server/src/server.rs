@@ -37,12 +37,12 @@ pub(crate) struct Shared {
     pub hub: Arc<Hub>,
     pub metrics: Arc<Metrics>,
     pub rng: SeededRng,
-    /// Cancelled when the drain starts: streams say goodbye and end, new streams get 503.
-    pub shutdown: CancellationToken,
     /// Cancelled once the streams are gone (or the drain deadline is near): kept-alive
     /// connections finish their request and close. Until then they can still see
     /// `/readyz` answer 503.
     pub closing: CancellationToken,
+    /// Every connection and stream task, so the drain can wait for them.
+    pub tasks: TaskTracker,
     /// `/readyz` answers 503 once set.
     pub draining: AtomicBool,
 }
@@ -54,7 +54,7 @@ impl Shared {
         last_event_id: Option<&str>,
         write_timed_out: Arc<AtomicBool>,
     ) -> Result<Subscription, ApiError> {
-        if self.shutdown.is_cancelled() {
+        if self.hub.is_closing() {
             return Err(draining(self.config.retry));
         }
         Subscription::open(
@@ -103,8 +103,8 @@ impl Server {
             hub,
             metrics,
             rng,
-            shutdown: CancellationToken::new(),
             closing: CancellationToken::new(),
+            tasks: TaskTracker::new(),
             draining: AtomicBool::new(false),
         };
         Server { shared: Arc::new(shared) }
@@ -136,7 +136,6 @@ impl Server {
         );
         let limit = Arc::new(Semaphore::new(max_connections));
         let reject_slots = Arc::new(Semaphore::new(REJECT_SLOTS));
-        let tracker = TaskTracker::new();
         let mut backoff = Duration::from_millis(5);
         tokio::pin!(shutdown);
         loop {
@@ -160,7 +159,7 @@ impl Server {
                 accepted = listener.accept() => accepted,
             };
             match accepted {
-                Ok((io, peer)) => {
+                Ok((io, _peer)) => {
                     backoff = Duration::from_millis(5);
                     // A slot may have freed while this accept was waiting.
                     let admission = match admission {
@@ -172,11 +171,11 @@ impl Server {
                     };
                     match admission {
                         Admission::Serve(permit) => {
-                            tracker.spawn(conn::serve(shared.clone(), io, peer, permit));
+                            shared.tasks.spawn(conn::serve(shared.clone(), io, permit));
                         }
                         Admission::Refuse(slot) => {
                             shared.metrics.rejected("max_connections");
-                            tracker.spawn(refuse(io, slot, config.header_timeout, config.retry));
+                            shared.tasks.spawn(refuse(io, slot, config.header_timeout, config.retry));
                         }
                     }
                 }
@@ -193,17 +192,18 @@ impl Server {
             }
         }
         drop(listener);
-        drain(&shared, tracker).await;
+        drain(&shared).await;
         Ok(())
     }
 }
 
 /// Stops streams first, then connections, all within `--drain-timeout`.
-async fn drain(shared: &Shared, tracker: TaskTracker) {
+async fn drain(shared: &Shared) {
+    let tracker = &shared.tasks;
     let deadline = tokio::time::Instant::now() + shared.config.drain_timeout;
     shared.draining.store(true, Ordering::SeqCst);
     info!(connections = shared.metrics.connections(), streams = shared.metrics.streams(), "draining");
-    shared.shutdown.cancel();
+    shared.hub.close_streams();
     while shared.metrics.streams() > 0 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(DRAIN_POLL).await;
     }

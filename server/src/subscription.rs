@@ -11,7 +11,6 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use tokio::sync::Notify;
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
 use crate::frame;
 use crate::hub::{Gap, Hub, Topic};
@@ -85,13 +84,13 @@ impl Subscription {
 
     /// Waits for what to write next. Cancel-safe: the cursor moves only when frames are
     /// returned, so dropping the future loses nothing.
-    pub async fn next(&mut self, shutdown: &CancellationToken) -> Next {
+    pub async fn next(&mut self) -> Next {
         if let Some(opening) = self.opening.take() {
             return Next::Opening(opening);
         }
         let idle_until = Instant::now() + self.heartbeat;
         loop {
-            if shutdown.is_cancelled() {
+            if self.hub.is_closing() {
                 return Next::Shutdown;
             }
             match self.hub.read_after(&self.topics, self.after) {
@@ -105,7 +104,6 @@ impl Subscription {
             }
             tokio::select! {
                 biased;
-                _ = shutdown.cancelled() => return Next::Shutdown,
                 _ = self.signal.notified() => {}
                 _ = tokio::time::sleep_until(idle_until) => return Next::Heartbeat,
             }
