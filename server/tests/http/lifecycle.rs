@@ -259,3 +259,42 @@ async fn readyz_turns_503_during_the_drain_for_connections_already_open() {
     let took = server.finished().await;
     assert!(took < Duration::from_secs(5), "drain took {took:?}");
 }
+
+/// A listener whose first accepts fail as they do when the process is out of file
+/// descriptors; the server must back off (not spin) and keep serving.
+struct ExhaustedListener {
+    failures_left: usize,
+    inner: crate::support::MemListener,
+}
+
+impl sse_server::Listener for ExhaustedListener {
+    type Io = tokio::io::DuplexStream;
+
+    async fn accept(&mut self) -> std::io::Result<(Self::Io, std::net::SocketAddr)> {
+        if self.failures_left > 0 {
+            self.failures_left -= 1;
+            return Err(std::io::Error::from_raw_os_error(24)); // EMFILE
+        }
+        self.inner.accept().await
+    }
+
+    fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.inner.local_addr()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn accept_errors_back_off_are_counted_and_never_stop_the_server() {
+    let (listener, connect) = crate::support::MemListener::new();
+    let server = sse_server::Server::new(config());
+    let metrics = server.metrics();
+    let started = Instant::now();
+    tokio::spawn(server.run(ExhaustedListener { failures_left: 6, inner: listener }, std::future::pending()));
+    let (client, server_side) = tokio::io::duplex(ROOMY);
+    connect.send(server_side).unwrap();
+    let (status, _, _) = crate::support::request_over(client, "GET", "/healthz", "").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(metrics.accept_errors_total(), 6);
+    // 5 + 10 + 20 + 40 + 80 + 160 ms of backoff: no busy loop, no exit.
+    assert_eq!(started.elapsed(), Duration::from_millis(315));
+}

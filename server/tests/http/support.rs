@@ -264,6 +264,14 @@ pub struct MemListener {
     incoming: tokio::sync::mpsc::UnboundedReceiver<tokio::io::DuplexStream>,
 }
 
+impl MemListener {
+    /// A listener and the sender that makes connections to it.
+    pub fn new() -> (MemListener, tokio::sync::mpsc::UnboundedSender<tokio::io::DuplexStream>) {
+        let (connect, incoming) = tokio::sync::mpsc::unbounded_channel();
+        (MemListener { incoming }, connect)
+    }
+}
+
 impl sse_server::Listener for MemListener {
     type Io = tokio::io::DuplexStream;
 
@@ -289,11 +297,11 @@ pub struct MemServer {
 
 impl MemServer {
     pub fn start(config: Config) -> MemServer {
-        let (connect, incoming) = tokio::sync::mpsc::unbounded_channel();
+        let (listener, connect) = MemListener::new();
         let server = Server::new(config);
         let metrics = server.metrics();
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(server.run(MemListener { incoming }, async move {
+        let task = tokio::spawn(server.run(listener, async move {
             let _ = stopped.await;
         }));
         MemServer { metrics, connect, stop: Some(stop), task }

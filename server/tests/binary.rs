@@ -1,0 +1,99 @@
+//! The `sse-server` binary as a user runs it: flags, start-up log, serving, and a drain
+//! on SIGTERM that ends the process.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_sse-server");
+
+#[test]
+fn a_bad_flag_exits_with_status_64_and_one_line() {
+    let output = Command::new(BIN).args(["--heartbeat", "soon"]).env_clear().output().unwrap();
+    assert_eq!(output.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    assert!(stderr.starts_with("sse-server: "), "{stderr}");
+}
+
+#[test]
+fn an_address_in_use_is_a_clear_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let output = Command::new(BIN).args(["--listen", &addr]).env_clear().output().unwrap();
+    assert_eq!(output.status.code(), Some(71));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("cannot listen on"));
+}
+
+#[test]
+fn the_binary_serves_streams_and_drains_on_sigterm() {
+    let mut child = Command::new(BIN)
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+            "--seed",
+            "7",
+            "--retry",
+            "1s",
+            "--retry-jitter",
+            "1s",
+        ])
+        .env_clear()
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut log = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    log.read_line(&mut line).unwrap();
+    assert!(line.contains("\"message\":\"serving\"") && line.contains("\"seed\":7"), "{line}");
+    assert!(line.contains("\"max_connections\":"), "the connection limit is logged: {line}");
+    let addr: SocketAddr = line.split("\"listen\":\"").nth(1).unwrap().split('"').next().unwrap().parse().unwrap();
+
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    stream.write_all(b"GET /events?topic=cli HTTP/1.1\r\nhost: x\r\n\r\n").unwrap();
+    let mut seen = read_until(&mut stream, "retry: 1000");
+    assert!(seen.starts_with("HTTP/1.1 200 OK\r\n"), "{seen}");
+
+    let mut publisher = TcpStream::connect(addr).unwrap();
+    publisher
+        .write_all(b"POST /events?topic=cli HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\nconnection: close\r\n\r\nhello")
+        .unwrap();
+    let mut answer = String::new();
+    publisher.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 201"), "{answer}");
+    seen += &read_until(&mut stream, "data: hello\n\n");
+
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let goodbye = read_until(&mut stream, "0\r\n\r\n");
+    let retry: u64 = goodbye.split("retry: ").nth(1).unwrap().split('\n').next().unwrap().parse().unwrap();
+    assert!((1000..=2000).contains(&retry), "{goodbye}");
+    let mut waited = 0;
+    let code = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status.code();
+        }
+        assert!(waited < 100, "the process did not exit within 10 s of SIGTERM");
+        std::thread::sleep(Duration::from_millis(100));
+        waited += 1;
+    };
+    assert_eq!(code, Some(0));
+    let mut rest = String::new();
+    log.read_to_string(&mut rest).unwrap();
+    assert!(rest.contains("SIGTERM received") && rest.contains("drained"), "{rest}");
+}
+
+fn read_until(stream: &mut TcpStream, marker: &str) -> String {
+    let mut text = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&text).contains(marker) {
+        let n = stream.read(&mut buf).expect("the server answers in time");
+        assert!(n > 0, "closed before {marker:?}: {}", String::from_utf8_lossy(&text));
+        text.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&text).into_owned()
+}
