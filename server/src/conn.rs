@@ -14,11 +14,12 @@ use tokio::sync::OwnedSemaphorePermit;
 use tracing::debug;
 
 use crate::error::ApiError;
+use crate::http_api;
 use crate::io::ConnIo;
+use crate::lean::LeanStream;
 use crate::metrics::{DisconnectReason, Metrics};
 use crate::request::{self, SubscribeRequest};
 use crate::server::Shared;
-use crate::{http_api, lean};
 
 /// Largest request head read before answering 431.
 pub const MAX_HEAD_BYTES: usize = 16 << 10;
@@ -80,20 +81,21 @@ where
             return;
         }
         Ok(Err(HeadError::Closed)) => return,
-        Ok(Err(HeadError::Reject(error))) => {
-            shared.metrics.rejected(error.code());
-            let _ = tokio::time::timeout(config.write_timeout, io.write_all(&error.raw_http1())).await;
-            return;
-        }
+        Ok(Err(HeadError::Reject(error))) => return answer_error(&shared, &mut io, &error).await,
         Ok(Ok(head)) => head,
     };
     let timed_out = Arc::new(AtomicBool::new(false));
     match head {
         Head::Stream(request) => {
-            // The stream goes on in a task of its own, sized for streaming alone; this
-            // task's state (head parsing, the hyper branches) is freed now.
-            let io = ConnIo::new(io, None, config.write_timeout, timed_out.clone());
-            shared.tasks.spawn(lean::serve_stream(shared.clone(), io, request, timed_out, guard));
+            match request.and_then(|r| shared.subscribe(&r.topics, r.last_event_id.as_deref(), timed_out.clone())) {
+                Ok(subscription) => {
+                    // The stream goes on as a task of its own holding only the stream's
+                    // state; this task's (head parsing, the hyper branches) is freed now.
+                    let io = ConnIo::new(io, None, config.write_timeout, timed_out);
+                    shared.tasks.spawn(LeanStream::new(shared.clone(), io, subscription, guard));
+                }
+                Err(error) => answer_error(&shared, &mut io, &error).await,
+            }
         }
         Head::Http1(prefix) => {
             let io = ConnIo::new(io, Some(prefix), config.write_timeout, timed_out.clone());
@@ -106,6 +108,12 @@ where
             drop(guard);
         }
     }
+}
+
+/// Answers an error and closes, bounded by the write timeout.
+async fn answer_error<S: AsyncWrite + Unpin>(shared: &Shared, io: &mut S, error: &ApiError) {
+    shared.metrics.rejected(error.code());
+    let _ = tokio::time::timeout(shared.config.write_timeout, io.write_all(&error.raw_http1())).await;
 }
 
 async fn read_head<S: AsyncRead + Unpin>(io: &mut S) -> Result<Head, HeadError> {

@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use crate::signal::Signal;
 use bytes::Bytes;
-use tokio::sync::Notify;
 
 use crate::error::ApiError;
 use crate::frame::{self, ResetReason};
@@ -85,7 +85,7 @@ struct TopicInner {
     bytes: usize,
     /// Highest id evicted from the window; a cursor below it has lost events.
     evicted_upto: u64,
-    subscribers: BTreeMap<u64, Arc<Notify>>,
+    subscribers: BTreeMap<u64, Arc<Signal>>,
     flush_pending: bool,
 }
 
@@ -102,7 +102,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 impl TopicInner {
     fn wake_all(&self) {
         for signal in self.subscribers.values() {
-            signal.notify_one();
+            signal.notify();
         }
     }
 
@@ -189,7 +189,7 @@ impl Hub {
         &self,
         topics: &[String],
         last_event_id: Option<&str>,
-        signal: &Arc<Notify>,
+        signal: &Arc<Signal>,
     ) -> Result<(u64, Vec<Arc<Topic>>, Start), ApiError> {
         let mut state = lock(&self.state);
         let missing = topics.iter().filter(|t| !state.topics.contains_key(t.as_str())).count();
@@ -311,7 +311,7 @@ mod tests {
     #[test]
     fn multi_topic_reads_come_in_id_order() {
         let hub = hub(100, 1 << 20);
-        let signal = Arc::new(Notify::new());
+        let signal = Arc::new(Signal::default());
         let (_, topics, start) = hub.subscribe(&["a".into(), "b".into()], None, &signal).unwrap();
         for t in ["a", "b", "b", "a", "c", "a"] {
             hub.publish(t, None, "x").unwrap();
@@ -323,7 +323,7 @@ mod tests {
     #[test]
     fn window_evicts_by_count_and_bytes_and_reports_the_gap() {
         let hub = hub(3, 1 << 20);
-        let signal = Arc::new(Notify::new());
+        let signal = Arc::new(Signal::default());
         let (_, topics, _) = hub.subscribe(&["a".into()], None, &signal).unwrap();
         for _ in 0..5 {
             hub.publish("a", None, "x").unwrap();
@@ -344,7 +344,7 @@ mod tests {
     #[test]
     fn resume_ids_that_cannot_be_honoured_reset() {
         let hub = hub(2, 1 << 20);
-        let signal = Arc::new(Notify::new());
+        let signal = Arc::new(Signal::default());
         for _ in 0..4 {
             hub.publish("a", None, "x").unwrap();
         }
@@ -364,7 +364,7 @@ mod tests {
     async fn concurrent_publishes_never_let_a_multi_topic_reader_skip() {
         const PER_PUBLISHER: u64 = 20_000;
         let hub = Arc::new(self::hub(1 << 20, 1 << 30));
-        let signal = Arc::new(Notify::new());
+        let signal = Arc::new(Signal::default());
         let (_, topics, start) = hub.subscribe(&["a".into(), "b".into()], None, &signal).unwrap();
         let publishers: Vec<_> = ["a", "b"]
             .into_iter()
@@ -393,7 +393,7 @@ mod tests {
     #[test]
     fn topic_limit_refuses_new_topics_and_unused_topics_are_forgotten() {
         let hub = hub(10, 1 << 20);
-        let signal = Arc::new(Notify::new());
+        let signal = Arc::new(Signal::default());
         for t in ["a", "b", "c", "d"] {
             hub.publish(t, None, "x").unwrap();
         }

@@ -1,19 +1,22 @@
-//! The lean event-stream path for HTTP/1.1: after the head is parsed, the task owns the
-//! socket and writes chunked frames itself. No hyper buffers stay alive for the stream's
-//! lifetime; its state is the socket, the subscription cursor and this task.
+//! The lean event-stream path for HTTP/1.1. After the request head is parsed, the stream
+//! is a plain struct polled as its own task: the socket, the subscription cursor, the
+//! chunk being written and the connection guard. No HTTP library buffers, no nested
+//! futures: the task holds exactly this state.
 
-use std::io::IoSlice;
-use std::sync::atomic::AtomicBool;
+use std::future::Future;
+use std::io::{self, IoSlice};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use bytes::Bytes;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::conn::ConnGuard;
-use crate::error::ApiError;
 use crate::frame;
-use crate::io::{write_all_slices, ConnIo};
+use crate::hub::MAX_BATCH_EVENTS;
+use crate::io::ConnIo;
 use crate::metrics::DisconnectReason;
-use crate::request::SubscribeRequest;
 use crate::server::Shared;
 use crate::subscription::{Next, Subscription};
 
@@ -23,96 +26,161 @@ cache-control: no-cache\r\n\
 x-accel-buffering: no\r\n\
 connection: close\r\n\
 transfer-encoding: chunked\r\n\r\n";
+const CRLF: &[u8] = b"\r\n";
 const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
+/// Head, size line, every frame of a batch, CRLF, trailer.
+const MAX_SLICES: usize = MAX_BATCH_EVENTS + 4;
 
-/// Opens the subscription `request` asks for and streams it; answers an error instead
-/// when it cannot be opened. Runs as its own task, holding the connection's guard.
-pub(crate) async fn serve_stream<S>(
+/// One HTTP/1.1 event stream; completes when the stream has ended.
+pub(crate) struct LeanStream<S> {
     shared: Arc<Shared>,
     io: ConnIo<S>,
-    request: Result<SubscribeRequest, ApiError>,
-    timed_out: Arc<AtomicBool>,
+    subscription: Subscription,
+    out: Chunk,
+    /// The response head still has to go out, in front of the first chunk.
+    head_pending: bool,
+    /// The chunk being written is the last one.
+    last: bool,
     _guard: ConnGuard,
-) where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    match request.and_then(|r| shared.subscribe(&r.topics, r.last_event_id.as_deref(), timed_out)) {
-        Ok(subscription) => stream_events(&shared, io, subscription).await,
-        // Boxed: an error answer's state need not be part of every stream's task.
-        Err(error) => Box::pin(refuse(&shared, io, error)).await,
+}
+
+/// The chunk being written: `[head] size-line frames… CRLF [last-chunk]`.
+#[derive(Default)]
+struct Chunk {
+    head: &'static [u8],
+    size_line: [u8; 20],
+    size_len: usize,
+    frames: Vec<Bytes>,
+    trailer: &'static [u8],
+    /// Bytes of this chunk already written.
+    written: usize,
+    /// Events among `frames` (comments and goodbyes are not events).
+    events: usize,
+    active: bool,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> LeanStream<S> {
+    pub(crate) fn new(shared: Arc<Shared>, io: ConnIo<S>, subscription: Subscription, guard: ConnGuard) -> Self {
+        LeanStream { shared, io, subscription, out: Chunk::default(), head_pending: true, last: false, _guard: guard }
     }
-}
 
-async fn refuse<S: AsyncWrite + Unpin>(shared: &Shared, mut io: ConnIo<S>, error: ApiError) {
-    shared.metrics.rejected(error.code());
-    let _ = io.write_all(&error.raw_http1()).await;
-}
-
-/// Streams until the client leaves, a write stalls, the cursor falls out of the window,
-/// or the server drains.
-async fn stream_events<S>(shared: &Shared, mut io: ConnIo<S>, mut subscription: Subscription)
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    let mut head = Some(RESPONSE_HEAD);
-    // Anything the client sends after its request (or its FIN) ends the stream at once,
-    // instead of at the next failed write.
-    let mut probe = [0u8; 1];
-    loop {
-        let next = tokio::select! {
-            biased;
-            next = subscription.next() => next,
-            _ = io.read(&mut probe) => break,
-        };
-        let head = head.take().unwrap_or_default();
-        let written = match next {
-            Next::Opening(opening) => write_chunk(&mut io, head, &[&opening], b"").await,
+    fn queue(&mut self, next: Next) {
+        let head = if std::mem::take(&mut self.head_pending) { RESPONSE_HEAD } else { b"" };
+        let (frames, events, trailer) = match next {
+            Next::Opening(opening) => (vec![opening], 0, &b""[..]),
             Next::Events(frames) => {
-                let parts: Vec<&[u8]> = frames.iter().map(|f| &f[..]).collect();
-                let written = write_chunk(&mut io, head, &parts, b"").await;
-                if written.is_ok() {
-                    subscription.delivered(frames.len());
-                }
-                written
+                let events = frames.len();
+                (frames, events, &b""[..])
             }
-            Next::Heartbeat => write_chunk(&mut io, head, &[frame::HEARTBEAT], b"").await,
+            Next::Heartbeat => (vec![Bytes::from_static(frame::HEARTBEAT)], 0, &b""[..]),
             Next::Shutdown => {
-                subscription.end(DisconnectReason::Shutdown);
-                let goodbye = shared.goodbye();
-                let _ = write_chunk(&mut io, head, &[&goodbye], LAST_CHUNK).await;
-                break;
+                self.subscription.end(DisconnectReason::Shutdown);
+                self.last = true;
+                (vec![self.shared.goodbye()], 0, LAST_CHUNK)
             }
             Next::SlowConsumer => {
-                subscription.end(DisconnectReason::SlowConsumer);
-                let _ = write_chunk(&mut io, head, &[frame::SLOW_CONSUMER], LAST_CHUNK).await;
-                break;
+                self.subscription.end(DisconnectReason::SlowConsumer);
+                self.last = true;
+                (vec![Bytes::from_static(frame::SLOW_CONSUMER)], 0, LAST_CHUNK)
             }
         };
-        if written.is_err() {
-            break;
-        }
+        self.out.set(head, frames, events, trailer);
     }
-    drop(subscription);
-    let _ = io.shutdown().await;
+
+    /// The client closed, reset, or sent bytes after its request: the stream is over.
+    fn peer_gone(&mut self, cx: &mut Context<'_>) -> bool {
+        let mut byte = [0u8; 1];
+        let mut buf = ReadBuf::new(&mut byte);
+        Pin::new(&mut self.io).poll_read(cx, &mut buf).is_ready()
+    }
 }
 
-/// One chunk of the chunked body holding `parts`, in a single vectored write.
-async fn write_chunk<S: AsyncWrite + Unpin>(
-    io: &mut ConnIo<S>,
-    head: &[u8],
-    parts: &[&[u8]],
-    trailer: &[u8],
-) -> std::io::Result<()> {
-    let len: usize = parts.iter().map(|p| p.len()).sum();
-    let mut size_line = [0u8; 20];
-    let size_line = chunk_size_line(len, &mut size_line);
-    let mut slices = Vec::with_capacity(parts.len() + 4);
-    slices.push(IoSlice::new(head));
-    slices.push(IoSlice::new(size_line));
-    slices.extend(parts.iter().map(|p| IoSlice::new(p)));
-    slices.push(IoSlice::new(b"\r\n"));
-    slices.push(IoSlice::new(trailer));
-    write_all_slices(io, &mut slices).await
+impl<S: AsyncRead + AsyncWrite + Unpin> Future for LeanStream<S> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        loop {
+            if this.out.active {
+                match this.out.poll_write(&mut this.io, cx) {
+                    Poll::Pending => return Poll::Pending,
+                    // A failed or timed-out write ends the stream (the reason is recorded
+                    // by the subscription and the write deadline).
+                    Poll::Ready(Err(_)) => return Poll::Ready(()),
+                    Poll::Ready(Ok(events)) => {
+                        this.subscription.delivered(events);
+                        if this.last {
+                            return Poll::Ready(());
+                        }
+                    }
+                }
+            }
+            if this.peer_gone(cx) {
+                return Poll::Ready(());
+            }
+            match this.subscription.poll_next(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(next) => this.queue(next),
+            }
+        }
+    }
+}
+
+impl Chunk {
+    fn set(&mut self, head: &'static [u8], frames: Vec<Bytes>, events: usize, trailer: &'static [u8]) {
+        let len = frames.iter().map(Bytes::len).sum();
+        self.size_len = chunk_size_line(len, &mut self.size_line).len();
+        self.head = head;
+        self.frames = frames;
+        self.events = events;
+        self.trailer = trailer;
+        self.written = 0;
+        self.active = true;
+    }
+
+    fn parts(&self) -> impl Iterator<Item = &[u8]> {
+        [self.head, &self.size_line[..self.size_len]]
+            .into_iter()
+            .chain(self.frames.iter().map(|f| &f[..]))
+            .chain([CRLF, self.trailer])
+    }
+
+    /// Writes the rest of the chunk; `Ready(Ok(events))` once all of it is out.
+    fn poll_write<S: AsyncWrite + Unpin>(
+        &mut self,
+        io: &mut ConnIo<S>,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<usize>> {
+        loop {
+            let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+            let mut count = 0;
+            let mut skip = self.written;
+            for part in self.parts() {
+                if skip >= part.len() {
+                    skip -= part.len();
+                    continue;
+                }
+                slices[count] = IoSlice::new(&part[skip..]);
+                skip = 0;
+                count += 1;
+                if count == MAX_SLICES {
+                    break;
+                }
+            }
+            if count == 0 {
+                // Release the frames (and the vector) now: an idle stream holds no buffer.
+                self.frames = Vec::new();
+                self.active = false;
+                return Poll::Ready(Ok(self.events));
+            }
+            match Pin::new(&mut *io).poll_write_vectored(cx, &slices[..count]) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => self.written += n,
+            }
+        }
+    }
 }
 
 /// `{len:x}\r\n` without allocating.
@@ -122,7 +190,7 @@ fn chunk_size_line(len: usize, buf: &mut [u8; 20]) -> &[u8] {
         let nibble = (len >> (4 * (digits - 1 - i))) & 0xf;
         *slot = b"0123456789abcdef"[nibble];
     }
-    buf[digits..digits + 2].copy_from_slice(b"\r\n");
+    buf[digits..digits + 2].copy_from_slice(CRLF);
     &buf[..digits + 2]
 }
 

@@ -12,6 +12,7 @@
 //! - [`subscription`]: a stream's cursor and what it writes next.
 //! - [`frame`]: SSE framing, once per event.
 //! - [`id`]: event ids (`<epoch>-<seq>`).
+//! - [`signal`]: the poll-based wake-up flag each stream waits on.
 //! - [`io`]: replayed head bytes and the write deadline under every connection.
 //! - [`metrics`]: Prometheus metrics with typed accessors.
 //! - [`config`]: flags and environment variables.
@@ -37,6 +38,7 @@ pub mod metrics;
 pub mod request;
 pub mod rng;
 pub mod server;
+pub mod signal;
 pub mod subscription;
 
 pub use config::Config;

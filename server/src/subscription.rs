@@ -1,20 +1,24 @@
 //! A subscriber: a cursor over its topics, a wake-up handle and an idle timer.
 //!
-//! [`Subscription::next`] says what the stream must write next; the lean HTTP/1.1 path
-//! and the hyper path both drive it, so they cannot disagree on what a stream carries.
+//! [`Subscription::poll_next`] says what the stream must write next; the lean HTTP/1.1
+//! path and the hyper path both drive it, so they cannot disagree on what a stream
+//! carries. It is poll-based, so a stream's whole state is a plain struct.
 //! Dropping a subscription unregisters it and counts why the stream ended.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use tokio::sync::Notify;
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 
 use crate::frame;
 use crate::hub::{Gap, Hub, Topic};
 use crate::metrics::{DisconnectReason, Metrics};
+use crate::signal::Signal;
 
 /// What a stream writes next.
 #[derive(Debug)]
@@ -38,12 +42,15 @@ pub struct Subscription {
     metrics: Arc<Metrics>,
     topics: Vec<Arc<Topic>>,
     id: u64,
-    signal: Arc<Notify>,
+    signal: Arc<Signal>,
     /// Last id handed out; the cursor.
     after: u64,
     /// `retry:` and any reset notice, sent before everything else.
     opening: Option<Bytes>,
     heartbeat: Duration,
+    /// Fires after `heartbeat` without a write; armed at the first wait after a write.
+    idle: Pin<Box<Sleep>>,
+    idle_armed: bool,
     ended: DisconnectReason,
     /// Set by the connection's writer when a write timed out.
     write_timed_out: Arc<AtomicBool>,
@@ -60,7 +67,7 @@ impl Subscription {
         heartbeat: Duration,
         write_timed_out: Arc<AtomicBool>,
     ) -> Result<Subscription, crate::error::ApiError> {
-        let signal = Arc::new(Notify::new());
+        let signal = Arc::new(Signal::default());
         let (id, topics, start) = hub.subscribe(topics, last_event_id, &signal)?;
         let mut opening = BytesMut::from(&frame::retry(retry.as_millis() as u64)[..]);
         if let Some(reason) = start.reset {
@@ -77,37 +84,51 @@ impl Subscription {
             after: start.after,
             opening: Some(opening.freeze()),
             heartbeat,
+            idle: Box::pin(tokio::time::sleep(heartbeat)),
+            idle_armed: false,
             ended: DisconnectReason::ClientClosed,
             write_timed_out,
         })
     }
 
-    /// Waits for what to write next. Cancel-safe: the cursor moves only when frames are
-    /// returned, so dropping the future loses nothing.
-    pub async fn next(&mut self) -> Next {
+    /// What to write next, or `Pending` until there is something. The cursor moves only
+    /// when events are returned, so a caller that stops polling loses nothing.
+    pub fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Next> {
         if let Some(opening) = self.opening.take() {
-            return Next::Opening(opening);
+            return Poll::Ready(Next::Opening(opening));
         }
-        let idle_until = Instant::now() + self.heartbeat;
         loop {
             if self.hub.is_closing() {
-                return Next::Shutdown;
+                return Poll::Ready(Next::Shutdown);
             }
             match self.hub.read_after(&self.topics, self.after) {
-                Err(Gap) => return Next::SlowConsumer,
+                Err(Gap) => return Poll::Ready(Next::SlowConsumer),
                 Ok(batch) => {
                     if let Some(&(last, _)) = batch.last() {
                         self.after = last;
-                        return Next::Events(batch.into_iter().map(|(_, frame)| frame).collect());
+                        self.idle_armed = false;
+                        return Poll::Ready(Next::Events(batch.into_iter().map(|(_, frame)| frame).collect()));
                     }
                 }
             }
-            tokio::select! {
-                biased;
-                _ = self.signal.notified() => {}
-                _ = tokio::time::sleep_until(idle_until) => return Next::Heartbeat,
+            if self.signal.poll_wait(cx).is_ready() {
+                continue;
             }
+            if !self.idle_armed {
+                self.idle.as_mut().reset(Instant::now() + self.heartbeat);
+                self.idle_armed = true;
+            }
+            if self.idle.as_mut().poll(cx).is_ready() {
+                self.idle_armed = false;
+                return Poll::Ready(Next::Heartbeat);
+            }
+            return Poll::Pending;
         }
+    }
+
+    /// Waits for what to write next (cancel-safe, as [`Subscription::poll_next`]).
+    pub async fn next(&mut self) -> Next {
+        std::future::poll_fn(|cx| self.poll_next(cx)).await
     }
 
     /// Records why the stream is ending (counted when it is dropped).
