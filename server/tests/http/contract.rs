@@ -25,6 +25,9 @@ async fn published_events_reach_subscribers_over_http1_and_http2() {
         let event = events.next().await.expect("the published event");
         assert_eq!((event.id.as_str(), event.data.as_str(), event.event.as_str()), (id.as_str(), "hello", "message"));
     }
+    let delivered = || server.metrics.delivered_total();
+    crate::support::eventually("both deliveries are counted", || delivered() == 2).await;
+    assert_eq!(server.metrics.published_total(), 2);
 }
 
 #[tokio::test]
