@@ -110,6 +110,18 @@ where
     }
 }
 
+/// The path-and-query of a request target: servers must accept the absolute form
+/// (`http://host/path?q`, RFC 9112 section 3.2.2) as well as the usual origin form.
+fn origin_form(target: &str) -> &str {
+    let absolute = target
+        .split_once("://")
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https"));
+    match absolute {
+        None => target,
+        Some((_, rest)) => rest.find(['/', '?']).map_or("/", |at| &rest[at..]),
+    }
+}
+
 /// Answers an error and closes, bounded by the write timeout.
 async fn answer_error<S: AsyncWrite + Unpin>(shared: &Shared, io: &mut S, error: &ApiError) {
     shared.metrics.rejected(error.code());
@@ -160,7 +172,7 @@ fn parse_http1(buf: &[u8]) -> Result<Option<Http1>, HeadError> {
         Err(httparse::Error::TooManyHeaders) => Err(HeadError::Reject(ApiError::HeadersTooLarge)),
         Err(_) => Err(HeadError::Reject(ApiError::BadRequest("bad_request", "the request head is malformed"))),
         Ok(httparse::Status::Complete(_)) => {
-            let target = request.path.unwrap_or("");
+            let target = origin_form(request.path.unwrap_or(""));
             let (path, query) = match target.split_once('?') {
                 Some((path, query)) => (path, Some(query)),
                 None => (target, None),
@@ -173,5 +185,20 @@ fn parse_http1(buf: &[u8]) -> Result<Option<Http1>, HeadError> {
             let parsed = request::parse_subscribe(query, last_event_id);
             Ok(Some(Http1::Stream(parsed)))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::origin_form;
+
+    #[test]
+    fn absolute_form_targets_become_origin_form() {
+        assert_eq!(origin_form("/events?topic=a"), "/events?topic=a");
+        assert_eq!(origin_form("http://h:1/events?topic=a"), "/events?topic=a");
+        assert_eq!(origin_form("HTTPS://h/events"), "/events");
+        assert_eq!(origin_form("http://h"), "/");
+        assert_eq!(origin_form("http://h?x"), "?x");
+        assert_eq!(origin_form("*"), "*");
     }
 }

@@ -6,12 +6,12 @@ use sse_server::Config;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::support::{config, publish, request, Proto, StreamClient, TestServer, PATIENCE};
+use crate::support::{config, publish, request, Proto, StreamClient, TestServer, ALL_PROTOS, PATIENCE};
 
 #[tokio::test]
 async fn published_events_reach_subscribers_over_http1_and_http2() {
     let server = TestServer::start(config()).await;
-    for proto in [Proto::Http1, Proto::Http2] {
+    for proto in ALL_PROTOS {
         let stream = StreamClient::open(server.addr, "/events?topic=news", None, proto).await;
         assert_eq!(stream.status, StatusCode::OK, "{proto:?}");
         assert_eq!(stream.headers["content-type"], "text/event-stream", "{proto:?}");
@@ -26,8 +26,24 @@ async fn published_events_reach_subscribers_over_http1_and_http2() {
         assert_eq!((event.id.as_str(), event.data.as_str(), event.event.as_str()), (id.as_str(), "hello", "message"));
     }
     let delivered = || server.metrics.delivered_total();
-    crate::support::eventually("both deliveries are counted", || delivered() == 2).await;
-    assert_eq!(server.metrics.published_total(), 2);
+    crate::support::eventually("every delivery is counted", || delivered() == 3).await;
+    assert_eq!(server.metrics.published_total(), 3);
+}
+
+#[tokio::test]
+async fn fresh_http1_streams_take_the_lean_path_in_origin_and_absolute_form() {
+    let server = TestServer::start(config()).await;
+    for target in ["/events?topic=t".to_owned(), format!("http://{}/events?topic=t", server.addr)] {
+        let mut tcp = TcpStream::connect(server.addr).await.unwrap();
+        tcp.write_all(format!("GET {target} HTTP/1.1\r\nhost: x\r\n\r\n").as_bytes()).await.unwrap();
+        let mut head = vec![0u8; 4096];
+        let n = tokio::time::timeout(PATIENCE, tcp.read(&mut head)).await.unwrap().unwrap();
+        let head = String::from_utf8_lossy(&head[..n]);
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"), "{target}: {head}");
+        // The lean path writes its own head; hyper's would carry a date header.
+        assert!(!head.contains("date:"), "{target} went through hyper: {head}");
+        assert!(head.contains("transfer-encoding: chunked\r\n"), "{head}");
+    }
 }
 
 #[tokio::test]
@@ -120,7 +136,7 @@ async fn oversized_chunked_body_without_length_gets_413() {
 async fn bad_subscribe_requests_get_400_on_both_paths() {
     let server = TestServer::start(config()).await;
     for path in ["/events", "/events?topic=bad%20topic", "/events?topic=%ZZ"] {
-        for proto in [Proto::Http1, Proto::Http2] {
+        for proto in ALL_PROTOS {
             let stream = StreamClient::open(server.addr, path, None, proto).await;
             assert_eq!(stream.status, StatusCode::BAD_REQUEST, "{proto:?} {path}");
         }

@@ -13,7 +13,7 @@ use tokio::time::Instant;
 
 use crate::support::{
     config, eventually, eventually_within, publish, publish_over, request, MemServer, Proto, StreamClient, TestServer,
-    PATIENCE,
+    ALL_PROTOS, PATIENCE,
 };
 
 const ROOMY: usize = 1 << 20;
@@ -100,7 +100,7 @@ async fn drain_tells_every_stream_to_come_back_with_jitter_and_ends_within_the_d
     let mut server = MemServer::start(Config { drain_timeout: Duration::from_secs(10), ..config() });
     let mut streams = Vec::new();
     for i in 0..6 {
-        let proto = if i % 2 == 0 { Proto::Http1 } else { Proto::Http2 };
+        let proto = ALL_PROTOS[i % ALL_PROTOS.len()];
         let mut stream = StreamClient::over(server.connect(ROOMY), "/events?topic=t", None, proto).await;
         stream.read_until(PATIENCE, |t| t.ends_with("\n\n")).await;
         streams.push(stream);
@@ -210,7 +210,7 @@ async fn clients_that_leave_are_unregistered_and_counted() {
     let server = TestServer::start(config()).await;
     let mut streams = Vec::new();
     for i in 0..20 {
-        let proto = if i % 4 == 0 { Proto::Http2 } else { Proto::Http1 };
+        let proto = ALL_PROTOS[i % ALL_PROTOS.len()];
         streams.push(
             StreamClient::open(server.addr, &format!("/events?topic=t{}&topic=shared", i % 3), None, proto).await,
         );

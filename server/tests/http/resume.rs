@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use http::StatusCode;
 use sse_server::Config;
 
-use crate::support::{config, publish, seq, Proto, StreamClient, TestServer};
+use crate::support::{config, publish, seq, Proto, StreamClient, TestServer, ALL_PROTOS};
 
 async fn publish_n(server: &TestServer, topic: &str, n: usize) -> Vec<String> {
     let mut ids = Vec::new();
@@ -20,7 +20,7 @@ async fn publish_n(server: &TestServer, topic: &str, n: usize) -> Vec<String> {
 async fn resume_inside_the_window_replays_exactly_the_later_events_then_goes_live() {
     let server = TestServer::start(Config { window: 64, ..config() }).await;
     let mut ids = publish_n(&server, "t", 6).await;
-    for proto in [Proto::Http1, Proto::Http2] {
+    for proto in ALL_PROTOS {
         for (from, via_query) in [(0, false), (2, true), (4, false)] {
             let path =
                 if via_query { format!("/events?topic=t&lastEventId={}", ids[from]) } else { "/events?topic=t".into() };
@@ -85,7 +85,7 @@ async fn malformed_foreign_and_future_ids_get_a_reset_notice_not_an_error() {
         (format!("{epoch}-999"), "unknown"),
     ];
     for (id, reason) in cases {
-        for proto in [Proto::Http1, Proto::Http2] {
+        for proto in ALL_PROTOS {
             let stream = StreamClient::open(server.addr, "/events?topic=t", Some(&id), proto).await;
             assert_eq!(stream.status, StatusCode::OK);
             let mut events = stream.events();

@@ -133,9 +133,17 @@ where
 /// Which protocol a stream client speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Proto {
+    /// A fresh HTTP/1.1 connection: the server's lean stream path.
     Http1,
+    /// A stream requested after another request on the same HTTP/1.1 connection: the
+    /// hyper path.
+    Http1KeptAlive,
+    /// HTTP/2 prior knowledge: the hyper path.
     Http2,
 }
+
+/// Every way a client can reach an event stream.
+pub const ALL_PROTOS: [Proto; 3] = [Proto::Http1, Proto::Http1KeptAlive, Proto::Http2];
 
 type RawBody = Pin<Box<dyn Stream<Item = Bytes> + Send>>;
 
@@ -171,21 +179,36 @@ impl StreamClient {
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
-        let tcp = io;
-        let mut req = Request::builder().uri(format!("http://localhost{path_and_query}"));
+        // HTTP/1.1 clients send the origin form (`/events?…`); HTTP/2 needs the scheme
+        // and authority.
+        let uri = match proto {
+            Proto::Http2 => format!("http://localhost{path_and_query}"),
+            Proto::Http1 | Proto::Http1KeptAlive => path_and_query.to_owned(),
+        };
+        let mut req = Request::builder().uri(uri);
         if let Some(id) = last_event_id {
             req = req.header("last-event-id", id);
         }
         let req = req.header("host", "localhost").body(Empty::<Bytes>::new()).unwrap();
         let response = match proto {
             Proto::Http1 => {
-                let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.unwrap();
+                let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await.unwrap();
                 tokio::spawn(connection);
+                sender.send_request(req).await.unwrap()
+            }
+            Proto::Http1KeptAlive => {
+                let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await.unwrap();
+                tokio::spawn(connection);
+                let health = Request::get("/healthz").header("host", "localhost").body(Empty::<Bytes>::new()).unwrap();
+                let answer = sender.send_request(health).await.unwrap();
+                assert_eq!(answer.status(), StatusCode::OK);
+                answer.into_body().collect().await.unwrap();
+                sender.ready().await.unwrap();
                 sender.send_request(req).await.unwrap()
             }
             Proto::Http2 => {
                 let (mut sender, connection) =
-                    hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp)).await.unwrap();
+                    hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(io)).await.unwrap();
                 tokio::spawn(connection);
                 sender.send_request(req).await.unwrap()
             }
