@@ -71,6 +71,11 @@ pub struct Config {
     #[arg(long, env = "SSE_MAX_EVENT_BYTES", default_value_t = 64 << 10)]
     pub max_event_bytes: usize,
 
+    /// Framed bytes held in all topic windows together; a publish that would grow past
+    /// it gets 503 (turnover within full windows is never refused).
+    #[arg(long, env = "SSE_MAX_BUFFERED_BYTES", default_value_t = 256 << 20)]
+    pub max_buffered_bytes: usize,
+
     /// Most topics held at once; a new topic past it gets 503.
     #[arg(long, env = "SSE_MAX_TOPICS", default_value_t = 100_000)]
     pub max_topics: usize,

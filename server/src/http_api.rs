@@ -55,8 +55,12 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let service = service(shared.clone(), timed_out);
+    // Pings find a dead or frozen HTTP/2 peer even while its streams are flow-control
+    // blocked and no socket write is pending.
     let connection = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
         .timer(TokioTimer::new())
+        .keep_alive_interval(Some(shared.config.heartbeat))
+        .keep_alive_timeout(shared.config.write_timeout)
         .serve_connection(TokioIo::new(io), service);
     tokio::pin!(connection);
     tokio::select! {

@@ -37,6 +37,9 @@ pub struct HubLimits {
     pub max_topics: usize,
     /// How long a topic gathers events before waking subscribers.
     pub coalesce: Duration,
+    /// Framed bytes held in all windows together; a publish that would grow past it is
+    /// refused (503), so no mix of topics can exhaust memory.
+    pub max_buffered_bytes: usize,
 }
 
 /// The subscriber's cursor fell behind what its topics retain.
@@ -69,6 +72,8 @@ pub struct Hub {
 #[derive(Debug, Default)]
 struct HubState {
     last_seq: u64,
+    /// Framed bytes in all windows.
+    buffered: usize,
     topics: BTreeMap<Arc<str>, Arc<Topic>>,
 }
 
@@ -104,6 +109,23 @@ impl TopicInner {
         for signal in self.subscribers.values() {
             signal.notify();
         }
+    }
+
+    /// How many of the oldest events (and how many bytes) a new event of `incoming`
+    /// bytes pushes out of the window. The newest event always stays.
+    fn evictions_for(&self, incoming: usize, limits: &HubLimits) -> (usize, usize) {
+        let (mut len, mut bytes) = (self.window.len() + 1, self.bytes + incoming);
+        let (mut count, mut freed) = (0, 0);
+        for old in &self.window {
+            if len <= 1 || (len <= limits.window && bytes <= limits.window_bytes) {
+                break;
+            }
+            len -= 1;
+            bytes -= old.frame.len();
+            count += 1;
+            freed += old.frame.len();
+        }
+        (count, freed)
     }
 
     fn is_unused(&self) -> bool {
@@ -152,16 +174,25 @@ impl Hub {
         let id = EventId { epoch: self.epoch, seq: state.last_seq + 1 };
         let framed = frame::event(id, event_type, data);
         let mut inner = lock(&topic.inner);
-        let mut delta = framed.len() as i64;
-        inner.bytes += framed.len();
+        let (evicted, freed) = inner.evictions_for(framed.len(), &self.limits);
+        if state.buffered - freed + framed.len() > self.limits.max_buffered_bytes {
+            if inner.is_unused() {
+                state.topics.remove(&topic.name);
+                self.metrics.set_topics(state.topics.len());
+            }
+            self.metrics.rejected("buffer_full");
+            return Err(ApiError::Unavailable(
+                "buffer_full",
+                "the server holds its maximum of buffered events",
+                Duration::from_secs(1),
+            ));
+        }
+        let delta = framed.len() as i64 - freed as i64;
+        state.buffered = state.buffered - freed + framed.len();
+        inner.bytes = inner.bytes - freed + framed.len();
         inner.window.push_back(Stored { seq: id.seq, frame: framed });
-        while inner.window.len() > 1
-            && (inner.window.len() > self.limits.window || inner.bytes > self.limits.window_bytes)
-        {
-            let old = inner.window.pop_front().expect("len > 1");
-            inner.bytes -= old.frame.len();
-            inner.evicted_upto = old.seq;
-            delta -= old.frame.len() as i64;
+        if let Some(last_evicted) = inner.window.drain(..evicted).last() {
+            inner.evicted_upto = last_evicted.seq;
         }
         state.last_seq = id.seq;
         self.visible.store(id.seq, Ordering::Release);
@@ -300,7 +331,8 @@ mod tests {
     use super::*;
 
     fn hub(window: usize, window_bytes: usize) -> Hub {
-        let limits = HubLimits { window, window_bytes, max_topics: 4, coalesce: Duration::ZERO };
+        let limits =
+            HubLimits { window, window_bytes, max_topics: 4, coalesce: Duration::ZERO, max_buffered_bytes: usize::MAX };
         Hub::new(7, limits, Arc::new(Metrics::new()))
     }
 
@@ -388,6 +420,27 @@ mod tests {
         for publisher in publishers {
             publisher.await.unwrap();
         }
+    }
+
+    #[test]
+    fn the_global_budget_refuses_growth_but_not_turnover() {
+        let limits = HubLimits {
+            window: 3,
+            window_bytes: 1 << 20,
+            max_topics: 10,
+            coalesce: Duration::ZERO,
+            max_buffered_bytes: 0,
+        };
+        let frame_len = frame::event(EventId { epoch: 7, seq: 1 }, None, "x").len();
+        let hub = Hub::new(7, HubLimits { max_buffered_bytes: 6 * frame_len, ..limits }, Arc::new(Metrics::new()));
+        for topic in ["a", "a", "a", "b", "b", "b"] {
+            hub.publish(topic, None, "x").unwrap();
+        }
+        let refused = hub.publish("c", None, "x").unwrap_err();
+        assert_eq!((refused.status(), refused.code()), (503, "buffer_full"));
+        assert_eq!(lock(&hub.state).topics.len(), 2, "the refused topic is not kept");
+        hub.publish("a", None, "x").expect("a full window turns over within the budget");
+        assert_eq!(lock(&hub.state).buffered, 6 * frame_len);
     }
 
     #[test]

@@ -96,6 +96,7 @@ impl Server {
             window_bytes: config.window_bytes,
             max_topics: config.max_topics,
             coalesce: config.coalesce,
+            max_buffered_bytes: config.max_buffered_bytes,
         };
         let hub = Arc::new(Hub::new(rng.next_u64() as u32, limits, metrics.clone()));
         let shared = Shared {
