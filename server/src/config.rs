@@ -92,9 +92,19 @@ pub struct Config {
     #[arg(long, env = "SSE_SEED")]
     pub seed: Option<u64>,
 
+    /// History epoch carried in event ids (8 hex digits). The binary picks a random one
+    /// per process unless given: the in-memory store starts a new history on every start,
+    /// even with a pinned `--seed`, and old ids must not look valid in it.
+    #[arg(long, env = "SSE_EPOCH", hide = true, value_parser = parse_epoch)]
+    pub epoch: Option<u32>,
+
     /// Log format.
     #[arg(long, env = "SSE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+}
+
+fn parse_epoch(text: &str) -> Result<u32, String> {
+    u32::from_str_radix(text, 16).map_err(|_| "an epoch is up to 8 hex digits".to_owned())
 }
 
 impl Default for Config {

@@ -98,7 +98,8 @@ impl Server {
             coalesce: config.coalesce,
             max_buffered_bytes: config.max_buffered_bytes,
         };
-        let hub = Arc::new(Hub::new(rng.next_u64() as u32, limits, metrics.clone()));
+        let epoch = config.epoch.unwrap_or_else(|| rng.next_u64() as u32);
+        let hub = Arc::new(Hub::new(epoch, limits, metrics.clone()));
         let shared = Shared {
             config,
             hub,

@@ -97,3 +97,23 @@ fn read_until(stream: &mut TcpStream, marker: &str) -> String {
     }
     String::from_utf8_lossy(&text).into_owned()
 }
+
+/// With the in-memory store every start is a new history: a pinned seed must not give
+/// two processes the same epoch, or ids from the first would look valid to the second.
+#[test]
+fn each_process_starts_a_new_epoch_even_with_a_pinned_seed() {
+    let epoch = || {
+        let mut child = Command::new(BIN)
+            .args(["--listen", "127.0.0.1:0", "--log-format", "json", "--seed", "7"])
+            .env_clear()
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stderr.take().unwrap()).read_line(&mut line).unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+        line.split("\"epoch\":\"").nth(1).unwrap().split('"').next().unwrap().to_owned()
+    };
+    assert_ne!(epoch(), epoch());
+}

@@ -31,6 +31,8 @@ fn main() -> ExitCode {
     init_logging(config.log_format);
     // A random seed when none is given, logged so the run can be repeated.
     config.seed.get_or_insert_with(|| RandomState::new().hash_one(std::process::id()));
+    // A fresh history per process: ids from an earlier run must not look valid.
+    config.epoch.get_or_insert_with(|| RandomState::new().hash_one(("epoch", std::process::id())) as u32);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
