@@ -1,3 +1,36 @@
-//! Deterministic simulations of `sse-server` under turmoil.
+//! Deterministic simulations of `sse-server` under turmoil: the unmodified server on a
+//! simulated host, EventSource-like subscribers, a recording publisher, faults applied
+//! in simulated time, and an oracle checked on every run. One seed reproduces a run
+//! exactly.
 //!
-//! Empty until the simulation harness lands: see DESIGN.md.
+//! Modules:
+//! - [`harness`]: builds the simulation for a seed and a plan, applies faults, judges.
+//! - [`plan`]: fault plans as data (text form for `fixtures/`).
+//! - [`generate`]: proptest strategies for plans (swarm testing) and shrinking.
+//! - [`oracle`]: loss, duplication, order and catch-up checks.
+//! - [`subscriber`]: the simulated EventSource client.
+//! - [`publisher`]: the simulated publisher that records acknowledgements.
+//! - [`sse_parse`]: chunked and `text/event-stream` decoding for the client.
+//! - [`sim_listener`]: the server's `Listener` seam on turmoil TCP.
+//! - [`trace`]: the run's trace in simulated time.
+
+pub mod generate;
+pub mod harness;
+pub mod oracle;
+pub mod plan;
+pub mod publisher;
+pub mod sim_listener;
+pub mod sse_parse;
+pub mod subscriber;
+pub mod trace;
+
+/// The port the simulated server listens on.
+pub const SERVER_PORT: u16 = 8080;
+
+/// The command that replays a seed (and plan), printed with every failure.
+pub fn replay_command(seed: u64, plan_file: Option<&str>) -> String {
+    match plan_file {
+        Some(file) => format!("cargo run -p sse-simulations -- replay --seed {seed} --plan {file}"),
+        None => format!("cargo run -p sse-simulations -- replay --seed {seed}"),
+    }
+}

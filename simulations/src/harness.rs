@@ -1,0 +1,232 @@
+//! Runs one seed and one plan: the unmodified server on host `server`, subscribers on
+//! `client-N`, a publisher, faults applied between simulation steps, then the oracle.
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeSet;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sse_server::metrics::Metrics;
+use sse_server::rng::SeededRng;
+use sse_server::{Config, Server};
+use tokio::sync::watch;
+
+use crate::oracle;
+use crate::plan::{Fault, Plan, TimedFault};
+use crate::publisher::{self, Acked, PublisherConfig};
+use crate::sim_listener::SimListener;
+use crate::subscriber::{self, SubscriberConfig, SubscriberState};
+use crate::trace::Trace;
+use crate::SERVER_PORT;
+
+const SERVER: &str = "server";
+
+/// The server configuration every simulation uses (short timeouts keep runs short).
+pub fn server_config(plan: &Plan, seed: u64, epoch: u32) -> Config {
+    Config {
+        heartbeat: Duration::from_secs(1),
+        retry: Duration::from_millis(500),
+        retry_jitter: Duration::from_millis(500),
+        write_timeout: Duration::from_secs(3),
+        header_timeout: Duration::from_secs(2),
+        drain_timeout: Duration::from_secs(5),
+        window: plan.window,
+        coalesce: Duration::from_millis(plan.coalesce_ms),
+        max_connections: Some(1000),
+        seed: Some(seed),
+        epoch: Some(epoch),
+        ..Config::default()
+    }
+}
+
+/// How long after the last fault heals every client must have caught up: a dead stream
+/// is noticed after three heartbeats, the reconnect waits at most `retry + jitter`, and
+/// the server's write timeout frees the old stream.
+pub fn catch_up_bound(config: &Config) -> Duration {
+    config.heartbeat * 3 + config.retry + config.retry_jitter + config.write_timeout + Duration::from_secs(1)
+}
+
+/// What a run found.
+#[derive(Debug)]
+pub struct Outcome {
+    pub seed: u64,
+    pub trace: Trace,
+    pub failures: Vec<String>,
+    /// Per client, time from the last heal to caught up.
+    pub recoveries: Vec<Duration>,
+    pub acked: usize,
+    pub simulated: Duration,
+}
+
+/// Shared view of the server host, across restarts.
+#[derive(Default)]
+struct ServerView {
+    metrics: RefCell<Option<Arc<Metrics>>>,
+    alive_tasks: Cell<usize>,
+    boots: Cell<u32>,
+}
+
+/// Runs `plan` under `seed`.
+pub fn run(seed: u64, plan: &Plan, trace: Trace) -> Outcome {
+    let rng = SeededRng::new(seed);
+    let mut sim = turmoil::Builder::new()
+        .rng_seed(seed)
+        .simulation_duration(Duration::from_secs(3600))
+        .min_message_latency(Duration::from_millis(1))
+        .max_message_latency(plan.max_latency.max(Duration::from_millis(1)))
+        .tcp_capacity(64)
+        .build();
+    let view = Rc::new(ServerView::default());
+    let config = server_config(plan, seed, 0);
+    {
+        let (view, plan, trace) = (view.clone(), plan.clone(), trace.clone());
+        sim.host(SERVER, move || {
+            let (view, plan, trace) = (view.clone(), plan.clone(), trace.clone());
+            async move {
+                let boot = view.boots.get() + 1;
+                view.boots.set(boot);
+                // Each boot is a new history for the in-memory store.
+                let epoch = SeededRng::new(seed ^ u64::from(boot).wrapping_mul(0x9e37_79b9)).next_u64() as u32;
+                let server = Server::new(server_config(&plan, seed.wrapping_add(u64::from(boot)), epoch));
+                *view.metrics.borrow_mut() = Some(server.metrics());
+                trace.here(SERVER, format_args!("boot {boot} epoch {epoch:08x}"));
+                let sampler_view = view.clone();
+                tokio::task::spawn_local(async move {
+                    loop {
+                        sampler_view.alive_tasks.set(tokio::runtime::Handle::current().metrics().num_alive_tasks());
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                });
+                let listener = turmoil::net::TcpListener::bind(("0.0.0.0", SERVER_PORT)).await?;
+                server.run(SimListener(listener), std::future::pending()).await?;
+                Ok(())
+            }
+        });
+    }
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let topic_names: Vec<String> = (0..plan.topics).map(|t| format!("t{t}")).collect();
+    let mut clients = Vec::new();
+    for i in 0..plan.clients {
+        // One or two topics each, chosen by the seed.
+        let mut topics = BTreeSet::new();
+        topics.insert(topic_names[rng.up_to(plan.topics as u64 - 1) as usize].clone());
+        if rng.up_to(1) == 1 {
+            topics.insert(topic_names[rng.up_to(plan.topics as u64 - 1) as usize].clone());
+        }
+        let state = Rc::new(SubscriberState::default());
+        let name = format!("client-{i}");
+        let config = SubscriberConfig {
+            name: name.clone(),
+            server: SERVER.into(),
+            topics: topics.iter().cloned().collect(),
+            heartbeat: config.heartbeat,
+        };
+        sim.client(name.as_str(), subscriber::run(config, state.clone(), trace.clone(), stop_rx.clone()));
+        clients.push((name, topics, state));
+    }
+    let acked: Rc<RefCell<Vec<Acked>>> = Rc::default();
+    let publisher = PublisherConfig {
+        server: SERVER.into(),
+        topics: topic_names,
+        start: Duration::from_secs(1),
+        stop: plan.publish_until(),
+        interval: plan.publish_every,
+        seed: rng.next_u64(),
+    };
+    sim.client("publisher", publisher::run(publisher, acked.clone(), trace.clone()));
+
+    let mut failures = Vec::new();
+    let calm_from = plan.calm_from();
+    let check_at = calm_from + catch_up_bound(&config);
+    let mut pending: Vec<TimedFault> = plan.faults.clone();
+    pending.sort_by_key(|f| f.at);
+    let mut heals: Vec<(Duration, Fault)> = Vec::new();
+    let mut step_error = None;
+    while sim.elapsed() < check_at {
+        let now = sim.elapsed();
+        while pending.first().is_some_and(|f| f.at <= now) {
+            let fault = pending.remove(0);
+            trace.log(now, "fault", format_args!("{:?}", fault.fault));
+            apply(&mut sim, &fault.fault, &clients, now);
+            heals.push((fault.heals_at(), fault.fault));
+        }
+        heals.retain(|(at, fault)| {
+            if *at > now {
+                return true;
+            }
+            heal(&mut sim, fault, &trace, now);
+            false
+        });
+        if let Err(error) = sim.step() {
+            step_error = Some(error.to_string());
+            break;
+        }
+        if let Some(metrics) = view.metrics.borrow().as_ref() {
+            let budget = config.max_buffered_bytes as i64;
+            if metrics.buffered_bytes() > budget && failures.is_empty() {
+                failures
+                    .push(format!("buffered bytes {} over the budget {budget} at {now:?}", metrics.buffered_bytes()));
+            }
+        }
+    }
+    if let Some(error) = step_error {
+        failures.push(format!("a host failed: {error}"));
+    }
+    let acked = acked.borrow().clone();
+    let mut recoveries = Vec::new();
+    for (name, topics, state) in &clients {
+        let report = oracle::judge(name, topics, &state.seen.borrow(), &acked, calm_from);
+        failures.extend(report.failures);
+        recoveries.push(report.recovery);
+    }
+    // Clients leave; the server must return to its baseline.
+    let _ = stop_tx.send(true);
+    let leave_by = sim.elapsed() + config.write_timeout + config.heartbeat + Duration::from_secs(1);
+    let settled =
+        |view: &ServerView| view.metrics.borrow().as_ref().is_some_and(|m| m.streams() == 0 && m.connections() == 0);
+    while sim.elapsed() < leave_by && !settled(&view) {
+        if sim.step().is_err() {
+            break;
+        }
+    }
+    if let Some(metrics) = view.metrics.borrow().as_ref() {
+        if metrics.streams() != 0 || metrics.connections() != 0 {
+            failures.push(format!(
+                "after clients left: {} streams and {} connections still open at {:?}",
+                metrics.streams(),
+                metrics.connections(),
+                sim.elapsed()
+            ));
+        }
+    }
+    trace.log(sim.elapsed(), "harness", format_args!("done: {} acked, {} failures", acked.len(), failures.len()));
+    Outcome { seed, trace, failures, recoveries, acked: acked.len(), simulated: sim.elapsed() }
+}
+
+fn apply(
+    sim: &mut turmoil::Sim<'_>,
+    fault: &Fault,
+    clients: &[(String, BTreeSet<String>, Rc<SubscriberState>)],
+    now: Duration,
+) {
+    let client = |i: &usize| &clients[*i % clients.len()];
+    match fault {
+        Fault::Partition { client: i, .. } => sim.partition(SERVER, client(i).0.as_str()),
+        Fault::Hold { client: i, .. } => sim.hold(SERVER, client(i).0.as_str()),
+        Fault::Crash { .. } => sim.crash(SERVER),
+        Fault::Drop { client: i } => client(i).2.drop_now.set(true),
+        Fault::DropAll => clients.iter().for_each(|c| c.2.drop_now.set(true)),
+        Fault::Stall { client: i, duration } => client(i).2.stall_until.set(now + *duration),
+    }
+}
+
+fn heal(sim: &mut turmoil::Sim<'_>, fault: &Fault, trace: &Trace, now: Duration) {
+    match fault {
+        Fault::Partition { client, .. } => sim.repair(SERVER, format!("client-{client}").as_str()),
+        Fault::Hold { client, .. } => sim.release(SERVER, format!("client-{client}").as_str()),
+        Fault::Crash { .. } => sim.bounce(SERVER),
+        Fault::Drop { .. } | Fault::DropAll | Fault::Stall { .. } => return,
+    }
+    trace.log(now, "fault", format_args!("healed {fault:?}"));
+}

@@ -1,0 +1,130 @@
+//! The oracle: what every run must satisfy, judged from the publisher's acknowledgements
+//! and every subscriber's record.
+//!
+//! - no acknowledged event on a subscribed topic is missing, unless a reset notice
+//!   covered it (the client's position was before it and the stream said history was
+//!   lost, and the replay after the notice started beyond it);
+//! - no event is received twice; within one epoch ids strictly increase across
+//!   reconnects;
+//! - every client has caught up within a bound after the last fault heals.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use crate::publisher::Acked;
+use crate::subscriber::Seen;
+
+/// `(epoch, seq)` from an id `<epoch>-<seq>`.
+pub fn split_id(id: &str) -> Option<(&str, u64)> {
+    let (epoch, seq) = id.split_once('-')?;
+    Some((epoch, seq.parse().ok()?))
+}
+
+/// One client's verdict.
+#[derive(Debug, Default)]
+pub struct ClientReport {
+    /// Failures found, each a readable sentence naming the first bad event.
+    pub failures: Vec<String>,
+    /// From `calm_from` until the last expected event arrived (zero if it already had).
+    pub recovery: Duration,
+}
+
+/// Judges one client that followed `topics` for the whole run.
+pub fn judge(
+    name: &str,
+    topics: &BTreeSet<String>,
+    seen: &[Seen],
+    acked: &[Acked],
+    calm_from: Duration,
+) -> ClientReport {
+    let mut report = ClientReport::default();
+    let mut data_seen = BTreeSet::new();
+    let mut last_in_epoch: BTreeMap<String, u64> = BTreeMap::new();
+    let mut received_at: BTreeMap<&str, Duration> = BTreeMap::new();
+    for item in seen {
+        let Seen::Event(event) = item else { continue };
+        if !data_seen.insert(event.data.as_str()) {
+            report.failures.push(format!("{name}: duplicate event {} {} at {:?}", event.id, event.data, event.at));
+        }
+        match split_id(&event.id) {
+            None => report.failures.push(format!("{name}: unreadable id {:?}", event.id)),
+            Some((epoch, seq)) => {
+                let last = last_in_epoch.entry(epoch.to_owned()).or_insert(0);
+                if seq <= *last {
+                    report
+                        .failures
+                        .push(format!("{name}: id {} after seq {} (out of order) at {:?}", event.id, last, event.at));
+                }
+                *last = seq.max(*last);
+            }
+        }
+        received_at.insert(event.data.as_str(), event.at);
+    }
+    for event in acked.iter().filter(|a| topics.contains(&a.topic)) {
+        match received_at.get(event.data.as_str()) {
+            Some(at) => report.recovery = report.recovery.max(at.saturating_sub(calm_from)),
+            None if excused_by_reset(seen, &event.id) => {}
+            None => report.failures.push(format!(
+                "{name}: acknowledged event {} {} (acked at {:?}) never arrived",
+                event.id, event.data, event.at
+            )),
+        }
+    }
+    report
+}
+
+/// Whether a reset notice tells this client that `id` was lost: before the notice its
+/// position in that epoch was below `id`, and after it the replay began above `id` (or
+/// in another epoch).
+fn excused_by_reset(seen: &[Seen], id: &str) -> bool {
+    let Some((epoch, seq)) = split_id(id) else { return false };
+    seen.iter().enumerate().any(|(at, item)| {
+        if !matches!(item, Seen::Reset { .. }) {
+            return false;
+        }
+        let in_epoch = |s: &Seen| match s {
+            Seen::Event(e) => split_id(&e.id).filter(|(ep, _)| *ep == epoch).map(|(_, s)| s),
+            Seen::Reset { .. } => None,
+        };
+        let before = seen[..at].iter().rev().find_map(in_epoch).unwrap_or(0);
+        let after = seen[at + 1..].iter().find_map(in_epoch);
+        before < seq && after.is_none_or(|first| first > seq)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::subscriber::Received;
+
+    fn ev(id: &str, data: &str) -> Seen {
+        Seen::Event(Received { at: Duration::from_secs(1), id: id.into(), data: data.into() })
+    }
+    fn ack(id: &str, data: &str) -> Acked {
+        Acked { at: Duration::ZERO, id: id.into(), topic: "t".into(), data: data.into() }
+    }
+
+    #[test]
+    fn finds_loss_duplicates_and_disorder_and_honours_resets() {
+        let topics: BTreeSet<String> = ["t".to_owned()].into();
+        let acked = [ack("e-1", "a"), ack("e-2", "b"), ack("e-3", "c")];
+        let ok = judge("c", &topics, &[ev("e-1", "a"), ev("e-2", "b"), ev("e-3", "c")], &acked, Duration::ZERO);
+        assert!(ok.failures.is_empty(), "{:?}", ok.failures);
+        let lost = judge("c", &topics, &[ev("e-1", "a"), ev("e-3", "c")], &acked, Duration::ZERO);
+        assert_eq!(lost.failures.len(), 1, "{:?}", lost.failures);
+        let twice = judge(
+            "c",
+            &topics,
+            &[ev("e-1", "a"), ev("e-2", "b"), ev("e-2", "b"), ev("e-3", "c")],
+            &acked,
+            Duration::ZERO,
+        );
+        assert_eq!(twice.failures.len(), 2, "{:?}", twice.failures);
+        let reset = Seen::Reset { at: Duration::ZERO, reason: "evicted".into() };
+        let excused = judge("c", &topics, &[ev("e-1", "a"), reset.clone(), ev("e-3", "c")], &acked, Duration::ZERO);
+        assert!(excused.failures.is_empty(), "{:?}", excused.failures);
+        let not_excused =
+            judge("c", &topics, &[ev("e-1", "a"), reset, ev("e-1", "x"), ev("e-3", "c")], &acked, Duration::ZERO);
+        assert!(!not_excused.failures.is_empty(), "a replay that restarts below the event does not excuse it");
+    }
+}

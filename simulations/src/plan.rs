@@ -1,0 +1,188 @@
+//! A fault plan: the run's shape (clients, topics, window, publishing) and a list of
+//! timed faults. Plans are data: generated from a seed, shrunk by proptest, stored in
+//! `fixtures/` as text, one item per line.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// One fault from the vocabulary, applied at a simulated time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fault {
+    /// Cut the link between the server and a client both ways (a half-open stream).
+    Partition { client: usize, heal_after: Duration },
+    /// Hold every message on the link, then deliver them all (a stall, then a burst).
+    Hold { client: usize, release_after: Duration },
+    /// Crash the server (memory store: history is lost) and start it again.
+    Crash { restart_after: Duration },
+    /// A client drops its connection abruptly and reconnects.
+    Drop { client: usize },
+    /// Every client drops at once (a disconnect storm).
+    DropAll,
+    /// A client stops reading for a while (a slow consumer).
+    Stall { client: usize, duration: Duration },
+}
+
+/// A fault and when it starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TimedFault {
+    pub at: Duration,
+    pub fault: Fault,
+}
+
+impl TimedFault {
+    /// When the fault is over (the same instant for one-shot faults).
+    pub fn heals_at(&self) -> Duration {
+        self.at
+            + match self.fault {
+                Fault::Partition { heal_after, .. } => heal_after,
+                Fault::Hold { release_after, .. } => release_after,
+                Fault::Crash { restart_after } => restart_after,
+                Fault::Stall { duration, .. } => duration,
+                Fault::Drop { .. } | Fault::DropAll => Duration::ZERO,
+            }
+    }
+}
+
+/// Everything a run does besides the seed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    pub clients: usize,
+    pub topics: usize,
+    /// `--window` of the server.
+    pub window: usize,
+    /// `--coalesce` of the server, in milliseconds.
+    pub coalesce_ms: u64,
+    /// Publishing runs from 1 s to `1 s + publish_for`.
+    pub publish_for: Duration,
+    pub publish_every: Duration,
+    /// Link latency upper bound (jitter between 1 ms and this).
+    pub max_latency: Duration,
+    pub faults: Vec<TimedFault>,
+}
+
+impl Plan {
+    /// A calm plan: no faults.
+    pub fn calm(clients: usize) -> Plan {
+        Plan {
+            clients,
+            topics: 3,
+            window: 256,
+            coalesce_ms: 0,
+            publish_for: Duration::from_secs(10),
+            publish_every: Duration::from_millis(50),
+            max_latency: Duration::from_millis(5),
+            faults: Vec::new(),
+        }
+    }
+
+    /// The plan with one more fault.
+    pub fn with(mut self, at_ms: u64, fault: Fault) -> Plan {
+        self.faults.push(TimedFault { at: Duration::from_millis(at_ms), fault });
+        self
+    }
+
+    /// When publishing stops.
+    pub fn publish_until(&self) -> Duration {
+        Duration::from_secs(1) + self.publish_for
+    }
+
+    /// When the last fault is over (or publishing ends, if later).
+    pub fn calm_from(&self) -> Duration {
+        self.faults.iter().map(TimedFault::heals_at).max().unwrap_or_default().max(self.publish_until())
+    }
+}
+
+fn ms(d: Duration) -> u128 {
+    d.as_millis()
+}
+
+impl fmt::Display for Plan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "clients {}", self.clients)?;
+        writeln!(f, "topics {}", self.topics)?;
+        writeln!(f, "window {}", self.window)?;
+        writeln!(f, "coalesce_ms {}", self.coalesce_ms)?;
+        writeln!(f, "publish_for_ms {}", ms(self.publish_for))?;
+        writeln!(f, "publish_every_ms {}", ms(self.publish_every))?;
+        writeln!(f, "max_latency_ms {}", ms(self.max_latency))?;
+        for TimedFault { at, fault } in &self.faults {
+            write!(f, "at_ms {} ", ms(*at))?;
+            match fault {
+                Fault::Partition { client, heal_after } => writeln!(f, "partition {client} {}", ms(*heal_after))?,
+                Fault::Hold { client, release_after } => writeln!(f, "hold {client} {}", ms(*release_after))?,
+                Fault::Crash { restart_after } => writeln!(f, "crash {}", ms(*restart_after))?,
+                Fault::Drop { client } => writeln!(f, "drop {client}")?,
+                Fault::DropAll => writeln!(f, "drop_all")?,
+                Fault::Stall { client, duration } => writeln!(f, "stall {client} {}", ms(*duration))?,
+            }
+        }
+        Ok(())
+    }
+}
+
+impl FromStr for Plan {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Plan, String> {
+        let mut plan = Plan::calm(1);
+        for (n, line) in text.lines().enumerate() {
+            let line = line.split('#').next().unwrap_or("").trim();
+            if line.is_empty() {
+                continue;
+            }
+            let words: Vec<&str> = line.split_whitespace().collect();
+            let num = |i: usize| -> Result<u64, String> {
+                words
+                    .get(i)
+                    .and_then(|w| w.parse().ok())
+                    .ok_or_else(|| format!("line {}: expected a number: {line}", n + 1))
+            };
+            let dur = |i: usize| num(i).map(Duration::from_millis);
+            match words[0] {
+                "clients" => plan.clients = num(1)? as usize,
+                "topics" => plan.topics = num(1)? as usize,
+                "window" => plan.window = num(1)? as usize,
+                "coalesce_ms" => plan.coalesce_ms = num(1)?,
+                "publish_for_ms" => plan.publish_for = dur(1)?,
+                "publish_every_ms" => plan.publish_every = dur(1)?,
+                "max_latency_ms" => plan.max_latency = dur(1)?,
+                "at_ms" => {
+                    let at = dur(1)?;
+                    let fault = match words.get(2).copied() {
+                        Some("partition") => Fault::Partition { client: num(3)? as usize, heal_after: dur(4)? },
+                        Some("hold") => Fault::Hold { client: num(3)? as usize, release_after: dur(4)? },
+                        Some("crash") => Fault::Crash { restart_after: dur(3)? },
+                        Some("drop") => Fault::Drop { client: num(3)? as usize },
+                        Some("drop_all") => Fault::DropAll,
+                        Some("stall") => Fault::Stall { client: num(3)? as usize, duration: dur(4)? },
+                        _ => return Err(format!("line {}: unknown fault: {line}", n + 1)),
+                    };
+                    plan.faults.push(TimedFault { at, fault });
+                }
+                _ => return Err(format!("line {}: unknown setting: {line}", n + 1)),
+            }
+        }
+        if plan.clients == 0 || plan.topics == 0 {
+            return Err("a plan needs at least one client and one topic".into());
+        }
+        Ok(plan)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plans_round_trip_through_text() {
+        let plan = Plan::calm(3)
+            .with(2000, Fault::Partition { client: 1, heal_after: Duration::from_secs(4) })
+            .with(3000, Fault::Crash { restart_after: Duration::from_millis(500) })
+            .with(4000, Fault::DropAll)
+            .with(5000, Fault::Stall { client: 0, duration: Duration::from_secs(2) });
+        assert_eq!(plan.to_string().parse::<Plan>().unwrap(), plan);
+        assert!("clients 0".parse::<Plan>().is_err());
+        assert!("at_ms 5 explode".parse::<Plan>().is_err());
+    }
+}

@@ -1,0 +1,171 @@
+//! An EventSource-like subscriber on simulated TCP: follows `retry:`, resumes with
+//! `Last-Event-ID`, treats a stream silent for three heartbeats as dead, and records
+//! everything it sees for the oracle.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::watch;
+use turmoil::net::TcpStream;
+
+use crate::sse_parse::{find, Item, StreamDecoder};
+use crate::trace::Trace;
+use crate::SERVER_PORT;
+
+/// An event as the subscriber received it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Received {
+    pub at: Duration,
+    pub id: String,
+    pub data: String,
+}
+
+/// What happened on one subscriber, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Seen {
+    Event(Received),
+    Reset { at: Duration, reason: String },
+}
+
+/// Shared state between a subscriber and the harness.
+#[derive(Debug, Default)]
+pub struct SubscriberState {
+    pub seen: RefCell<Vec<Seen>>,
+    /// Stop reading until this simulated time (a stalled reader).
+    pub stall_until: Cell<Duration>,
+    /// Drop the connection at once (an abrupt disconnect); cleared by the subscriber.
+    pub drop_now: Cell<bool>,
+    pub connects: Cell<u32>,
+}
+
+/// How the subscriber behaves.
+#[derive(Debug, Clone)]
+pub struct SubscriberConfig {
+    pub name: String,
+    pub server: String,
+    pub topics: Vec<String>,
+    /// The server's heartbeat: three of them without a byte mean a dead stream.
+    pub heartbeat: Duration,
+}
+
+fn now() -> Duration {
+    turmoil::sim_elapsed().unwrap_or_default()
+}
+
+/// Runs until `stop` turns true.
+pub async fn run(
+    config: SubscriberConfig,
+    state: Rc<SubscriberState>,
+    trace: Trace,
+    mut stop: watch::Receiver<bool>,
+) -> turmoil::Result {
+    let mut last_id: Option<String> = None;
+    let mut retry = Duration::from_millis(1000);
+    while !*stop.borrow() {
+        let outcome = tokio::select! {
+            biased;
+            _ = stop.changed() => break,
+            outcome = stream_once(&config, &state, &trace, &mut last_id, &mut retry) => outcome,
+        };
+        trace.here(&config.name, format_args!("stream ended: {outcome}; retry in {}ms", retry.as_millis()));
+        tokio::select! {
+            biased;
+            _ = stop.changed() => break,
+            _ = tokio::time::sleep(retry) => {}
+        }
+    }
+    Ok(())
+}
+
+async fn stream_once(
+    config: &SubscriberConfig,
+    state: &SubscriberState,
+    trace: &Trace,
+    last_id: &mut Option<String>,
+    retry: &mut Duration,
+) -> String {
+    let silence = config.heartbeat * 3;
+    let connect = tokio::time::timeout(silence, TcpStream::connect((config.server.as_str(), SERVER_PORT)));
+    let mut tcp = match connect.await {
+        Ok(Ok(tcp)) => tcp,
+        Ok(Err(error)) => return format!("connect failed: {error}"),
+        Err(_) => return "connect timed out".into(),
+    };
+    let query: Vec<String> = config.topics.iter().map(|t| format!("topic={t}")).collect();
+    let mut request = format!("GET /events?{} HTTP/1.1\r\nhost: {}\r\n", query.join("&"), config.server);
+    if let Some(id) = last_id.as_deref() {
+        request += &format!("last-event-id: {id}\r\n");
+    }
+    request += "\r\n";
+    if let Err(error) = tcp.write_all(request.as_bytes()).await {
+        return format!("request failed: {error}");
+    }
+    state.connects.set(state.connects.get() + 1);
+    trace.here(&config.name, format_args!("connected, last id {}", last_id.as_deref().unwrap_or("-")));
+    let mut head = Vec::new();
+    let mut head_done = false;
+    let mut decoder = StreamDecoder::default();
+    let mut buf = vec![0u8; 16 << 10];
+    loop {
+        if state.drop_now.replace(false) {
+            return "dropped by the client".into();
+        }
+        let stalled_for = state.stall_until.get().saturating_sub(now());
+        if !stalled_for.is_zero() {
+            tokio::time::sleep(stalled_for).await;
+            continue;
+        }
+        let n = match tokio::time::timeout(silence, tcp.read(&mut buf)).await {
+            Err(_) => return "silent for three heartbeats".into(),
+            Ok(Err(error)) => return format!("read failed: {error}"),
+            Ok(Ok(0)) => return "closed by the server".into(),
+            Ok(Ok(n)) => n,
+        };
+        let fed = if head_done {
+            feed(&mut decoder, &buf[..n], config, state, trace, last_id, retry)
+        } else {
+            head.extend_from_slice(&buf[..n]);
+            let Some(end) = find(&head, b"\r\n\r\n") else { continue };
+            if !head.starts_with(b"HTTP/1.1 200") {
+                return format!("refused: {}", String::from_utf8_lossy(&head[..head.len().min(12)]));
+            }
+            head_done = true;
+            let body = head.split_off(end + 4);
+            feed(&mut decoder, &body, config, state, trace, last_id, retry)
+        };
+        if let Err(error) = fed {
+            return error;
+        }
+        if decoder.finished() {
+            return "stream finished by the server".into();
+        }
+    }
+}
+
+fn feed(
+    decoder: &mut StreamDecoder,
+    bytes: &[u8],
+    config: &SubscriberConfig,
+    state: &SubscriberState,
+    trace: &Trace,
+    last_id: &mut Option<String>,
+    retry: &mut Duration,
+) -> Result<(), String> {
+    for item in decoder.feed(bytes)? {
+        match item {
+            Item::Retry(ms) => *retry = Duration::from_millis(ms),
+            Item::Event { event, data, .. } if event == "reset" => {
+                trace.here(&config.name, format_args!("reset {data}"));
+                state.seen.borrow_mut().push(Seen::Reset { at: now(), reason: data });
+            }
+            Item::Event { id, data, .. } => {
+                trace.here(&config.name, format_args!("event {id} {data}"));
+                *last_id = Some(id.clone());
+                state.seen.borrow_mut().push(Seen::Event(Received { at: now(), id, data }));
+            }
+        }
+    }
+    Ok(())
+}
