@@ -19,6 +19,7 @@ fn fault(clients: usize) -> impl Strategy<Value = Fault> {
         (client.clone(), 100u64..3_000)
             .prop_map(|(client, ms)| Fault::Hold { client, release_after: Duration::from_millis(ms) }),
         (100u64..2_000).prop_map(|ms| Fault::Crash { restart_after: Duration::from_millis(ms) }),
+        (2_500u64..4_000).prop_map(|ms| Fault::Restart { restart_after: Duration::from_millis(ms) }),
         client.clone().prop_map(|client| Fault::Drop { client }),
         Just(Fault::DropAll),
         (client, 100u64..5_000).prop_map(|(client, ms)| Fault::Stall { client, duration: Duration::from_millis(ms) }),

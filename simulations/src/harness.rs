@@ -30,7 +30,7 @@ pub fn server_config(plan: &Plan, seed: u64, epoch: u32) -> Config {
         retry_jitter: Duration::from_millis(500),
         write_timeout: Duration::from_secs(3),
         header_timeout: Duration::from_secs(2),
-        drain_timeout: Duration::from_secs(5),
+        drain_timeout: Duration::from_secs(2),
         window: plan.window,
         coalesce: Duration::from_millis(plan.coalesce_ms),
         max_connections: Some(1000),
@@ -63,7 +63,10 @@ pub struct Outcome {
 #[derive(Default)]
 struct ServerView {
     metrics: RefCell<Option<Arc<Metrics>>>,
+    hub: RefCell<Option<Arc<sse_server::hub::Hub>>>,
     alive_tasks: Cell<usize>,
+    /// Tasks alive on the first sample after the first boot: the baseline.
+    baseline_tasks: Cell<Option<usize>>,
     boots: Cell<u32>,
 }
 
@@ -79,27 +82,41 @@ pub fn run(seed: u64, plan: &Plan, trace: Trace) -> Outcome {
         .build();
     let view = Rc::new(ServerView::default());
     let config = server_config(plan, seed, 0);
+    // Bumped for each graceful restart; a boot drains when it changes.
+    let (restart_tx, restart_rx) = watch::channel(0u32);
     {
         let (view, plan, trace) = (view.clone(), plan.clone(), trace.clone());
         sim.host(SERVER, move || {
             let (view, plan, trace) = (view.clone(), plan.clone(), trace.clone());
+            let mut restart = restart_rx.clone();
             async move {
+                restart.mark_unchanged();
                 let boot = view.boots.get() + 1;
                 view.boots.set(boot);
                 // Each boot is a new history for the in-memory store.
                 let epoch = SeededRng::new(seed ^ u64::from(boot).wrapping_mul(0x9e37_79b9)).next_u64() as u32;
                 let server = Server::new(server_config(&plan, seed.wrapping_add(u64::from(boot)), epoch));
                 *view.metrics.borrow_mut() = Some(server.metrics());
+                *view.hub.borrow_mut() = Some(server.hub());
                 trace.here(SERVER, format_args!("boot {boot} epoch {epoch:08x}"));
                 let sampler_view = view.clone();
                 tokio::task::spawn_local(async move {
                     loop {
-                        sampler_view.alive_tasks.set(tokio::runtime::Handle::current().metrics().num_alive_tasks());
+                        let alive = tokio::runtime::Handle::current().metrics().num_alive_tasks();
+                        sampler_view.alive_tasks.set(alive);
+                        if sampler_view.baseline_tasks.get().is_none() {
+                            sampler_view.baseline_tasks.set(Some(alive));
+                        }
                         tokio::time::sleep(Duration::from_millis(100)).await;
                     }
                 });
                 let listener = turmoil::net::TcpListener::bind(("0.0.0.0", SERVER_PORT)).await?;
-                server.run(SimListener(listener), std::future::pending()).await?;
+                server
+                    .run(SimListener(listener), async move {
+                        let _ = restart.changed().await;
+                    })
+                    .await?;
+                trace.here(SERVER, format_args!("boot {boot} drained"));
                 Ok(())
             }
         });
@@ -141,19 +158,41 @@ pub fn run(seed: u64, plan: &Plan, trace: Trace) -> Outcome {
     let check_at = calm_from + catch_up_bound(&config);
     let mut pending: Vec<TimedFault> = plan.faults.clone();
     pending.sort_by_key(|f| f.at);
-    let mut heals: Vec<(Duration, Fault)> = Vec::new();
+    // Each pending heal remembers which boot of the server its fault hit.
+    let mut heals: Vec<(Duration, Fault, u32)> = Vec::new();
     let mut step_error = None;
     while sim.elapsed() < check_at {
         let now = sim.elapsed();
         while pending.first().is_some_and(|f| f.at <= now) {
             let fault = pending.remove(0);
             trace.log(now, "fault", format_args!("{:?}", fault.fault));
+            if matches!(fault.fault, Fault::Restart { .. }) {
+                // Like SIGTERM to a dead process: a server that is down cannot drain.
+                if !sim.is_host_running(SERVER) {
+                    trace.log(now, "fault", "restart skipped: the server is down");
+                    continue;
+                }
+                restart_tx.send_modify(|generation| *generation += 1);
+            }
             apply(&mut sim, &fault.fault, &clients, now);
-            heals.push((fault.heals_at(), fault.fault));
+            heals.push((fault.heals_at(), fault.fault, view.boots.get()));
         }
-        heals.retain(|(at, fault)| {
+        heals.retain(|(at, fault, boot)| {
             if *at > now {
                 return true;
+            }
+            if matches!(fault, Fault::Restart { .. }) {
+                if view.boots.get() != *boot {
+                    // The signalled boot crashed meanwhile and another one is serving.
+                    trace.log(now, "fault", "restart check skipped: the signalled boot is gone");
+                    return false;
+                }
+                if sim.is_host_running(SERVER) {
+                    failures.push(format!(
+                        "graceful shutdown had not finished {:?} after the signal",
+                        fault_duration(fault)
+                    ));
+                }
             }
             heal(&mut sim, fault, &trace, now);
             false
@@ -163,7 +202,8 @@ pub fn run(seed: u64, plan: &Plan, trace: Trace) -> Outcome {
             break;
         }
         if let Some(metrics) = view.metrics.borrow().as_ref() {
-            let budget = config.max_buffered_bytes as i64;
+            // Windows hold at most `window` events each (events here frame to < 128 B).
+            let budget = (plan.topics * plan.window * 128).min(config.max_buffered_bytes) as i64;
             if metrics.buffered_bytes() > budget && failures.is_empty() {
                 failures
                     .push(format!("buffered bytes {} over the budget {budget} at {now:?}", metrics.buffered_bytes()));
@@ -183,12 +223,25 @@ pub fn run(seed: u64, plan: &Plan, trace: Trace) -> Outcome {
     // Clients leave; the server must return to its baseline.
     let _ = stop_tx.send(true);
     let leave_by = sim.elapsed() + config.write_timeout + config.heartbeat + Duration::from_secs(1);
-    let settled =
-        |view: &ServerView| view.metrics.borrow().as_ref().is_some_and(|m| m.streams() == 0 && m.connections() == 0);
+    let settled = |view: &ServerView| {
+        view.metrics.borrow().as_ref().is_some_and(|m| m.streams() == 0 && m.connections() == 0)
+            && Some(view.alive_tasks.get()) <= view.baseline_tasks.get()
+            && view.hub.borrow().as_ref().is_some_and(|hub| hub.registrations() == 0)
+    };
     while sim.elapsed() < leave_by && !settled(&view) {
         if sim.step().is_err() {
             break;
         }
+    }
+    if let Some(hub) = view.hub.borrow().as_ref().filter(|hub| hub.registrations() != 0) {
+        failures.push(format!("after clients left: {} stream registrations left in the hub", hub.registrations()));
+    }
+    if Some(view.alive_tasks.get()) > view.baseline_tasks.get() {
+        failures.push(format!(
+            "after clients left: {} tasks alive on the server host, baseline {:?}",
+            view.alive_tasks.get(),
+            view.baseline_tasks.get()
+        ));
     }
     if let Some(metrics) = view.metrics.borrow().as_ref() {
         if metrics.streams() != 0 || metrics.connections() != 0 {
@@ -215,6 +268,7 @@ fn apply(
         Fault::Partition { client: i, .. } => sim.partition(SERVER, client(i).0.as_str()),
         Fault::Hold { client: i, .. } => sim.hold(SERVER, client(i).0.as_str()),
         Fault::Crash { .. } => sim.crash(SERVER),
+        Fault::Restart { .. } => {}
         Fault::Drop { client: i } => client(i).2.drop_now.set(true),
         Fault::DropAll => clients.iter().for_each(|c| c.2.drop_now.set(true)),
         Fault::Stall { client: i, duration } => client(i).2.stall_until.set(now + *duration),
@@ -225,8 +279,12 @@ fn heal(sim: &mut turmoil::Sim<'_>, fault: &Fault, trace: &Trace, now: Duration)
     match fault {
         Fault::Partition { client, .. } => sim.repair(SERVER, format!("client-{client}").as_str()),
         Fault::Hold { client, .. } => sim.release(SERVER, format!("client-{client}").as_str()),
-        Fault::Crash { .. } => sim.bounce(SERVER),
+        Fault::Crash { .. } | Fault::Restart { .. } => sim.bounce(SERVER),
         Fault::Drop { .. } | Fault::DropAll | Fault::Stall { .. } => return,
     }
     trace.log(now, "fault", format_args!("healed {fault:?}"));
+}
+
+fn fault_duration(fault: &Fault) -> Duration {
+    TimedFault { at: Duration::ZERO, fault: fault.clone() }.heals_at()
 }

@@ -7,6 +7,8 @@
 //! - [`harness`]: builds the simulation for a seed and a plan, applies faults, judges.
 //! - [`plan`]: fault plans as data (text form for `fixtures/`).
 //! - [`generate`]: proptest strategies for plans (swarm testing) and shrinking.
+//! - [`swarm`]: a generated plan per seed, shrunk when it fails.
+//! - [`seeds`]: the fixed seeds and `SIM_SEEDS` fresh ones.
 //! - [`oracle`]: loss, duplication, order and catch-up checks.
 //! - [`subscriber`]: the simulated EventSource client.
 //! - [`publisher`]: the simulated publisher that records acknowledgements.
@@ -19,9 +21,11 @@ pub mod harness;
 pub mod oracle;
 pub mod plan;
 pub mod publisher;
+pub mod seeds;
 pub mod sim_listener;
 pub mod sse_parse;
 pub mod subscriber;
+pub mod swarm;
 pub mod trace;
 
 /// The port the simulated server listens on.

@@ -15,6 +15,9 @@ pub enum Fault {
     Hold { client: usize, release_after: Duration },
     /// Crash the server (memory store: history is lost) and start it again.
     Crash { restart_after: Duration },
+    /// Shut the server down gracefully (SIGTERM); it must have drained within
+    /// `restart_after`, when it is started again.
+    Restart { restart_after: Duration },
     /// A client drops its connection abruptly and reconnects.
     Drop { client: usize },
     /// Every client drops at once (a disconnect storm).
@@ -37,7 +40,7 @@ impl TimedFault {
             + match self.fault {
                 Fault::Partition { heal_after, .. } => heal_after,
                 Fault::Hold { release_after, .. } => release_after,
-                Fault::Crash { restart_after } => restart_after,
+                Fault::Crash { restart_after } | Fault::Restart { restart_after } => restart_after,
                 Fault::Stall { duration, .. } => duration,
                 Fault::Drop { .. } | Fault::DropAll => Duration::ZERO,
             }
@@ -112,6 +115,7 @@ impl fmt::Display for Plan {
                 Fault::Partition { client, heal_after } => writeln!(f, "partition {client} {}", ms(*heal_after))?,
                 Fault::Hold { client, release_after } => writeln!(f, "hold {client} {}", ms(*release_after))?,
                 Fault::Crash { restart_after } => writeln!(f, "crash {}", ms(*restart_after))?,
+                Fault::Restart { restart_after } => writeln!(f, "restart {}", ms(*restart_after))?,
                 Fault::Drop { client } => writeln!(f, "drop {client}")?,
                 Fault::DropAll => writeln!(f, "drop_all")?,
                 Fault::Stall { client, duration } => writeln!(f, "stall {client} {}", ms(*duration))?,
@@ -153,6 +157,7 @@ impl FromStr for Plan {
                         Some("partition") => Fault::Partition { client: num(3)? as usize, heal_after: dur(4)? },
                         Some("hold") => Fault::Hold { client: num(3)? as usize, release_after: dur(4)? },
                         Some("crash") => Fault::Crash { restart_after: dur(3)? },
+                        Some("restart") => Fault::Restart { restart_after: dur(3)? },
                         Some("drop") => Fault::Drop { client: num(3)? as usize },
                         Some("drop_all") => Fault::DropAll,
                         Some("stall") => Fault::Stall { client: num(3)? as usize, duration: dur(4)? },
@@ -180,6 +185,7 @@ mod tests {
             .with(2000, Fault::Partition { client: 1, heal_after: Duration::from_secs(4) })
             .with(3000, Fault::Crash { restart_after: Duration::from_millis(500) })
             .with(4000, Fault::DropAll)
+            .with(4500, Fault::Restart { restart_after: Duration::from_secs(3) })
             .with(5000, Fault::Stall { client: 0, duration: Duration::from_secs(2) });
         assert_eq!(plan.to_string().parse::<Plan>().unwrap(), plan);
         assert!("clients 0".parse::<Plan>().is_err());

@@ -23,6 +23,9 @@ fn calm_run_delivers_every_event_to_every_subscriber() {
     let outcome = check(1, &Plan::calm(4));
     assert!(outcome.acked > 100, "the publisher published: {}", outcome.acked);
     assert!(outcome.recoveries.iter().all(|r| *r < Duration::from_millis(100)), "{:?}", outcome.recoveries);
+    // Idle streams stay up on heartbeats alone: nobody reconnects in a calm run.
+    let trace = outcome.trace.text();
+    assert!(!trace.contains("stream ended"), "{trace}");
 }
 
 #[test]
@@ -68,6 +71,18 @@ fn disconnect_storm_every_client_resumes_without_loss() {
     let outcome = check(6, &plan);
     let resumed = outcome.trace.text().matches("connected, last id ").count();
     assert!(resumed >= 18, "every client reconnected twice: {resumed} connections");
+}
+
+#[test]
+fn graceful_restart_drains_in_time_and_clients_resume_on_the_new_boot() {
+    let plan = Plan::calm(4).with(4_000, Fault::Restart { restart_after: secs(3) });
+    let outcome = check(8, &plan);
+    let trace = outcome.trace.text();
+    assert!(trace.contains("server       boot 1 drained"), "{trace}");
+    assert!(
+        trace.contains("stream ended: stream finished by the server"),
+        "streams were closed by the drain:\n{trace}"
+    );
 }
 
 #[test]

@@ -1,0 +1,87 @@
+//! `sse-simulations`: replay one seed with its full trace, or run many generated plans.
+//!
+//! ```text
+//! cargo run -p sse-simulations -- replay --seed N [--plan FILE]
+//! cargo run -p sse-simulations -- swarm --seeds 200 [--from S]
+//! ```
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use sse_simulations::plan::Plan;
+use sse_simulations::trace::Trace;
+use sse_simulations::{harness, replay_command, swarm};
+
+#[derive(Debug, Parser)]
+#[command(name = "sse-simulations", about = "Deterministic simulations of sse-server")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run one seed and print its whole trace, then the verdict.
+    Replay {
+        #[arg(long)]
+        seed: u64,
+        /// A plan file (fixtures format); default: the plan generated for the seed.
+        #[arg(long)]
+        plan: Option<String>,
+    },
+    /// Run generated plans for many seeds; shrink and report failures.
+    Swarm {
+        #[arg(long, default_value_t = 100)]
+        seeds: u64,
+        #[arg(long, default_value_t = 1)]
+        from: u64,
+    },
+}
+
+fn main() -> ExitCode {
+    match Cli::parse().command {
+        Command::Replay { seed, plan } => {
+            let plan = match plan.as_deref().map(std::fs::read_to_string).transpose() {
+                Ok(Some(text)) => match text.parse::<Plan>() {
+                    Ok(plan) => plan,
+                    Err(error) => {
+                        eprintln!("sse-simulations: bad plan: {error}");
+                        return ExitCode::from(64);
+                    }
+                },
+                Ok(None) => swarm::plan_for(seed),
+                Err(error) => {
+                    eprintln!("sse-simulations: cannot read the plan: {error}");
+                    return ExitCode::from(66);
+                }
+            };
+            println!("seed {seed}\nplan:\n{plan}");
+            let outcome = harness::run(seed, &plan, Trace::echoing());
+            println!("simulated {:?}; {} events acknowledged", outcome.simulated, outcome.acked);
+            println!("recovery per client: {:?}", outcome.recoveries);
+            if outcome.failures.is_empty() {
+                println!("PASS");
+                ExitCode::SUCCESS
+            } else {
+                outcome.failures.iter().for_each(|f| println!("FAIL {f}"));
+                ExitCode::FAILURE
+            }
+        }
+        Command::Swarm { seeds, from } => {
+            let mut failed = 0;
+            for seed in from..from + seeds {
+                if let Err(failure) = swarm::check_seed(seed) {
+                    failed += 1;
+                    println!("FAIL seed {seed}: {}\nshrunk plan:\n{}", failure.failures[0], failure.plan);
+                    println!("replay: {}", replay_command(seed, None));
+                }
+            }
+            println!("{} passed, {failed} failed", seeds - failed);
+            if failed == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
