@@ -74,8 +74,6 @@ struct HubState {
     last_seq: u64,
     /// Framed bytes in all windows.
     buffered: usize,
-    /// Registrations of streams on topics (a stream on three topics counts three).
-    registrations: usize,
     topics: BTreeMap<Arc<str>, Arc<Topic>>,
 }
 
@@ -167,7 +165,7 @@ impl Hub {
     /// Stream registrations on topics: zero once every stream is gone, whatever the
     /// gauges say (a leak check for simulations and tests).
     pub fn registrations(&self) -> usize {
-        lock(&self.state).registrations
+        lock(&self.state).topics.values().map(|topic| lock(&topic.inner).subscribers.len()).sum()
     }
 
     /// Whether streams have been told to end.
@@ -244,7 +242,6 @@ impl Hub {
             let mut inner = lock(&topic.inner);
             evicted_upto = evicted_upto.max(inner.evicted_upto);
             inner.subscribers.insert(subscriber, signal.clone());
-            state.registrations += 1;
         }
         let reset = |reason| Start { after: evicted_upto, reset: Some(reason) };
         let start = match last_event_id {
@@ -266,9 +263,7 @@ impl Hub {
         for topic in topics {
             let unused = {
                 let mut inner = lock(&topic.inner);
-                if inner.subscribers.remove(&subscriber).is_some() {
-                    state.registrations -= 1;
-                }
+                inner.subscribers.remove(&subscriber);
                 inner.is_unused()
             };
             if unused {

@@ -70,10 +70,11 @@ fn main() -> ExitCode {
         Command::Swarm { seeds, from } => {
             let mut failed = 0;
             for seed in from..from + seeds {
-                if let Err(failure) = swarm::check_seed(seed) {
+                if let Err(failure) = swarm::check_seed(seed, true) {
                     failed += 1;
                     println!("FAIL seed {seed}: {}\nshrunk plan:\n{}", failure.failures[0], failure.plan);
-                    println!("replay: {}", replay_command(seed, None));
+                    let file = format!("fixtures/sim-regressions/seed-{seed}.plan");
+                    println!("save the plan above as {file}, then replay: {}", replay_command(seed, Some(&file)));
                 }
             }
             println!("{} passed, {failed} failed", seeds - failed);

@@ -37,9 +37,12 @@ pub struct Failure {
     pub failures: Vec<String>,
 }
 
-/// Runs the generated plan for `seed`; on failure shrinks it (bounded) and returns the
-/// smallest plan that still fails under the same seed.
-pub fn check_seed(seed: u64) -> Result<harness::Outcome, Box<Failure>> {
+/// Simulation runs one shrink may spend.
+const SHRINK_BUDGET: usize = 48;
+
+/// Runs the generated plan for `seed`; on failure, if `shrink`, shrinks it (bounded)
+/// and returns the smallest plan that still fails under the same seed.
+pub fn check_seed(seed: u64, shrink: bool) -> Result<harness::Outcome, Box<Failure>> {
     let mut runner = runner(seed);
     let mut tree = runner.run_one_tree();
     let outcome = harness::run(seed, &tree.current(), Trace::default());
@@ -47,12 +50,14 @@ pub fn check_seed(seed: u64) -> Result<harness::Outcome, Box<Failure>> {
         return Ok(outcome);
     }
     let mut smallest = Failure { seed, plan: tree.current(), failures: outcome.failures };
+    if !shrink {
+        return Err(Box::new(smallest));
+    }
     // Classic proptest shrinking: simplify while it still fails, else back off.
-    for _ in 0..64 {
-        if !tree.simplify() {
-            break;
-        }
-        loop {
+    let mut budget = SHRINK_BUDGET;
+    while budget > 0 && tree.simplify() {
+        while budget > 0 {
+            budget -= 1;
             let candidate = tree.current();
             let failures = harness::run(seed, &candidate, Trace::default()).failures;
             if !failures.is_empty() {
