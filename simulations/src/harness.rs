@@ -138,6 +138,7 @@ pub fn run(seed: u64, plan: &Plan, trace: Trace) -> Outcome {
             server: SERVER.into(),
             topics: topics.iter().cloned().collect(),
             heartbeat: config.heartbeat,
+            start_after: Duration::from_millis(5 * i as u64),
         };
         sim.client(name.as_str(), subscriber::run(config, state.clone(), trace.clone(), stop_rx.clone()));
         clients.push((name, topics, state));

@@ -48,6 +48,8 @@ pub struct SubscriberConfig {
     pub topics: Vec<String>,
     /// The server's heartbeat: three of them without a byte mean a dead stream.
     pub heartbeat: Duration,
+    /// Clients start a few milliseconds apart: the simulated accept queue is small.
+    pub start_after: Duration,
 }
 
 fn now() -> Duration {
@@ -63,6 +65,7 @@ pub async fn run(
 ) -> turmoil::Result {
     let mut last_id: Option<String> = None;
     let mut retry = Duration::from_millis(1000);
+    tokio::time::sleep(config.start_after).await;
     while !*stop.borrow() {
         let outcome = tokio::select! {
             biased;
