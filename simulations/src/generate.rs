@@ -22,6 +22,7 @@ fn fault(clients: usize) -> impl Strategy<Value = Fault> {
         (2_500u64..4_000).prop_map(|ms| Fault::Restart { restart_after: Duration::from_millis(ms) }),
         client.clone().prop_map(|client| Fault::Drop { client }),
         Just(Fault::DropAll),
+        (1usize..=20).prop_map(|connections| Fault::Slowloris { connections }),
         (client, 100u64..5_000).prop_map(|(client, ms)| Fault::Stall { client, duration: Duration::from_millis(ms) }),
     ]
 }

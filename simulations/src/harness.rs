@@ -16,6 +16,7 @@ use crate::oracle;
 use crate::plan::{Fault, Plan, TimedFault};
 use crate::publisher::{self, Acked, PublisherConfig};
 use crate::sim_listener::SimListener;
+use crate::slowloris;
 use crate::subscriber::{self, SubscriberConfig, SubscriberState};
 use crate::trace::Trace;
 use crate::SERVER_PORT;
@@ -153,6 +154,20 @@ pub fn run(seed: u64, plan: &Plan, trace: Trace) -> Outcome {
         seed: rng.next_u64(),
     };
     sim.client("publisher", publisher::run(publisher, acked.clone(), trace.clone()));
+    let attacks: Vec<(Duration, usize)> = plan
+        .faults
+        .iter()
+        .filter_map(|f| match f.fault {
+            Fault::Slowloris { connections } => Some((f.at, connections)),
+            _ => None,
+        })
+        .collect();
+    let held: slowloris::Held = Rc::default();
+    if !attacks.is_empty() {
+        let mut attacks = attacks;
+        attacks.sort();
+        sim.client("slowloris", slowloris::run(SERVER.into(), attacks, held.clone(), trace.clone()));
+    }
 
     let mut failures = Vec::new();
     let calm_from = plan.calm_from();
@@ -214,6 +229,15 @@ pub fn run(seed: u64, plan: &Plan, trace: Trace) -> Outcome {
     if let Some(error) = step_error {
         failures.push(format!("a host failed: {error}"));
     }
+    // Slowloris connections are closed by the header timeout (a crash closes them sooner).
+    let allowed = config.header_timeout + Duration::from_millis(100);
+    for (n, held) in held.borrow().iter().enumerate() {
+        match held {
+            Some(held) if *held <= allowed => {}
+            _ => failures
+                .push(format!("slowloris connection {n} held {held:?}, header timeout {:?}", config.header_timeout)),
+        }
+    }
     let acked = acked.borrow().clone();
     let mut recoveries = Vec::new();
     for (name, topics, state) in &clients {
@@ -273,6 +297,7 @@ fn apply(
         Fault::Drop { client: i } => client(i).2.drop_now.set(true),
         Fault::DropAll => clients.iter().for_each(|c| c.2.drop_now.set(true)),
         Fault::Stall { client: i, duration } => client(i).2.stall_until.set(now + *duration),
+        Fault::Slowloris { .. } => {}
     }
 }
 
@@ -281,7 +306,7 @@ fn heal(sim: &mut turmoil::Sim<'_>, fault: &Fault, trace: &Trace, now: Duration)
         Fault::Partition { client, .. } => sim.repair(SERVER, format!("client-{client}").as_str()),
         Fault::Hold { client, .. } => sim.release(SERVER, format!("client-{client}").as_str()),
         Fault::Crash { .. } | Fault::Restart { .. } => sim.bounce(SERVER),
-        Fault::Drop { .. } | Fault::DropAll | Fault::Stall { .. } => return,
+        Fault::Drop { .. } | Fault::DropAll | Fault::Stall { .. } | Fault::Slowloris { .. } => return,
     }
     trace.log(now, "fault", format_args!("healed {fault:?}"));
 }

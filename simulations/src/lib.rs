@@ -12,6 +12,7 @@
 //! - [`oracle`]: loss, duplication, order and catch-up checks.
 //! - [`subscriber`]: the simulated EventSource client.
 //! - [`publisher`]: the simulated publisher that records acknowledgements.
+//! - [`slowloris`]: connections that never finish their request head.
 //! - [`sse_parse`]: chunked and `text/event-stream` decoding for the client.
 //! - [`sim_listener`]: the server's `Listener` seam on turmoil TCP.
 //! - [`trace`]: the run's trace in simulated time.
@@ -23,6 +24,7 @@ pub mod plan;
 pub mod publisher;
 pub mod seeds;
 pub mod sim_listener;
+pub mod slowloris;
 pub mod sse_parse;
 pub mod subscriber;
 pub mod swarm;

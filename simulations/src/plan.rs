@@ -24,6 +24,8 @@ pub enum Fault {
     DropAll,
     /// A client stops reading for a while (a slow consumer).
     Stall { client: usize, duration: Duration },
+    /// Connections that send part of a request head and trickle the rest.
+    Slowloris { connections: usize },
 }
 
 /// A fault and when it starts.
@@ -42,7 +44,7 @@ impl TimedFault {
                 Fault::Hold { release_after, .. } => release_after,
                 Fault::Crash { restart_after } | Fault::Restart { restart_after } => restart_after,
                 Fault::Stall { duration, .. } => duration,
-                Fault::Drop { .. } | Fault::DropAll => Duration::ZERO,
+                Fault::Drop { .. } | Fault::DropAll | Fault::Slowloris { .. } => Duration::ZERO,
             }
     }
 }
@@ -119,6 +121,7 @@ impl fmt::Display for Plan {
                 Fault::Drop { client } => writeln!(f, "drop {client}")?,
                 Fault::DropAll => writeln!(f, "drop_all")?,
                 Fault::Stall { client, duration } => writeln!(f, "stall {client} {}", ms(*duration))?,
+                Fault::Slowloris { connections } => writeln!(f, "slowloris {connections}")?,
             }
         }
         Ok(())
@@ -161,6 +164,7 @@ impl FromStr for Plan {
                         Some("drop") => Fault::Drop { client: num(3)? as usize },
                         Some("drop_all") => Fault::DropAll,
                         Some("stall") => Fault::Stall { client: num(3)? as usize, duration: dur(4)? },
+                        Some("slowloris") => Fault::Slowloris { connections: num(3)? as usize },
                         _ => return Err(format!("line {}: unknown fault: {line}", n + 1)),
                     };
                     plan.faults.push(TimedFault { at, fault });
@@ -186,7 +190,8 @@ mod tests {
             .with(3000, Fault::Crash { restart_after: Duration::from_millis(500) })
             .with(4000, Fault::DropAll)
             .with(4500, Fault::Restart { restart_after: Duration::from_secs(3) })
-            .with(5000, Fault::Stall { client: 0, duration: Duration::from_secs(2) });
+            .with(5000, Fault::Stall { client: 0, duration: Duration::from_secs(2) })
+            .with(5500, Fault::Slowloris { connections: 5 });
         assert_eq!(plan.to_string().parse::<Plan>().unwrap(), plan);
         assert!("clients 0".parse::<Plan>().is_err());
         assert!("at_ms 5 explode".parse::<Plan>().is_err());

@@ -86,6 +86,13 @@ fn graceful_restart_drains_in_time_and_clients_resume_on_the_new_boot() {
 }
 
 #[test]
+fn slowloris_connections_are_closed_at_the_header_timeout_while_streams_go_on() {
+    let plan = Plan::calm(3).with(2_000, Fault::Slowloris { connections: 20 });
+    let outcome = check(9, &plan);
+    assert!(outcome.trace.text().contains("slowloris    20 connections ended"), "{}", outcome.trace.text());
+}
+
+#[test]
 fn coalesced_topics_keep_order_and_completeness_under_faults() {
     let plan = Plan { coalesce_ms: 10, ..Plan::calm(4) }
         .with(2_500, Fault::Drop { client: 2 })
