@@ -73,6 +73,7 @@ struct ServerView {
 
 /// Runs `plan` under `seed`.
 pub fn run(seed: u64, plan: &Plan, trace: Trace) -> Outcome {
+    let _server_log = crate::server_log::capture(&trace);
     let rng = SeededRng::new(seed);
     let mut sim = turmoil::Builder::new()
         .rng_seed(seed)

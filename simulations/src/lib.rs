@@ -16,6 +16,7 @@
 //! - [`sse_parse`]: chunked and `text/event-stream` decoding for the client.
 //! - [`sim_listener`]: the server's `Listener` seam on turmoil TCP.
 //! - [`trace`]: the run's trace in simulated time.
+//! - [`server_log`]: the server's log lines, captured into the trace.
 
 pub mod generate;
 pub mod harness;
@@ -23,6 +24,7 @@ pub mod oracle;
 pub mod plan;
 pub mod publisher;
 pub mod seeds;
+pub mod server_log;
 pub mod sim_listener;
 pub mod slowloris;
 pub mod sse_parse;
