@@ -99,27 +99,6 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for ConnIo<S> {
     }
 }
 
-/// Writes every byte of `parts` with vectored writes, however the kernel splits them.
-pub async fn write_all_vectored<W: AsyncWrite + Unpin>(writer: &mut W, parts: &[&[u8]]) -> io::Result<()> {
-    let mut slices: Vec<IoSlice<'_>> = parts.iter().map(|p| IoSlice::new(p)).collect();
-    write_all_slices(writer, &mut slices).await
-}
-
-/// Writes every byte of `slices` (which it uses up) with vectored writes.
-pub async fn write_all_slices<W: AsyncWrite + Unpin>(writer: &mut W, slices: &mut [IoSlice<'_>]) -> io::Result<()> {
-    use tokio::io::AsyncWriteExt;
-    let mut remaining = slices;
-    IoSlice::advance_slices(&mut remaining, 0);
-    while !remaining.is_empty() {
-        let n = writer.write_vectored(remaining).await?;
-        if n == 0 {
-            return Err(io::ErrorKind::WriteZero.into());
-        }
-        IoSlice::advance_slices(&mut remaining, n);
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -142,7 +121,7 @@ mod tests {
         let flag = Arc::new(AtomicBool::new(false));
         let mut io = ConnIo::new(client, None, Duration::from_secs(3), flag.clone());
         let started = tokio::time::Instant::now();
-        let write = write_all_vectored(&mut io, &[b"0123456789abcdef"]);
+        let write = io.write_all(b"0123456789abcdef");
         let err = tokio::time::timeout(Duration::from_secs(60), write).await.expect("the deadline fired").unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::TimedOut);
         assert_eq!(started.elapsed(), Duration::from_secs(3));

@@ -205,10 +205,8 @@ pub fn run(seed: u64, plan: &Plan, trace: Trace) -> Outcome {
                     return false;
                 }
                 if sim.is_host_running(SERVER) {
-                    failures.push(format!(
-                        "graceful shutdown had not finished {:?} after the signal",
-                        fault_duration(fault)
-                    ));
+                    failures
+                        .push(format!("graceful shutdown had not finished {:?} after the signal", fault.duration()));
                 }
             }
             heal(&mut sim, fault, &trace, now);
@@ -310,8 +308,4 @@ fn heal(sim: &mut turmoil::Sim<'_>, fault: &Fault, trace: &Trace, now: Duration)
         Fault::Drop { .. } | Fault::DropAll | Fault::Stall { .. } | Fault::Slowloris { .. } => return,
     }
     trace.log(now, "fault", format_args!("healed {fault:?}"));
-}
-
-fn fault_duration(fault: &Fault) -> Duration {
-    TimedFault { at: Duration::ZERO, fault: fault.clone() }.heals_at()
 }

@@ -35,17 +35,23 @@ pub struct TimedFault {
     pub fault: Fault,
 }
 
+impl Fault {
+    /// How long the fault lasts (zero for one-shot faults).
+    pub fn duration(&self) -> Duration {
+        match *self {
+            Fault::Partition { heal_after, .. } => heal_after,
+            Fault::Hold { release_after, .. } => release_after,
+            Fault::Crash { restart_after } | Fault::Restart { restart_after } => restart_after,
+            Fault::Stall { duration, .. } => duration,
+            Fault::Drop { .. } | Fault::DropAll | Fault::Slowloris { .. } => Duration::ZERO,
+        }
+    }
+}
+
 impl TimedFault {
     /// When the fault is over (the same instant for one-shot faults).
     pub fn heals_at(&self) -> Duration {
-        self.at
-            + match self.fault {
-                Fault::Partition { heal_after, .. } => heal_after,
-                Fault::Hold { release_after, .. } => release_after,
-                Fault::Crash { restart_after } | Fault::Restart { restart_after } => restart_after,
-                Fault::Stall { duration, .. } => duration,
-                Fault::Drop { .. } | Fault::DropAll | Fault::Slowloris { .. } => Duration::ZERO,
-            }
+        self.at + self.fault.duration()
     }
 }
 

@@ -44,12 +44,7 @@ impl TestServer {
     pub async fn start(config: Config) -> TestServer {
         let listener = sse_server::listener::bind("127.0.0.1:0".parse().unwrap(), 128).unwrap();
         let addr = listener.local_addr().unwrap();
-        let server = Server::new(config);
-        let metrics = server.metrics();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(server.run(listener, async move {
-            let _ = stopped.await;
-        }));
+        let (metrics, stop, task) = spawn_server(listener, config);
         TestServer { addr, metrics, stop: Some(stop), task }
     }
 
@@ -64,6 +59,20 @@ impl TestServer {
         tokio::time::timeout(PATIENCE * 6, self.task).await.expect("run returned").unwrap().unwrap();
         started.elapsed()
     }
+}
+
+/// Runs a server on `listener` in this test's runtime; it drains when `stop` is sent.
+fn spawn_server<L: sse_server::Listener>(
+    listener: L,
+    config: Config,
+) -> (Arc<Metrics>, oneshot::Sender<()>, JoinHandle<std::io::Result<()>>) {
+    let server = Server::new(config);
+    let metrics = server.metrics();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(server.run(listener, async move {
+        let _ = stopped.await;
+    }));
+    (metrics, stop, task)
 }
 
 /// Waits until `condition` holds, failing the test after `PATIENCE`.
@@ -321,12 +330,7 @@ pub struct MemServer {
 impl MemServer {
     pub fn start(config: Config) -> MemServer {
         let (listener, connect) = MemListener::new();
-        let server = Server::new(config);
-        let metrics = server.metrics();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(server.run(listener, async move {
-            let _ = stopped.await;
-        }));
+        let (metrics, stop, task) = spawn_server(listener, config);
         MemServer { metrics, connect, stop: Some(stop), task }
     }
 
