@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
+use crate::store::FsyncPolicy;
+
 /// File descriptors kept back from `--max-connections` for the listener, logs, metrics
 /// and connections that are being refused.
 pub const FD_RESERVE: usize = 128;
@@ -18,6 +20,15 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line.
     Json,
+}
+
+/// Where events are kept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum StoreKind {
+    /// On disk in `--data-dir`: acknowledged events survive crashes and restarts.
+    Disk,
+    /// The in-memory windows only: a restart starts a new history (a new epoch).
+    Memory,
 }
 
 /// Every setting of the server.
@@ -92,11 +103,38 @@ pub struct Config {
     #[arg(long, env = "SSE_SEED")]
     pub seed: Option<u64>,
 
-    /// History epoch carried in event ids (8 hex digits). The binary picks a random one
-    /// per process unless given: the in-memory store starts a new history on every start,
-    /// even with a pinned `--seed`, and old ids must not look valid in it.
+    /// History epoch carried in event ids (8 hex digits), for a store created now. The
+    /// binary picks a random one per process unless given: the in-memory store starts a
+    /// new history on every start, even with a pinned `--seed`, and old ids must not look
+    /// valid in it. A disk store keeps the epoch it was created with.
     #[arg(long, env = "SSE_EPOCH", hide = true, value_parser = parse_epoch)]
     pub epoch: Option<u32>,
+
+    /// Where events are kept.
+    #[arg(long, env = "SSE_STORE", value_enum, default_value_t = StoreKind::Disk)]
+    pub store: StoreKind,
+
+    /// Directory of the disk store (created when missing; one server at a time).
+    #[arg(long, env = "SSE_DATA_DIR", default_value = "./data")]
+    pub data_dir: std::path::PathBuf,
+
+    /// When a publish is acknowledged: `always` (after an fsync shared by concurrent
+    /// publishes) or `interval:<dur>` (after the write; a machine crash can lose up to
+    /// `<dur>` of acknowledged events).
+    #[arg(long, env = "SSE_FSYNC", default_value = "always")]
+    pub fsync: FsyncPolicy,
+
+    /// Events the disk store keeps per topic.
+    #[arg(long, env = "SSE_RETAIN_EVENTS", default_value_t = 100_000)]
+    pub retain_events: u64,
+
+    /// Framed bytes the disk store keeps per topic.
+    #[arg(long, env = "SSE_RETAIN_BYTES", default_value_t = 256 << 20)]
+    pub retain_bytes: u64,
+
+    /// Age after which the disk store removes an event.
+    #[arg(long, env = "SSE_RETAIN_AGE", default_value = "7days", value_parser = humantime::parse_duration)]
+    pub retain_age: Duration,
 
     /// Log format.
     #[arg(long, env = "SSE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
@@ -142,6 +180,8 @@ mod tests {
         assert_eq!(c.drain_timeout, Duration::from_secs(30));
         assert_eq!(c.max_event_bytes, 65536);
         assert_eq!(c.coalesce, Duration::ZERO);
+        assert_eq!((c.store, c.fsync), (StoreKind::Disk, FsyncPolicy::Always));
+        assert_eq!(c.data_dir, std::path::Path::new("./data"));
     }
 
     #[test]

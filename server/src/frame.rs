@@ -89,6 +89,9 @@ pub fn reset(reason: ResetReason) -> Bytes {
 /// The last words to a subscriber that fell out of the window: it resumes by id.
 pub const SLOW_CONSUMER: &[u8] = b": disconnected: slow consumer, reconnect with Last-Event-ID\n\n";
 
+/// The last words to a subscriber whose catch-up read from the store failed.
+pub const STORE_ERROR: &[u8] = b": disconnected: the event store could not be read, reconnect with Last-Event-ID\n\n";
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,6 +5,7 @@ use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
@@ -97,6 +98,9 @@ async fn route(
         ("/events", _) => Err(ApiError::MethodNotAllowed("GET, POST")),
         ("/healthz", &Method::GET) => Ok(text(StatusCode::OK, "text/plain", "ok\n")),
         ("/readyz", &Method::GET) if shared.draining.load(Ordering::SeqCst) => Err(draining(shared.config.retry)),
+        ("/readyz", &Method::GET) if !shared.hub.store_is_healthy() => {
+            Err(ApiError::Unavailable("store_unavailable", "the event store cannot write", Duration::from_secs(1)))
+        }
         ("/readyz", &Method::GET) => Ok(text(StatusCode::OK, "text/plain", "ready\n")),
         ("/metrics", &Method::GET) => Ok(text(
             StatusCode::OK,
@@ -124,7 +128,7 @@ async fn publish(shared: &Shared, req: Request<Incoming>) -> Result<Response<Bod
     };
     let data =
         std::str::from_utf8(&body).map_err(|_| ApiError::BadRequest("invalid_utf8", "event data must be UTF-8"))?;
-    let id = shared.hub.publish(&target.topic, target.event_type.as_deref(), data)?;
+    let id = shared.hub.publish(&target.topic, target.event_type.as_deref(), data).await?;
     let json = format!("{{\"id\":\"{id}\",\"topic\":\"{}\"}}", target.topic);
     Ok(text(StatusCode::CREATED, "application/json", json))
 }
@@ -182,9 +186,9 @@ impl StreamState {
                     self.pending.push_back(self.shared.goodbye());
                     self.finished = true;
                 }
-                Next::SlowConsumer => {
-                    self.subscription.end(DisconnectReason::SlowConsumer);
-                    self.pending.push_back(Bytes::from_static(frame::SLOW_CONSUMER));
+                Next::Disconnect(reason, farewell) => {
+                    self.subscription.end(reason);
+                    self.pending.push_back(Bytes::from_static(farewell));
                     self.finished = true;
                 }
             }

@@ -1,25 +1,30 @@
-//! The hub: sequencer, per-topic windows and subscriber wake-ups.
+//! The hub: sequencer, per-topic windows, the store and subscriber wake-ups.
 //!
 //! One lock orders publishes: under it an event gets the next id, is framed once into
-//! `Bytes`, appended to its topic's bounded window, and only then becomes visible (the
-//! `visible` watermark). Readers take events up to a watermark they loaded first, so a
-//! multi-topic stream never sees id 11 of one topic before id 10 of another.
+//! `Bytes` and handed to the store, in id order. It becomes visible to streams only once
+//! the store has acknowledged it (durable under the store's policy), and visibility moves
+//! in id order too (the `visible` watermark): readers take events up to a watermark they
+//! loaded first, so a multi-topic stream never sees id 11 of one topic before id 10 of
+//! another, and no stream ever sees an event a crash could take back.
 //! Subscribers are cursors (a last-delivered id): their memory does not grow with lag.
-//! A cursor that falls behind a window's eviction point is told so ([`Gap`]) and is
-//! never handed a silently shortened history.
+//! A cursor behind a window's oldest event is told so ([`Gap`]) and catches up from the
+//! store; one behind what the store retains is told `reset: evicted`, never handed a
+//! silently shortened history.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use crate::signal::Signal;
 use bytes::Bytes;
+use futures_util::FutureExt;
 
 use crate::error::ApiError;
 use crate::frame::{self, ResetReason};
 use crate::id::EventId;
 use crate::metrics::Metrics;
+use crate::signal::Signal;
+use crate::store::{ReadOutcome, Record, Store, StoreError, StoreFuture, TailLimits};
 
 /// Most events handed to one write.
 pub const MAX_BATCH_EVENTS: usize = 256;
@@ -37,12 +42,12 @@ pub struct HubLimits {
     pub max_topics: usize,
     /// How long a topic gathers events before waking subscribers.
     pub coalesce: Duration,
-    /// Framed bytes held in all windows together; a publish that would grow past it is
-    /// refused (503), so no mix of topics can exhaust memory.
+    /// Framed bytes held in all windows (and in flight to the store) together; a publish
+    /// that would grow past it is refused (503), so no mix of topics can exhaust memory.
     pub max_buffered_bytes: usize,
 }
 
-/// The subscriber's cursor fell behind what its topics retain.
+/// The subscriber's cursor is behind what its topics' windows hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Gap;
 
@@ -55,7 +60,7 @@ pub(crate) struct Start {
     pub reset: Option<ResetReason>,
 }
 
-/// Every topic and the sequencer.
+/// Every topic, the sequencer and the store.
 #[derive(Debug)]
 pub struct Hub {
     epoch: u32,
@@ -67,6 +72,7 @@ pub struct Hub {
     /// Set when the server drains: every stream says goodbye and ends.
     closing: AtomicBool,
     metrics: Arc<Metrics>,
+    store: Arc<dyn Store>,
 }
 
 #[derive(Debug, Default)]
@@ -74,7 +80,21 @@ struct HubState {
     last_seq: u64,
     /// Framed bytes in all windows.
     buffered: usize,
+    /// Framed bytes handed to the store and not yet settled.
+    pending_bytes: usize,
+    /// Events handed to the store, in id order, until they are settled.
+    pending: VecDeque<Pending>,
     topics: BTreeMap<Arc<str>, Arc<Topic>>,
+}
+
+/// An event on its way to the store.
+#[derive(Debug)]
+struct Pending {
+    seq: u64,
+    topic: Arc<Topic>,
+    frame: Bytes,
+    /// `Some(true)` once stored, `Some(false)` once refused.
+    stored: Option<bool>,
 }
 
 /// One topic: its window and its subscribers' wake-up handles.
@@ -88,7 +108,7 @@ pub struct Topic {
 struct TopicInner {
     window: VecDeque<Stored>,
     bytes: usize,
-    /// Highest id evicted from the window; a cursor below it has lost events.
+    /// Highest id older than the window; a cursor below it reads from the store.
     evicted_upto: u64,
     subscribers: BTreeMap<u64, Arc<Signal>>,
     flush_pending: bool,
@@ -128,28 +148,74 @@ impl TopicInner {
         (count, freed)
     }
 
+    /// Appends an event, evicting what the limits call for; returns the change in bytes.
+    fn push(&mut self, seq: u64, frame: Bytes, limits: &HubLimits) -> (usize, usize) {
+        let (evicted, freed) = self.evictions_for(frame.len(), limits);
+        let added = frame.len();
+        self.bytes = self.bytes - freed + added;
+        self.window.push_back(Stored { seq, frame });
+        if let Some(last_evicted) = self.window.drain(..evicted).last() {
+            self.evicted_upto = last_evicted.seq;
+        }
+        (added, freed)
+    }
+
     fn is_unused(&self) -> bool {
         self.subscribers.is_empty() && self.window.is_empty() && self.evicted_upto == 0
     }
 }
 
 impl Hub {
-    /// A hub for one history (`epoch`).
-    pub fn new(epoch: u32, limits: HubLimits, metrics: Arc<Metrics>) -> Self {
-        Hub {
-            epoch,
+    /// A hub over `store`, starting from what the store recovered: its epoch, ids above
+    /// its floor, and windows filled with the newest retained events.
+    pub fn new(store: Arc<dyn Store>, limits: HubLimits, metrics: Arc<Metrics>) -> Self {
+        let recovery = store.recover(TailLimits {
+            events: limits.window,
+            bytes: limits.window_bytes,
+            total_bytes: limits.max_buffered_bytes,
+        });
+        let hub = Hub {
+            epoch: recovery.epoch,
             limits,
-            state: Mutex::new(HubState::default()),
-            visible: AtomicU64::new(0),
+            state: Mutex::new(HubState { last_seq: recovery.floor, ..HubState::default() }),
+            visible: AtomicU64::new(recovery.floor),
             next_subscriber: AtomicU64::new(1),
             closing: AtomicBool::new(false),
             metrics,
+            store,
+        };
+        hub.preload(recovery.tail);
+        hub
+    }
+
+    fn preload(&self, tail: Vec<Record>) {
+        let mut state = lock(&self.state);
+        for record in tail {
+            let Ok(topic) = self.topic_in(&mut state, &record.topic) else { continue };
+            let mut inner = lock(&topic.inner);
+            if inner.window.is_empty() {
+                // Anything older is in the store: cursors below read from there.
+                inner.evicted_upto = record.seq - 1;
+            }
+            let (added, freed) = inner.push(record.seq, record.frame, &self.limits);
+            state.buffered = state.buffered + added - freed;
         }
+        self.metrics.add_buffered(state.buffered as i64);
     }
 
     /// The history these ids belong to.
     pub fn epoch(&self) -> u32 {
         self.epoch
+    }
+
+    /// The store behind the hub.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// Whether the store is accepting writes.
+    pub fn store_is_healthy(&self) -> bool {
+        self.store.is_healthy()
     }
 
     /// Tells every stream to end (they check [`Hub::is_closing`] when woken). Streams
@@ -173,16 +239,57 @@ impl Hub {
         self.closing.load(Ordering::SeqCst)
     }
 
-    /// Appends one event and wakes the topic's subscribers (now, or after `coalesce`).
-    pub fn publish(&self, topic: &str, event_type: Option<&str>, data: &str) -> Result<EventId, ApiError> {
+    /// Stores one event; once the store acknowledges it, it joins its topic's window and
+    /// the topic's subscribers are woken (now, or after `coalesce`). Returns its id only
+    /// then. Dropping the future does not lose or stall anything: the acknowledgement is
+    /// awaited on a task of its own.
+    pub async fn publish(
+        self: &Arc<Self>,
+        topic: &str,
+        event_type: Option<&str>,
+        data: &str,
+    ) -> Result<EventId, ApiError> {
+        let (id, mut stored) = self.hand_to_store(topic, event_type, data)?;
+        let outcome = match (&mut stored).now_or_never() {
+            Some(outcome) => {
+                self.settle(id.seq, outcome.is_ok());
+                outcome
+            }
+            None => {
+                let hub = self.clone();
+                let settled = tokio::spawn(async move {
+                    let outcome = stored.await;
+                    hub.settle(id.seq, outcome.is_ok());
+                    outcome
+                });
+                settled.await.unwrap_or(Err(StoreError::Closed))
+            }
+        };
+        match outcome {
+            Ok(()) => {
+                self.metrics.published();
+                Ok(id)
+            }
+            Err(error) => Err(self.refused(&error)),
+        }
+    }
+
+    fn hand_to_store(
+        &self,
+        topic: &str,
+        event_type: Option<&str>,
+        data: &str,
+    ) -> Result<(EventId, StoreFuture<()>), ApiError> {
         let mut state = lock(&self.state);
         let topic = self.topic_in(&mut state, topic)?;
         let id = EventId { epoch: self.epoch, seq: state.last_seq + 1 };
         let framed = frame::event(id, event_type, data);
-        let mut inner = lock(&topic.inner);
-        let (evicted, freed) = inner.evictions_for(framed.len(), &self.limits);
-        if state.buffered - freed + framed.len() > self.limits.max_buffered_bytes {
-            if inner.is_unused() {
+        let (unused, (_, freed)) = {
+            let inner = lock(&topic.inner);
+            (inner.is_unused(), inner.evictions_for(framed.len(), &self.limits))
+        };
+        if state.buffered + state.pending_bytes - freed + framed.len() > self.limits.max_buffered_bytes {
+            if unused && !state.pending.iter().any(|p| Arc::ptr_eq(&p.topic, &topic)) {
                 state.topics.remove(&topic.name);
                 self.metrics.set_topics(state.topics.len());
             }
@@ -193,15 +300,50 @@ impl Hub {
                 Duration::from_secs(1),
             ));
         }
-        let delta = framed.len() as i64 - freed as i64;
-        state.buffered = state.buffered - freed + framed.len();
-        inner.bytes = inner.bytes - freed + framed.len();
-        inner.window.push_back(Stored { seq: id.seq, frame: framed });
-        if let Some(last_evicted) = inner.window.drain(..evicted).last() {
-            inner.evicted_upto = last_evicted.seq;
-        }
         state.last_seq = id.seq;
-        self.visible.store(id.seq, Ordering::Release);
+        state.pending_bytes += framed.len();
+        let record = Record { seq: id.seq, topic: topic.name.clone(), frame: framed.clone() };
+        state.pending.push_back(Pending { seq: id.seq, topic, frame: framed, stored: None });
+        Ok((id, self.store.append(record)))
+    }
+
+    /// Records the store's answer for `seq`, then moves every answered event at the front
+    /// of the queue into its window (or drops it, if refused), in id order.
+    fn settle(&self, seq: u64, stored: bool) {
+        let mut state = lock(&self.state);
+        let Some(front) = state.pending.front().map(|p| p.seq) else { return };
+        if let Some(pending) = state.pending.get_mut((seq - front) as usize) {
+            pending.stored = Some(stored);
+        }
+        let mut touched: Vec<Arc<Topic>> = Vec::new();
+        let mut delta = 0i64;
+        while state.pending.front().is_some_and(|p| p.stored.is_some()) {
+            let pending = state.pending.pop_front().expect("checked above");
+            state.pending_bytes -= pending.frame.len();
+            if pending.stored == Some(true) {
+                let (added, freed) = lock(&pending.topic.inner).push(pending.seq, pending.frame, &self.limits);
+                state.buffered = state.buffered + added - freed;
+                delta += added as i64 - freed as i64;
+                self.visible.store(pending.seq, Ordering::Release);
+                if !touched.iter().any(|t| Arc::ptr_eq(t, &pending.topic)) {
+                    touched.push(pending.topic);
+                }
+            } else if lock(&pending.topic.inner).is_unused()
+                && !state.pending.iter().any(|p| Arc::ptr_eq(&p.topic, &pending.topic))
+            {
+                state.topics.remove(&pending.topic.name);
+                self.metrics.set_topics(state.topics.len());
+            }
+        }
+        drop(state);
+        for topic in touched {
+            self.wake(&topic);
+        }
+        self.metrics.add_buffered(delta);
+    }
+
+    fn wake(&self, topic: &Arc<Topic>) {
+        let mut inner = lock(&topic.inner);
         if self.limits.coalesce.is_zero() {
             inner.wake_all();
         } else if !inner.flush_pending {
@@ -214,11 +356,15 @@ impl Hub {
                 inner.wake_all();
             });
         }
-        drop(inner);
-        drop(state);
-        self.metrics.add_buffered(delta);
-        self.metrics.published();
-        Ok(id)
+    }
+
+    fn refused(&self, error: &StoreError) -> ApiError {
+        let (code, message, retry) = match error {
+            StoreError::Full(_) => ("store_full", "the disk of the event store is full; the event was not stored", 5),
+            _ => ("store_unavailable", "the event store cannot write; the event was not stored", 1),
+        };
+        self.metrics.rejected(code);
+        ApiError::Unavailable(code, message, Duration::from_secs(retry))
     }
 
     /// Registers `signal` on each topic and decides where delivery starts.
@@ -236,21 +382,20 @@ impl Hub {
         }
         let subscriber = self.next_subscriber.fetch_add(1, Ordering::Relaxed);
         let handles: Vec<Arc<Topic>> = topics.iter().map(|t| self.topic_in(&mut state, t)).collect::<Result<_, _>>()?;
-        let visible = state.last_seq;
-        let mut evicted_upto = 0;
+        let visible = self.visible.load(Ordering::Acquire);
+        let mut trimmed_upto = 0;
         for topic in &handles {
-            let mut inner = lock(&topic.inner);
-            evicted_upto = evicted_upto.max(inner.evicted_upto);
-            inner.subscribers.insert(subscriber, signal.clone());
+            trimmed_upto = trimmed_upto.max(self.store.trimmed_upto(&topic.name));
+            lock(&topic.inner).subscribers.insert(subscriber, signal.clone());
         }
-        let reset = |reason| Start { after: evicted_upto, reset: Some(reason) };
+        let reset = |reason| Start { after: trimmed_upto, reset: Some(reason) };
         let start = match last_event_id {
             None => Start { after: visible, reset: None },
             Some(text) => match EventId::parse(text) {
                 None => reset(ResetReason::Malformed),
                 Some(id) if id.epoch != self.epoch => reset(ResetReason::OtherEpoch),
                 Some(id) if id.seq > visible => reset(ResetReason::Unknown),
-                Some(id) if id.seq < evicted_upto => reset(ResetReason::Evicted),
+                Some(id) if id.seq < trimmed_upto => reset(ResetReason::Evicted),
                 Some(id) => Start { after: id.seq, reset: None },
             },
         };
@@ -266,7 +411,7 @@ impl Hub {
                 inner.subscribers.remove(&subscriber);
                 inner.is_unused()
             };
-            if unused {
+            if unused && !state.pending.iter().any(|p| Arc::ptr_eq(&p.topic, topic)) {
                 state.topics.remove(&topic.name);
             }
         }
@@ -274,7 +419,7 @@ impl Hub {
     }
 
     /// Events after `after` on `topics`, in id order, bounded per write; `Gap` when one
-    /// of the topics no longer holds an event the cursor has not seen.
+    /// of the topics' windows no longer reaches back to the cursor.
     pub(crate) fn read_after(&self, topics: &[Arc<Topic>], after: u64) -> Result<Vec<(u64, Bytes)>, Gap> {
         let upto = self.visible.load(Ordering::Acquire);
         if upto <= after {
@@ -312,6 +457,12 @@ impl Hub {
         Ok(batch)
     }
 
+    /// Reads the next stretch after `after` from the store (for a cursor behind a window).
+    pub(crate) fn read_store(&self, topics: &[Arc<Topic>], after: u64) -> StoreFuture<ReadOutcome> {
+        let upto = self.visible.load(Ordering::Acquire);
+        self.store.read(topics.iter().map(|t| t.name.clone()).collect(), after, upto)
+    }
+
     fn topic_in(&self, state: &mut HubState, name: &str) -> Result<Arc<Topic>, ApiError> {
         if let Some(topic) = state.topics.get(name) {
             return Ok(topic.clone());
@@ -335,36 +486,41 @@ fn topic_limit() -> ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::{FsyncPolicy, MemoryStore};
 
-    fn hub(window: usize, window_bytes: usize) -> Hub {
+    fn memory(window: usize, window_bytes: usize) -> Arc<dyn Store> {
+        Arc::new(MemoryStore::new(7, window, window_bytes, FsyncPolicy::Always))
+    }
+
+    fn hub(window: usize, window_bytes: usize) -> Arc<Hub> {
         let limits =
             HubLimits { window, window_bytes, max_topics: 4, coalesce: Duration::ZERO, max_buffered_bytes: usize::MAX };
-        Hub::new(7, limits, Arc::new(Metrics::new()))
+        Arc::new(Hub::new(memory(window, window_bytes), limits, Arc::new(Metrics::new())))
     }
 
     fn seqs(batch: &[(u64, Bytes)]) -> Vec<u64> {
         batch.iter().map(|(s, _)| *s).collect()
     }
 
-    #[test]
-    fn multi_topic_reads_come_in_id_order() {
+    #[tokio::test]
+    async fn multi_topic_reads_come_in_id_order() {
         let hub = hub(100, 1 << 20);
         let signal = Arc::new(Signal::default());
         let (_, topics, start) = hub.subscribe(&["a".into(), "b".into()], None, &signal).unwrap();
         for t in ["a", "b", "b", "a", "c", "a"] {
-            hub.publish(t, None, "x").unwrap();
+            hub.publish(t, None, "x").await.unwrap();
         }
         assert_eq!(seqs(&hub.read_after(&topics, start.after).unwrap()), [1, 2, 3, 4, 6]);
         assert_eq!(seqs(&hub.read_after(&topics, 3).unwrap()), [4, 6]);
     }
 
-    #[test]
-    fn window_evicts_by_count_and_bytes_and_reports_the_gap() {
+    #[tokio::test]
+    async fn window_evicts_by_count_and_bytes_and_reports_the_gap() {
         let hub = hub(3, 1 << 20);
         let signal = Arc::new(Signal::default());
         let (_, topics, _) = hub.subscribe(&["a".into()], None, &signal).unwrap();
         for _ in 0..5 {
-            hub.publish("a", None, "x").unwrap();
+            hub.publish("a", None, "x").await.unwrap();
         }
         assert_eq!(hub.read_after(&topics, 1), Err(Gap));
         assert_eq!(seqs(&hub.read_after(&topics, 2).unwrap()), [3, 4, 5]);
@@ -372,19 +528,19 @@ mod tests {
         let hub = self::hub(100, 100);
         let (_, topics, _) = hub.subscribe(&["a".into()], None, &signal).unwrap();
         for _ in 0..5 {
-            hub.publish("a", None, &"y".repeat(30)).unwrap();
+            hub.publish("a", None, &"y".repeat(30)).await.unwrap();
         }
         let kept = hub.read_after(&topics, 4).unwrap();
         assert_eq!(seqs(&kept), [5]);
         assert_eq!(hub.read_after(&topics, 3), Err(Gap));
     }
 
-    #[test]
-    fn resume_ids_that_cannot_be_honoured_reset() {
+    #[tokio::test]
+    async fn resume_ids_that_cannot_be_honoured_reset() {
         let hub = hub(2, 1 << 20);
         let signal = Arc::new(Signal::default());
         for _ in 0..4 {
-            hub.publish("a", None, "x").unwrap();
+            hub.publish("a", None, "x").await.unwrap();
         }
         let start = |id: &str| hub.subscribe(&["a".into()], Some(id), &signal).unwrap().2;
         let ok = start("00000007-2");
@@ -410,7 +566,7 @@ mod tests {
                 let hub = hub.clone();
                 tokio::spawn(async move {
                     for _ in 0..PER_PUBLISHER {
-                        hub.publish(topic, None, "x").unwrap();
+                        hub.publish(topic, None, "x").await.unwrap();
                     }
                 })
             })
@@ -428,8 +584,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn the_global_budget_refuses_growth_but_not_turnover() {
+    #[tokio::test]
+    async fn the_global_budget_refuses_growth_but_not_turnover() {
         let limits = HubLimits {
             window: 3,
             window_bytes: 1 << 20,
@@ -438,25 +594,26 @@ mod tests {
             max_buffered_bytes: 0,
         };
         let frame_len = frame::event(EventId { epoch: 7, seq: 1 }, None, "x").len();
-        let hub = Hub::new(7, HubLimits { max_buffered_bytes: 6 * frame_len, ..limits }, Arc::new(Metrics::new()));
+        let limits = HubLimits { max_buffered_bytes: 6 * frame_len, ..limits };
+        let hub = Arc::new(Hub::new(memory(3, 1 << 20), limits, Arc::new(Metrics::new())));
         for topic in ["a", "a", "a", "b", "b", "b"] {
-            hub.publish(topic, None, "x").unwrap();
+            hub.publish(topic, None, "x").await.unwrap();
         }
-        let refused = hub.publish("c", None, "x").unwrap_err();
+        let refused = hub.publish("c", None, "x").await.unwrap_err();
         assert_eq!((refused.status(), refused.code()), (503, "buffer_full"));
         assert_eq!(lock(&hub.state).topics.len(), 2, "the refused topic is not kept");
-        hub.publish("a", None, "x").expect("a full window turns over within the budget");
+        hub.publish("a", None, "x").await.expect("a full window turns over within the budget");
         assert_eq!(lock(&hub.state).buffered, 6 * frame_len);
     }
 
-    #[test]
-    fn topic_limit_refuses_new_topics_and_unused_topics_are_forgotten() {
+    #[tokio::test]
+    async fn topic_limit_refuses_new_topics_and_unused_topics_are_forgotten() {
         let hub = hub(10, 1 << 20);
         let signal = Arc::new(Signal::default());
         for t in ["a", "b", "c", "d"] {
-            hub.publish(t, None, "x").unwrap();
+            hub.publish(t, None, "x").await.unwrap();
         }
-        assert!(hub.publish("e", None, "x").is_err());
+        assert!(hub.publish("e", None, "x").await.is_err());
         let h = self::hub(10, 1 << 20);
         let (id, topics, _) = h.subscribe(&["q".into(), "r".into()], None, &signal).unwrap();
         let topics_held = lock(&h.state).topics.len();

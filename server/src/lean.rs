@@ -78,10 +78,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> LeanStream<S> {
                 self.last = true;
                 (vec![self.shared.goodbye()], 0, LAST_CHUNK)
             }
-            Next::SlowConsumer => {
-                self.subscription.end(DisconnectReason::SlowConsumer);
+            Next::Disconnect(reason, farewell) => {
+                self.subscription.end(reason);
                 self.last = true;
-                (vec![Bytes::from_static(frame::SLOW_CONSUMER)], 0, LAST_CHUNK)
+                (vec![Bytes::from_static(farewell)], 0, LAST_CHUNK)
             }
         };
         self.out.set(head, frames, events, trailer);

@@ -9,6 +9,7 @@
 //! - `http_api`: hyper for publish, health, readiness, metrics and HTTP/2.
 //! - [`request`]: query, topic, event-type and resume-id validation.
 //! - [`hub`]: sequencer, per-topic bounded windows, wake-ups.
+//! - [`store`]: the storage seam; the disk store (redb) and the in-memory one.
 //! - [`subscription`]: a stream's cursor and what it writes next.
 //! - [`frame`]: SSE framing, once per event.
 //! - [`id`]: event ids (`<epoch>-<seq>`).
@@ -39,13 +40,15 @@ pub mod request;
 pub mod rng;
 pub mod server;
 pub mod signal;
+pub mod store;
 pub mod subscription;
 
 pub use config::Config;
 pub use listener::Listener;
 pub use server::Server;
 
-/// Serves `listener` with `config` until `shutdown` completes, then drains.
+/// Serves `listener` with `config` on the in-memory store until `shutdown` completes,
+/// then drains (the binary opens the store `config.store` names: [`Server::open`]).
 pub async fn run<L: Listener>(
     listener: L,
     config: Config,

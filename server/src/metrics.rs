@@ -24,6 +24,8 @@ pub enum DisconnectReason {
     HeaderTimeout,
     /// The server is draining.
     Shutdown,
+    /// A catch-up read from the store failed.
+    StoreError,
 }
 
 impl DisconnectReason {
@@ -35,6 +37,7 @@ impl DisconnectReason {
             DisconnectReason::WriteTimeout => "write_timeout",
             DisconnectReason::HeaderTimeout => "header_timeout",
             DisconnectReason::Shutdown => "shutdown",
+            DisconnectReason::StoreError => "store_error",
         }
     }
 }

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-use crate::config::Config;
+use crate::config::{Config, StoreKind};
 use crate::conn;
 use crate::error::ApiError;
 use crate::frame;
@@ -20,6 +20,7 @@ use crate::hub::{Hub, HubLimits};
 use crate::listener::Listener;
 use crate::metrics::Metrics;
 use crate::rng::SeededRng;
+use crate::store::{DiskOptions, DiskStore, FsyncPolicy, MemoryStore, Retention, Store, StoreError, WriteFaults};
 use crate::subscription::Subscription;
 
 /// Connections being refused at once; past it, over-limit connections wait in the
@@ -87,8 +88,37 @@ pub struct Server {
 }
 
 impl Server {
-    /// Builds the hub and metrics from `config`.
+    /// A server on the in-memory store (whatever `config.store` says): for tests,
+    /// simulations and embedding. The epoch is `config.epoch`, or drawn from the seed.
     pub fn new(config: Config) -> Server {
+        let rng = SeededRng::new(config.seed.unwrap_or(0));
+        let epoch = config.epoch.unwrap_or_else(|| rng.next_u64() as u32);
+        let store = MemoryStore::new(epoch, config.window.max(1), config.window_bytes, FsyncPolicy::Always);
+        Server::with_store(config, Arc::new(store))
+    }
+
+    /// A server on the store `config.store` names; opening a disk store recovers it and
+    /// takes its lock.
+    pub fn open(config: Config) -> Result<Server, StoreError> {
+        let store: Arc<dyn Store> = match config.store {
+            StoreKind::Memory => return Ok(Server::new(config)),
+            StoreKind::Disk => Arc::new(DiskStore::open(DiskOptions {
+                dir: config.data_dir.clone(),
+                fsync: config.fsync,
+                retention: Retention {
+                    events: config.retain_events.max(1),
+                    bytes: config.retain_bytes,
+                    age: config.retain_age,
+                },
+                new_epoch: config.epoch.unwrap_or_else(|| SeededRng::new(config.seed.unwrap_or(0)).next_u64() as u32),
+                faults: WriteFaults::new(),
+            })?),
+        };
+        Ok(Server::with_store(config, store))
+    }
+
+    /// A server on `store`, whose recovered history it continues.
+    pub fn with_store(config: Config, store: Arc<dyn Store>) -> Server {
         let rng = SeededRng::new(config.seed.unwrap_or(0));
         let metrics = Arc::new(Metrics::new());
         let limits = HubLimits {
@@ -98,8 +128,7 @@ impl Server {
             coalesce: config.coalesce,
             max_buffered_bytes: config.max_buffered_bytes,
         };
-        let epoch = config.epoch.unwrap_or_else(|| rng.next_u64() as u32);
-        let hub = Arc::new(Hub::new(epoch, limits, metrics.clone()));
+        let hub = Arc::new(Hub::new(store, limits, metrics.clone()));
         let shared = Shared {
             config,
             hub,
@@ -215,6 +244,9 @@ async fn drain(shared: &Shared) {
         warn!(left = tracker.len(), "drain timeout reached; closing the remaining connections");
     } else {
         info!("drained");
+    }
+    if let Err(error) = shared.hub.store().close().await {
+        warn!(%error, "the event store did not close cleanly");
     }
 }
 

@@ -19,6 +19,7 @@ use crate::frame;
 use crate::hub::{Gap, Hub, Topic};
 use crate::metrics::{DisconnectReason, Metrics};
 use crate::signal::Signal;
+use crate::store::{ReadOutcome, StoreFuture};
 
 /// What a stream writes next.
 #[derive(Debug)]
@@ -31,8 +32,10 @@ pub enum Next {
     Heartbeat,
     /// The server is draining: send the goodbye and close.
     Shutdown,
-    /// The cursor fell out of the window: say so and close; the client resumes by id.
-    SlowConsumer,
+    /// Say the farewell and close, counting the reason; the client resumes by id. A
+    /// cursor behind what the store retains is a slow consumer; a failed store read is a
+    /// store error.
+    Disconnect(DisconnectReason, &'static [u8]),
 }
 
 /// One open event stream's position and registration.
@@ -54,6 +57,17 @@ pub struct Subscription {
     ended: DisconnectReason,
     /// Set by the connection's writer when a write timed out.
     write_timed_out: Arc<AtomicBool>,
+    /// A store read in progress, while the cursor is behind the windows.
+    catch_up: Option<CatchUp>,
+}
+
+/// A store read in progress.
+struct CatchUp(StoreFuture<ReadOutcome>);
+
+impl std::fmt::Debug for CatchUp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CatchUp")
+    }
 }
 
 impl Subscription {
@@ -88,6 +102,7 @@ impl Subscription {
             idle_armed: false,
             ended: DisconnectReason::ClientClosed,
             write_timed_out,
+            catch_up: None,
         })
     }
 
@@ -101,8 +116,34 @@ impl Subscription {
             if self.hub.is_closing() {
                 return Poll::Ready(Next::Shutdown);
             }
+            if let Some(read) = self.catch_up.as_mut() {
+                let Poll::Ready(outcome) = read.0.as_mut().poll(cx) else { return Poll::Pending };
+                self.catch_up = None;
+                match outcome {
+                    Ok(ReadOutcome::Events { events, complete_upto }) => {
+                        if let Some(&(last, _)) = events.last() {
+                            self.after = last;
+                            self.idle_armed = false;
+                            return Poll::Ready(Next::Events(events.into_iter().map(|(_, frame)| frame).collect()));
+                        }
+                        if complete_upto <= self.after {
+                            return Poll::Ready(slow_consumer());
+                        }
+                        self.after = complete_upto;
+                    }
+                    Ok(ReadOutcome::Evicted) => return Poll::Ready(slow_consumer()),
+                    Err(error) => {
+                        tracing::warn!(%error, "a catch-up read from the store failed; closing the stream");
+                        return Poll::Ready(Next::Disconnect(DisconnectReason::StoreError, frame::STORE_ERROR));
+                    }
+                }
+                continue;
+            }
             match self.hub.read_after(&self.topics, self.after) {
-                Err(Gap) => return Poll::Ready(Next::SlowConsumer),
+                Err(Gap) => {
+                    self.catch_up = Some(CatchUp(self.hub.read_store(&self.topics, self.after)));
+                    continue;
+                }
                 Ok(batch) => {
                     if let Some(&(last, _)) = batch.last() {
                         self.after = last;
@@ -140,6 +181,10 @@ impl Subscription {
     pub fn delivered(&self, n: usize) {
         self.metrics.delivered(n);
     }
+}
+
+fn slow_consumer() -> Next {
+    Next::Disconnect(DisconnectReason::SlowConsumer, frame::SLOW_CONSUMER)
 }
 
 impl Drop for Subscription {

@@ -21,15 +21,18 @@ fn a_bad_flag_exits_with_status_64_and_one_line() {
 fn an_address_in_use_is_a_clear_error() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
-    let output = Command::new(BIN).args(["--listen", &addr]).env_clear().output().unwrap();
+    let output = Command::new(BIN).args(["--store", "memory", "--listen", &addr]).env_clear().output().unwrap();
     assert_eq!(output.status.code(), Some(71));
     assert!(String::from_utf8_lossy(&output.stderr).contains("cannot listen on"));
 }
 
 #[test]
 fn the_binary_serves_streams_and_drains_on_sigterm() {
+    let data = tempfile::tempdir().unwrap();
     let mut child = Command::new(BIN)
         .args([
+            "--data-dir",
+            data.path().to_str().unwrap(),
             "--listen",
             "127.0.0.1:0",
             "--log-format",
@@ -46,9 +49,8 @@ fn the_binary_serves_streams_and_drains_on_sigterm() {
         .spawn()
         .unwrap();
     let mut log = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    log.read_line(&mut line).unwrap();
-    assert!(line.contains("\"message\":\"serving\"") && line.contains("\"seed\":7"), "{line}");
+    let line = line_with(&mut log, "\"message\":\"serving\"");
+    assert!(line.contains("\"seed\":7"), "{line}");
     assert!(line.contains("\"max_connections\":"), "the connection limit is logged: {line}");
     let addr: SocketAddr = line.split("\"listen\":\"").nth(1).unwrap().split('"').next().unwrap().parse().unwrap();
 
@@ -85,6 +87,19 @@ fn the_binary_serves_streams_and_drains_on_sigterm() {
     let mut rest = String::new();
     log.read_to_string(&mut rest).unwrap();
     assert!(rest.contains("SIGTERM received") && rest.contains("drained"), "{rest}");
+    assert!(rest.contains("event store closed"), "the store is closed on the way out: {rest}");
+}
+
+/// The first log line containing `marker` (start-up lines come before it).
+fn line_with(log: &mut impl BufRead, marker: &str) -> String {
+    for _ in 0..20 {
+        let mut line = String::new();
+        assert!(log.read_line(&mut line).unwrap() > 0, "the log ended before {marker:?}");
+        if line.contains(marker) {
+            return line;
+        }
+    }
+    panic!("no log line with {marker:?}");
 }
 
 fn read_until(stream: &mut TcpStream, marker: &str) -> String {
@@ -104,16 +119,50 @@ fn read_until(stream: &mut TcpStream, marker: &str) -> String {
 fn each_process_starts_a_new_epoch_even_with_a_pinned_seed() {
     let epoch = || {
         let mut child = Command::new(BIN)
-            .args(["--listen", "127.0.0.1:0", "--log-format", "json", "--seed", "7"])
+            .args(["--store", "memory", "--listen", "127.0.0.1:0", "--log-format", "json", "--seed", "7"])
             .env_clear()
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stderr.take().unwrap()).read_line(&mut line).unwrap();
+        let line = line_with(&mut BufReader::new(child.stderr.take().unwrap()), "\"message\":\"serving\"");
         child.kill().unwrap();
         child.wait().unwrap();
         line.split("\"epoch\":\"").nth(1).unwrap().split('"').next().unwrap().to_owned()
     };
     assert_ne!(epoch(), epoch());
+}
+
+/// A data directory that cannot be used is a clear error and status 74, never a panic:
+/// held by another server, or not writable.
+#[test]
+fn an_unusable_data_dir_is_a_clear_error_with_status_74() {
+    let data = tempfile::tempdir().unwrap();
+    let dir = data.path().to_str().unwrap();
+    let mut first = Command::new(BIN)
+        .args(["--data-dir", dir, "--listen", "127.0.0.1:0", "--log-format", "json"])
+        .env_clear()
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    line_with(&mut BufReader::new(first.stderr.take().unwrap()), "\"message\":\"serving\"");
+    let second = Command::new(BIN).args(["--data-dir", dir, "--listen", "127.0.0.1:0"]).env_clear().output().unwrap();
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(74), "{stderr}");
+    assert!(stderr.contains("in use by another process"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+
+    // A path under a regular file can never be a directory, whoever runs the test.
+    let file = data.path().join("plain-file");
+    std::fs::write(&file, b"x").unwrap();
+    let under_file = file.join("data");
+    let output = Command::new(BIN)
+        .args(["--data-dir", under_file.to_str().unwrap(), "--listen", "127.0.0.1:0"])
+        .env_clear()
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(74), "{stderr}");
+    assert!(stderr.contains("cannot create the data directory"), "{stderr}");
 }

@@ -12,6 +12,8 @@ use tracing_subscriber::EnvFilter;
 const EXIT_USAGE: u8 = 64;
 /// `EX_OSERR`-like: the listener could not be set up.
 const EXIT_BIND: u8 = 71;
+/// `EX_IOERR`: the event store could not be opened (unreadable, locked, damaged).
+const EXIT_STORE: u8 = 74;
 
 fn main() -> ExitCode {
     let mut config = match Config::try_parse() {
@@ -31,7 +33,8 @@ fn main() -> ExitCode {
     init_logging(config.log_format);
     // A random seed when none is given, logged so the run can be repeated.
     config.seed.get_or_insert_with(|| RandomState::new().hash_one(std::process::id()));
-    // A fresh history per process: ids from an earlier run must not look valid.
+    // A fresh history per process for the memory store (ids from an earlier run must not
+    // look valid); a new disk store starts with it and keeps it.
     config.epoch.get_or_insert_with(|| RandomState::new().hash_one(("epoch", std::process::id())) as u32);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
@@ -48,7 +51,14 @@ fn main() -> ExitCode {
                 return ExitCode::from(EXIT_BIND);
             }
         };
-        match sse_server::run(listener, config, shutdown_signal()).await {
+        let server = match sse_server::Server::open(config) {
+            Ok(server) => server,
+            Err(error) => {
+                eprintln!("sse-server: cannot open the event store: {error}");
+                return ExitCode::from(EXIT_STORE);
+            }
+        };
+        match server.run(listener, shutdown_signal()).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
                 eprintln!("sse-server: {error}");

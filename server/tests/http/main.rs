@@ -1,6 +1,7 @@
 //! End-to-end tests of the HTTP contract over real loopback sockets.
 
 mod contract;
+mod durability;
 mod lifecycle;
 mod resume;
 mod support;

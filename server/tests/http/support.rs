@@ -42,9 +42,14 @@ pub struct TestServer {
 
 impl TestServer {
     pub async fn start(config: Config) -> TestServer {
+        TestServer::start_server(Server::new(config)).await
+    }
+
+    /// Runs an already built server (on a store of the test's choosing).
+    pub async fn start_server(server: Server) -> TestServer {
         let listener = sse_server::listener::bind("127.0.0.1:0".parse().unwrap(), 128).unwrap();
         let addr = listener.local_addr().unwrap();
-        let (metrics, stop, task) = spawn_server(listener, config);
+        let (metrics, stop, task) = spawn_server(listener, server);
         TestServer { addr, metrics, stop: Some(stop), task }
     }
 
@@ -64,9 +69,8 @@ impl TestServer {
 /// Runs a server on `listener` in this test's runtime; it drains when `stop` is sent.
 fn spawn_server<L: sse_server::Listener>(
     listener: L,
-    config: Config,
+    server: Server,
 ) -> (Arc<Metrics>, oneshot::Sender<()>, JoinHandle<std::io::Result<()>>) {
-    let server = Server::new(config);
     let metrics = server.metrics();
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(server.run(listener, async move {
@@ -330,7 +334,7 @@ pub struct MemServer {
 impl MemServer {
     pub fn start(config: Config) -> MemServer {
         let (listener, connect) = MemListener::new();
-        let (metrics, stop, task) = spawn_server(listener, config);
+        let (metrics, stop, task) = spawn_server(listener, Server::new(config));
         MemServer { metrics, connect, stop: Some(stop), task }
     }
 

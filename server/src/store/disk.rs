@@ -1,0 +1,397 @@
+//! The disk store, on redb: one database file in `--data-dir`, guarded by a `LOCK` file.
+//!
+//! Layout: `events` maps (topic, id) to the checksummed frame (`codec`), `trimmed` maps a
+//! topic to the highest id retention removed, `meta` holds the epoch and the id
+//! reservation. Appends go to one writer thread (`writer`) that commits them in groups;
+//! reads run on the blocking pool, a few at a time, each in its own snapshot.
+//!
+//! Opening recovers: redb rolls an interrupted commit back to the last durable one, and
+//! a scan checks every event's checksum. A damaged event is cut out and its topic marked
+//! trimmed past it, so a client resuming across it is told (`reset: evicted`) rather than
+//! handed a gap or garbage.
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard, RwLock};
+
+use bytes::Bytes;
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use tokio::sync::{oneshot, Semaphore};
+use tracing::{info, warn};
+
+use super::backend::{StoreFile, WriteFaults};
+use super::writer::{self, Command, TopicStats, WriterState};
+use super::{
+    codec, merge_slices, newest_within, take_slice, FsyncPolicy, ReadOutcome, Record, Recovery, Retention, Store,
+    StoreError, StoreFuture, TailLimits,
+};
+
+pub(super) const EVENTS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("events");
+pub(super) const TRIMMED: TableDefinition<&str, u64> = TableDefinition::new("trimmed");
+pub(super) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+pub(super) const META_EPOCH: &str = "epoch";
+pub(super) const META_RESERVED: &str = "reserved";
+
+/// Store reads running at once; the rest wait, so a reconnect herd cannot flood the
+/// blocking pool or hold many read snapshots.
+const CONCURRENT_READS: usize = 8;
+/// redb's page cache.
+const CACHE_BYTES: usize = 64 << 20;
+
+/// How to open a disk store.
+#[derive(Debug, Clone)]
+pub struct DiskOptions {
+    /// The data directory (created when missing).
+    pub dir: PathBuf,
+    /// When a publish is acknowledged.
+    pub fsync: FsyncPolicy,
+    /// What each topic keeps.
+    pub retention: Retention,
+    /// The epoch a new store starts with; an existing store keeps its own.
+    pub new_epoch: u32,
+    /// Injected write faults (tests).
+    pub faults: Arc<WriteFaults>,
+}
+
+/// The embedded durable store.
+#[derive(Debug)]
+pub struct DiskStore {
+    shared: Arc<DiskShared>,
+    commands: Mutex<Option<mpsc::Sender<Command>>>,
+    opened: Mutex<Option<Opened>>,
+}
+
+/// What the writer thread and readers share.
+#[derive(Debug)]
+pub(super) struct DiskShared {
+    /// `None` while the writer reopens the file after an I/O error, and once closed.
+    pub db: RwLock<Option<Database>>,
+    pub trimmed: Mutex<BTreeMap<Arc<str>, u64>>,
+    pub healthy: AtomicBool,
+    pub path: PathBuf,
+    pub faults: Arc<WriteFaults>,
+    readers: Semaphore,
+}
+
+/// Facts found at open, handed to [`Store::recover`].
+#[derive(Debug)]
+struct Opened {
+    epoch: u32,
+    floor: u64,
+    topics: Vec<Arc<str>>,
+}
+
+pub(super) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl DiskStore {
+    /// Opens (or creates) the store in `options.dir`, recovering from whatever state the
+    /// last process left it in.
+    pub fn open(options: DiskOptions) -> Result<DiskStore, StoreError> {
+        let dir = &options.dir;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StoreError::Io(format!("cannot create the data directory {}: {e}", dir.display())))?;
+        let lock_file = take_lock(dir)?;
+        let path = dir.join("events.redb");
+        let db = open_database(&path, &options.faults)?;
+        let epoch = init_meta(&db, options.new_epoch)?;
+        let scan = scan(&db)?;
+        if !scan.damaged.is_empty() {
+            cut_damaged(&db, &scan.damaged)?;
+        }
+        let trimmed = read_trimmed(&db)?;
+        let state = WriterState::new(options.fsync, options.retention, scan.stats, scan.last_seq, scan.reserved);
+        let floor = scan.last_seq.max(scan.reserved);
+        let topics = state.topics();
+        info!(
+            path = %path.display(),
+            epoch = format_args!("{epoch:08x}"),
+            events = state.total_events(),
+            topics = topics.len(),
+            last_id = scan.last_seq,
+            next_id = floor + 1,
+            "event store opened"
+        );
+        let shared = Arc::new(DiskShared {
+            db: RwLock::new(Some(db)),
+            trimmed: Mutex::new(trimmed),
+            healthy: AtomicBool::new(true),
+            path,
+            faults: options.faults.clone(),
+            readers: Semaphore::new(CONCURRENT_READS),
+        });
+        let commands = writer::spawn(shared.clone(), state, lock_file)?;
+        Ok(DiskStore {
+            shared,
+            commands: Mutex::new(Some(commands)),
+            opened: Mutex::new(Some(Opened { epoch, floor, topics })),
+        })
+    }
+
+    fn send(&self, command: Command) -> Result<(), StoreError> {
+        match lock(&self.commands).as_ref() {
+            Some(commands) => commands.send(command).map_err(|_| StoreError::Closed),
+            None => Err(StoreError::Closed),
+        }
+    }
+}
+
+fn take_lock(dir: &Path) -> Result<File, StoreError> {
+    let path = dir.join("LOCK");
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| StoreError::Io(format!("cannot open {}: {e}", path.display())))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Locked(dir.display().to_string())),
+        Err(std::fs::TryLockError::Error(e)) => Err(StoreError::Io(format!("cannot lock {}: {e}", path.display()))),
+    }
+}
+
+/// Opens the database file; redb repairs an interrupted commit here. A panic inside the
+/// database library on a damaged file becomes an error, never a crash loop.
+pub(super) fn open_database(path: &Path, faults: &Arc<WriteFaults>) -> Result<Database, StoreError> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(|e| StoreError::Io(format!("cannot open {}: {e}", path.display())))?;
+    let backend = StoreFile::new(file, faults.clone()).map_err(|e| StoreError::Io(e.to_string()))?;
+    let opened = catch_unwind(AssertUnwindSafe(|| {
+        let mut builder = Database::builder();
+        builder.set_cache_size(CACHE_BYTES).set_repair_callback(|_| {
+            warn!("the event store was not closed cleanly; rolling back to its last durable commit")
+        });
+        builder.create_with_backend(backend)
+    }));
+    match opened {
+        Ok(Ok(db)) => Ok(db),
+        Ok(Err(redb::DatabaseError::Storage(redb::StorageError::Io(e)))) => Err(StoreError::io(&e)),
+        Ok(Err(e)) => Err(StoreError::Corrupt(format!("cannot open {}: {e}", path.display()))),
+        Err(_) => {
+            Err(StoreError::Corrupt(format!("{} is damaged beyond repair (the reader panicked)", path.display())))
+        }
+    }
+}
+
+/// Reads the epoch (writing `new_epoch` into a new store).
+fn init_meta(db: &Database, new_epoch: u32) -> Result<u32, StoreError> {
+    let txn = db.begin_write().map_err(redb_error)?;
+    let epoch = {
+        let mut meta = txn.open_table(META).map_err(redb_error)?;
+        let existing = meta.get(META_EPOCH).map_err(redb_error)?.map(|v| v.value());
+        match existing {
+            Some(epoch) => {
+                u32::try_from(epoch).map_err(|_| StoreError::Corrupt("the stored epoch is invalid".into()))?
+            }
+            None => {
+                meta.insert(META_EPOCH, u64::from(new_epoch)).map_err(redb_error)?;
+                new_epoch
+            }
+        }
+    };
+    txn.open_table(EVENTS).map_err(redb_error)?;
+    txn.open_table(TRIMMED).map_err(redb_error)?;
+    txn.commit().map_err(redb_error)?;
+    Ok(epoch)
+}
+
+pub(super) struct Scan {
+    pub stats: BTreeMap<Arc<str>, TopicStats>,
+    pub last_seq: u64,
+    pub reserved: u64,
+    pub damaged: Vec<(Arc<str>, u64)>,
+}
+
+/// Walks every event, verifying checksums and counting what each topic holds.
+pub(super) fn scan(db: &Database) -> Result<Scan, StoreError> {
+    let guarded = catch_unwind(AssertUnwindSafe(|| scan_unguarded(db)));
+    guarded.unwrap_or_else(|_| Err(StoreError::Corrupt("the event table is damaged (the reader panicked)".into())))
+}
+
+fn scan_unguarded(db: &Database) -> Result<Scan, StoreError> {
+    let txn = db.begin_read().map_err(redb_error)?;
+    let events = txn.open_table(EVENTS).map_err(redb_error)?;
+    let meta = txn.open_table(META).map_err(redb_error)?;
+    let reserved = meta.get(META_RESERVED).map_err(redb_error)?.map_or(0, |v| v.value());
+    let mut out = Scan { stats: BTreeMap::new(), last_seq: 0, reserved, damaged: Vec::new() };
+    let mut current: Option<Arc<str>> = None;
+    for entry in events.iter().map_err(redb_error)? {
+        let (key, value) = entry.map_err(redb_error)?;
+        let (topic, seq) = key.value();
+        if current.as_deref() != Some(topic) {
+            current = Some(Arc::from(topic));
+        }
+        let topic = current.clone().expect("set above");
+        match codec::decode(&topic, seq, value.value()) {
+            Some(decoded) => {
+                let stats = out.stats.entry(topic).or_default();
+                stats.count += 1;
+                stats.bytes += decoded.frame.len() as u64;
+                out.last_seq = out.last_seq.max(seq);
+            }
+            None => out.damaged.push((topic, seq)),
+        }
+    }
+    Ok(out)
+}
+
+/// Removes damaged events and marks their topics trimmed past them.
+fn cut_damaged(db: &Database, damaged: &[(Arc<str>, u64)]) -> Result<(), StoreError> {
+    let txn = db.begin_write().map_err(redb_error)?;
+    {
+        let mut events = txn.open_table(EVENTS).map_err(redb_error)?;
+        let mut trimmed = txn.open_table(TRIMMED).map_err(redb_error)?;
+        for (topic, seq) in damaged {
+            events.remove((&**topic, *seq)).map_err(redb_error)?;
+            let before = trimmed.get(&**topic).map_err(redb_error)?.map_or(0, |v| v.value());
+            trimmed.insert(&**topic, before.max(*seq)).map_err(redb_error)?;
+        }
+    }
+    txn.commit().map_err(redb_error)?;
+    let first = &damaged[0];
+    warn!(
+        dropped = damaged.len(),
+        first_topic = %first.0,
+        first_id = first.1,
+        "cut damaged events out of the event store; clients resuming across them are sent reset: evicted"
+    );
+    Ok(())
+}
+
+fn read_trimmed(db: &Database) -> Result<BTreeMap<Arc<str>, u64>, StoreError> {
+    let txn = db.begin_read().map_err(redb_error)?;
+    let table = txn.open_table(TRIMMED).map_err(redb_error)?;
+    let mut out = BTreeMap::new();
+    for entry in table.iter().map_err(redb_error)? {
+        let (topic, upto) = entry.map_err(redb_error)?;
+        out.insert(Arc::from(topic.value()), upto.value());
+    }
+    Ok(out)
+}
+
+/// Maps any redb error to a store error (a full disk keeps its own kind).
+pub(super) fn redb_error(error: impl Into<redb::Error>) -> StoreError {
+    match error.into() {
+        redb::Error::Io(e) => StoreError::io(&e),
+        redb::Error::Corrupted(what) => StoreError::Corrupt(what),
+        other => StoreError::Io(other.to_string()),
+    }
+}
+
+fn read_blocking(shared: &DiskShared, topics: &[Arc<str>], after: u64, upto: u64) -> Result<ReadOutcome, StoreError> {
+    let guard = shared.db.read().unwrap_or_else(|p| p.into_inner());
+    let db = guard.as_ref().ok_or(StoreError::Closed)?;
+    let txn = db.begin_read().map_err(redb_error)?;
+    let trimmed = txn.open_table(TRIMMED).map_err(redb_error)?;
+    let events = txn.open_table(EVENTS).map_err(redb_error)?;
+    let mut slices = Vec::with_capacity(topics.len());
+    for topic in topics {
+        if trimmed.get(&**topic).map_err(redb_error)?.is_some_and(|v| v.value() > after) {
+            return Ok(ReadOutcome::Evicted);
+        }
+        let mut damaged = None;
+        let range = events.range((&**topic, after + 1)..=(&**topic, upto)).map_err(redb_error)?;
+        let frames = range.map_while(|entry| {
+            let (key, value) = entry.ok()?;
+            let seq = key.value().1;
+            match codec::decode(topic, seq, value.value()) {
+                Some(decoded) => Some((seq, Bytes::copy_from_slice(decoded.frame))),
+                None => {
+                    damaged = Some(seq);
+                    None
+                }
+            }
+        });
+        let slice = take_slice(frames);
+        if let Some(seq) = damaged {
+            return Err(StoreError::Corrupt(format!("event {seq} of topic {topic} fails its checksum")));
+        }
+        slices.push(slice);
+    }
+    Ok(merge_slices(slices, upto))
+}
+
+fn newest_blocking(shared: &DiskShared, topics: &[Arc<str>], limits: TailLimits) -> Result<Vec<Record>, StoreError> {
+    let guard = shared.db.read().unwrap_or_else(|p| p.into_inner());
+    let db = guard.as_ref().ok_or(StoreError::Closed)?;
+    let txn = db.begin_read().map_err(redb_error)?;
+    let events = txn.open_table(EVENTS).map_err(redb_error)?;
+    let mut per_topic = BTreeMap::new();
+    for topic in topics {
+        let mut newest = Vec::new();
+        let mut bytes = 0;
+        for entry in events.range((&**topic, 0)..=(&**topic, u64::MAX)).map_err(redb_error)?.rev() {
+            let (key, value) = entry.map_err(redb_error)?;
+            let seq = key.value().1;
+            let Some(decoded) = codec::decode(topic, seq, value.value()) else { break };
+            bytes += decoded.frame.len();
+            if newest.len() == limits.events || bytes > limits.bytes {
+                break;
+            }
+            newest.push(Record { seq, topic: topic.clone(), frame: Bytes::copy_from_slice(decoded.frame) });
+        }
+        newest.reverse();
+        per_topic.insert(topic.clone(), newest);
+    }
+    Ok(newest_within(per_topic, limits))
+}
+
+impl Store for DiskStore {
+    fn recover(&self, limits: TailLimits) -> Recovery {
+        let Some(opened) = lock(&self.opened).take() else { return Recovery::default() };
+        let tail = newest_blocking(&self.shared, &opened.topics, limits).unwrap_or_else(|error| {
+            warn!(%error, "cannot read the newest events back; windows start empty and resumes read the store");
+            Vec::new()
+        });
+        Recovery { epoch: opened.epoch, floor: opened.floor, tail }
+    }
+
+    fn append(&self, record: Record) -> StoreFuture<()> {
+        let (done, acked) = oneshot::channel();
+        let sent = self.send(Command::Append(record, done));
+        Box::pin(async move {
+            sent?;
+            acked.await.unwrap_or(Err(StoreError::Closed))
+        })
+    }
+
+    fn read(&self, topics: Vec<Arc<str>>, after: u64, upto: u64) -> StoreFuture<ReadOutcome> {
+        let shared = self.shared.clone();
+        Box::pin(async move {
+            let _permit = shared.readers.acquire().await.map_err(|_| StoreError::Closed)?;
+            let reader = shared.clone();
+            // The disk store never runs inside a simulation: its reads may block a pool thread.
+            #[allow(clippy::disallowed_methods)]
+            let read = tokio::task::spawn_blocking(move || read_blocking(&reader, &topics, after, upto));
+            read.await.map_err(|_| StoreError::Io("a store read was cancelled".into()))?
+        })
+    }
+
+    fn trimmed_upto(&self, topic: &str) -> u64 {
+        lock(&self.shared.trimmed).get(topic).copied().unwrap_or(0)
+    }
+
+    fn is_healthy(&self) -> bool {
+        self.shared.healthy.load(Ordering::SeqCst)
+    }
+
+    fn close(&self) -> StoreFuture<()> {
+        let (done, closed) = oneshot::channel();
+        let sent = self.send(Command::Close(done));
+        lock(&self.commands).take();
+        Box::pin(async move {
+            sent?;
+            closed.await.unwrap_or(Err(StoreError::Closed))
+        })
+    }
+}
