@@ -98,12 +98,14 @@ impl DiskStore {
         let lock_file = take_lock(dir)?;
         let path = dir.join("events.redb");
         let db = open_database(&path, &options.faults)?;
-        let epoch = init_meta(&db, options.new_epoch)?;
-        let scan = scan(&db)?;
-        if !scan.damaged.is_empty() {
-            cut_damaged(&db, &scan.damaged)?;
-        }
-        let trimmed = read_trimmed(&db)?;
+        let (epoch, scan, trimmed) = guarded(|| {
+            let epoch = init_meta(&db, options.new_epoch)?;
+            let scan = scan(&db)?;
+            if !scan.damaged.is_empty() {
+                cut_damaged(&db, &scan.damaged)?;
+            }
+            Ok((epoch, scan, read_trimmed(&db)?))
+        })?;
         let state = WriterState::new(options.fsync, options.retention, scan.stats, scan.last_seq, scan.reserved);
         let floor = scan.last_seq.max(scan.reserved);
         let topics = state.topics();
@@ -212,13 +214,15 @@ pub(super) struct Scan {
     pub damaged: Vec<(Arc<str>, u64)>,
 }
 
-/// Walks every event, verifying checksums and counting what each topic holds.
-pub(super) fn scan(db: &Database) -> Result<Scan, StoreError> {
-    let guarded = catch_unwind(AssertUnwindSafe(|| scan_unguarded(db)));
-    guarded.unwrap_or_else(|_| Err(StoreError::Corrupt("the event table is damaged (the reader panicked)".into())))
+/// Runs `work` on the database file, turning a panic inside the database library (a
+/// damaged page it did not expect) into an error: a damaged file is never a crash loop.
+pub(super) fn guarded<T>(work: impl FnOnce() -> Result<T, StoreError>) -> Result<T, StoreError> {
+    catch_unwind(AssertUnwindSafe(work))
+        .unwrap_or_else(|_| Err(StoreError::Corrupt("the database file is damaged (its reader panicked)".into())))
 }
 
-fn scan_unguarded(db: &Database) -> Result<Scan, StoreError> {
+/// Walks every event, verifying checksums and counting what each topic holds.
+pub(super) fn scan(db: &Database) -> Result<Scan, StoreError> {
     let txn = db.begin_read().map_err(redb_error)?;
     let events = txn.open_table(EVENTS).map_err(redb_error)?;
     let meta = txn.open_table(META).map_err(redb_error)?;

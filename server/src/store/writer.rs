@@ -16,7 +16,7 @@ use redb::{Durability, ReadableTable};
 use tokio::sync::oneshot;
 use tracing::{info, warn};
 
-use super::disk::{lock, open_database, redb_error, scan, DiskShared, EVENTS, META, META_RESERVED, TRIMMED};
+use super::disk::{guarded, lock, open_database, redb_error, scan, DiskShared, EVENTS, META, META_RESERVED, TRIMMED};
 use super::{codec, FsyncPolicy, Record, Retention, StoreError, SEQ_RESERVATION};
 
 /// Most appends in one commit.
@@ -136,7 +136,7 @@ fn run(shared: &DiskShared, mut state: WriterState, inbox: &mpsc::Receiver<Comma
             }
         }
         let records: Vec<&Record> = appends.iter().map(|(record, _)| record).collect();
-        let result = commit(shared, &mut state, &records, closing.is_some());
+        let result = guarded(|| commit(shared, &mut state, &records, closing.is_some()));
         match &result {
             Ok(()) => shared.healthy.store(true, Ordering::SeqCst),
             Err(error) => {
@@ -326,7 +326,8 @@ fn reopen(shared: &DiskShared, state: &mut WriterState) {
     let mut guard = shared.db.write().unwrap_or_else(|p| p.into_inner());
     *guard = None;
     std::thread::sleep(REOPEN_BACKOFF);
-    let reopened = open_database(&shared.path, &shared.faults).and_then(|db| scan(&db).map(|scan| (db, scan)));
+    let reopened =
+        open_database(&shared.path, &shared.faults).and_then(|db| guarded(|| scan(&db)).map(|scan| (db, scan)));
     match reopened {
         Ok((db, scan)) => {
             state.stats = scan.stats;
