@@ -3,7 +3,11 @@
 # loopback for each run, drives it with sse-chaos, and prints every run's RESULT line
 # and the medians.
 #
-#   ci/bench.sh [idle|fanout|all] [runs]
+#   ci/bench.sh [idle|fanout|publish|resume|all] [runs]
+#
+# idle and fanout run on the in-memory store (what they measure does not touch it);
+# publish compares the disk store (--fsync always) with the in-memory one in the same
+# run; resume restarts a disk-store server between writing a history and the herd.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 what=${1:-all}
@@ -17,7 +21,7 @@ out=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$out"' EXIT
 
 start_server() {
-  "$server" --listen "$addr" --max-connections 15000 "$@" >"$out/server.log" 2>&1 &
+  "$server" --listen "$addr" --max-connections 15000 --data-dir "$out/data" "$@" >>"$out/server.log" 2>&1 &
   pid=$!
   for _ in $(seq 100); do
     curl -fsS "http://$addr/healthz" >/dev/null 2>&1 && return 0
@@ -36,7 +40,7 @@ field() { grep -o "$1=[0-9.]*" | cut -d= -f2; }
 if [[ $what == idle || $what == all ]]; then
   : >"$out/idle"
   for run in $(seq "$runs"); do
-    start_server
+    start_server --store memory
     "$chaos" idle --addr "$addr" --server-pid "$pid" --streams 10000 | tee -a "$out/idle"
     stop_server
   done
@@ -48,7 +52,7 @@ if [[ $what == fanout || $what == all ]]; then
   for run in $(seq "$runs"); do
     # Alternate the two settings so that machine noise hits both alike.
     for coalesce in 0s 10ms; do
-      start_server --coalesce "$coalesce"
+      start_server --store memory --coalesce "$coalesce"
       echo "coalesce=$coalesce run=$run"
       "$chaos" fanout --addr "$addr" --server-pid "$pid" --subscribers 1000 --rate 200 --size 128 --duration 10s \
         | tee -a "$out/fanout-$coalesce"
@@ -59,5 +63,53 @@ if [[ $what == fanout || $what == all ]]; then
     f="$out/fanout-$coalesce"
     echo "MEDIAN fanout coalesce=$coalesce deliveries_per_cpu_s=$(grep RESULT "$f" | field deliveries_per_cpu_s | median)" \
       "p50_ms=$(grep RESULT "$f" | field p50_ms | median) p99_ms=$(grep RESULT "$f" | field p99_ms | median)"
+  done
+fi
+
+if [[ $what == publish || $what == all ]]; then
+  for run in $(seq "$runs"); do
+    # Alternate the stores so that machine noise hits both alike.
+    for store in disk memory; do
+      for publishers in 64 1; do
+        rm -rf "$out/data"
+        start_server --store "$store"
+        echo "store=$store publishers=$publishers run=$run"
+        "$chaos" publish --addr "$addr" --publishers "$publishers" --size 128 --duration 10s \
+          | tee -a "$out/publish-$store-$publishers"
+        stop_server
+      done
+    done
+  done
+  for store in disk memory; do
+    for publishers in 64 1; do
+      f="$out/publish-$store-$publishers"
+      echo "MEDIAN publish store=$store publishers=$publishers" \
+        "publishes_per_s=$(grep RESULT "$f" | field publishes_per_s | median)" \
+        "p50_ms=$(grep RESULT "$f" | field p50_ms | median) p99_ms=$(grep RESULT "$f" | field p99_ms | median)"
+    done
+  done
+fi
+
+if [[ $what == resume || $what == all ]]; then
+  for run in $(seq "$runs"); do
+    # window 1024: the restarted server holds the history in its windows; window 64:
+    # the herd reads all but the last 64 events from the disk store.
+    for window in 1024 64; do
+      rm -rf "$out/data"
+      start_server --window "$window"
+      from=$("$chaos" history --addr "$addr" --events 1000 --size 128 | grep RESUME_FROM | cut -d= -f2)
+      stop_server
+      start_server --window "$window"
+      echo "window=$window run=$run from=$from"
+      "$chaos" resume --addr "$addr" --server-pid "$pid" --from "$from" --clients 10000 --events 1000 \
+        | tee -a "$out/resume-$window"
+      stop_server
+    done
+  done
+  for window in 1024 64; do
+    f="$out/resume-$window"
+    echo "MEDIAN resume window=$window clients=10000 events_per_client=1000" \
+      "seconds=$(grep RESULT "$f" | field seconds | median)" \
+      "server_rss_growth_mib=$(grep RESULT "$f" | field server_rss_growth_mib | median)"
   done
 fi

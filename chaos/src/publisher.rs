@@ -26,6 +26,11 @@ impl Publisher {
 
     /// Publishes one event; fails unless the server answers 201.
     pub async fn publish(&mut self, body: Bytes) -> anyhow::Result<()> {
+        self.publish_for_id(body).await.map(drop)
+    }
+
+    /// Publishes one event and returns its id; fails unless the server answers 201.
+    pub async fn publish_for_id(&mut self, body: Bytes) -> anyhow::Result<String> {
         self.sender.ready().await?;
         let request = http::Request::post(&self.path).header("host", "bench").body(Full::new(body))?;
         let response = self.sender.send_request(request).await?;
@@ -34,7 +39,9 @@ impl Publisher {
         if status != http::StatusCode::CREATED {
             bail!("publish answered {status}: {}", String::from_utf8_lossy(&answer));
         }
-        Ok(())
+        let answer = String::from_utf8_lossy(&answer);
+        let id = answer.split("\"id\":\"").nth(1).and_then(|rest| rest.split('"').next()).context("no id")?;
+        Ok(id.to_owned())
     }
 }
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 
-use crate::plan::{Fault, Plan, TimedFault};
+use crate::plan::{Fault, Plan, StoreMode, TimedFault};
 
 /// Publishing lasts this long in generated plans; faults start and heal inside it.
 const PUBLISH_FOR_MS: u64 = 12_000;
@@ -28,7 +28,7 @@ fn fault(clients: usize) -> impl Strategy<Value = Fault> {
 }
 
 /// Any plan: 1–8 clients, 1–4 topics, small or large windows, with or without
-/// coalescing, 0–6 faults.
+/// coalescing, any store, 0–6 faults.
 pub fn plan() -> impl Strategy<Value = Plan> {
     (
         1usize..=8,
@@ -36,8 +36,9 @@ pub fn plan() -> impl Strategy<Value = Plan> {
         prop_oneof![Just(4usize), Just(32), Just(1024)],
         prop_oneof![Just(0u64), Just(10)],
         1u64..=20,
+        prop_oneof![Just(StoreMode::Fresh), Just(StoreMode::Durable), Just(StoreMode::Interval)],
     )
-        .prop_flat_map(|(clients, topics, window, coalesce_ms, latency_ms)| {
+        .prop_flat_map(|(clients, topics, window, coalesce_ms, latency_ms, store)| {
             let timed = (1_500u64..PUBLISH_FOR_MS - 6_000, fault(clients))
                 .prop_map(|(at, fault)| TimedFault { at: Duration::from_millis(at), fault });
             proptest::collection::vec(timed, 0..=6).prop_map(move |faults| Plan {
@@ -48,6 +49,7 @@ pub fn plan() -> impl Strategy<Value = Plan> {
                 publish_for: Duration::from_millis(PUBLISH_FOR_MS),
                 publish_every: Duration::from_millis(40),
                 max_latency: Duration::from_millis(latency_ms),
+                store,
                 faults,
             })
         })

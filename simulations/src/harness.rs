@@ -2,18 +2,19 @@
 //! `client-N`, a publisher, faults applied between simulation steps, then the oracle.
 
 use std::cell::{Cell, RefCell};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
 use sse_server::metrics::Metrics;
 use sse_server::rng::SeededRng;
+use sse_server::store::{FsyncPolicy, MemoryStore};
 use sse_server::{Config, Server};
 use tokio::sync::watch;
 
 use crate::oracle;
-use crate::plan::{Fault, Plan, TimedFault};
+use crate::plan::{Fault, Plan, StoreMode, TimedFault};
 use crate::publisher::{self, Acked, PublisherConfig};
 use crate::sim_listener::SimListener;
 use crate::slowloris;
@@ -84,20 +85,35 @@ pub fn run(seed: u64, plan: &Plan, trace: Trace) -> Outcome {
         .build();
     let view = Rc::new(ServerView::default());
     let config = server_config(plan, seed, 0);
+    // A store that outlives boots, for the durable and interval modes.
+    let kept_epoch = SeededRng::new(seed ^ 0x5707e).next_u64() as u32;
+    let kept_store = match plan.store {
+        StoreMode::Fresh => None,
+        StoreMode::Durable => Some(FsyncPolicy::Always),
+        StoreMode::Interval => Some(FsyncPolicy::Interval(Duration::from_millis(200))),
+    }
+    .map(|policy| MemoryStore::new(kept_epoch, config.window.max(1), config.window_bytes, policy));
+    // Ids a power cut took back, and when.
+    let forgotten: Rc<RefCell<BTreeMap<String, Duration>>> = Rc::default();
     // Bumped for each graceful restart; a boot drains when it changes.
     let (restart_tx, restart_rx) = watch::channel(0u32);
     {
-        let (view, plan, trace) = (view.clone(), plan.clone(), trace.clone());
+        let (view, plan, trace, kept_store) = (view.clone(), plan.clone(), trace.clone(), kept_store.clone());
         sim.host(SERVER, move || {
-            let (view, plan, trace) = (view.clone(), plan.clone(), trace.clone());
+            let (view, plan, trace, kept_store) = (view.clone(), plan.clone(), trace.clone(), kept_store.clone());
             let mut restart = restart_rx.clone();
             async move {
                 restart.mark_unchanged();
                 let boot = view.boots.get() + 1;
                 view.boots.set(boot);
-                // Each boot is a new history for the in-memory store.
+                // A fresh store per boot is a new history; a kept one carries on.
                 let epoch = SeededRng::new(seed ^ u64::from(boot).wrapping_mul(0x9e37_79b9)).next_u64() as u32;
-                let server = Server::new(server_config(&plan, seed.wrapping_add(u64::from(boot)), epoch));
+                let config = server_config(&plan, seed.wrapping_add(u64::from(boot)), epoch);
+                let server = match kept_store {
+                    None => Server::new(config),
+                    Some(store) => Server::with_store(config, Arc::new(store)),
+                };
+                let epoch = server.hub().epoch();
                 *view.metrics.borrow_mut() = Some(server.metrics());
                 *view.hub.borrow_mut() = Some(server.hub());
                 trace.here(SERVER, format_args!("boot {boot} epoch {epoch:08x}"));
@@ -178,6 +194,9 @@ pub fn run(seed: u64, plan: &Plan, trace: Trace) -> Outcome {
     // Each pending heal remembers which boot of the server its fault hit.
     let mut heals: Vec<(Duration, Fault, u32)> = Vec::new();
     let mut step_error = None;
+    let mut attacks_while_down = BTreeSet::new();
+    // The boot that was told to shut down: it stopped accepting.
+    let mut draining_boot = None;
     while sim.elapsed() < check_at {
         let now = sim.elapsed();
         while pending.first().is_some_and(|f| f.at <= now) {
@@ -190,8 +209,25 @@ pub fn run(seed: u64, plan: &Plan, trace: Trace) -> Outcome {
                     continue;
                 }
                 restart_tx.send_modify(|generation| *generation += 1);
+                draining_boot = Some(view.boots.get());
+            }
+            // Connections the listener has not accepted when it closes for a graceful
+            // restart hang in turmoil until the host restarts (a real kernel resets
+            // them), so an attack that starts within a header timeout of one is not judged.
+            let closes_soon = plan.faults.iter().any(|f| {
+                matches!(f.fault, Fault::Restart { .. }) && f.at >= fault.at && f.at <= fault.at + config.header_timeout
+            });
+            let accepting = sim.is_host_running(SERVER) && draining_boot != Some(view.boots.get()) && !closes_soon;
+            if matches!(fault.fault, Fault::Slowloris { .. }) && !accepting {
+                trace.log(now, "fault", "slowloris against a server that is down or draining: not judged");
+                attacks_while_down.insert(fault.at);
             }
             apply(&mut sim, &fault.fault, &clients, now);
+            if let (Fault::Crash { .. }, Some(store)) = (&fault.fault, &kept_store) {
+                let lost = store.crash();
+                trace.log(now, "fault", format_args!("power cut: the store forgot {} unsynced events", lost.len()));
+                forgotten.borrow_mut().extend(lost.iter().map(|seq| (format!("{kept_epoch:08x}-{seq}"), now)));
+            }
             heals.push((fault.heals_at(), fault.fault, view.boots.get()));
         }
         heals.retain(|(at, fault, boot)| {
@@ -229,18 +265,22 @@ pub fn run(seed: u64, plan: &Plan, trace: Trace) -> Outcome {
         failures.push(format!("a host failed: {error}"));
     }
     // Slowloris connections are closed by the header timeout (a crash closes them sooner).
+    // An attack made while the server was down or draining (its listener closed) reached
+    // no server: not judged.
     let allowed = config.header_timeout + Duration::from_millis(100);
-    for (n, held) in held.borrow().iter().enumerate() {
+    for (n, (start, held)) in held.borrow().iter().enumerate() {
         match held {
+            _ if attacks_while_down.contains(start) => {}
             Some(held) if *held <= allowed => {}
             _ => failures
                 .push(format!("slowloris connection {n} held {held:?}, header timeout {:?}", config.header_timeout)),
         }
     }
     let acked = acked.borrow().clone();
+    failures.extend(oracle::reused_ids(&acked));
     let mut recoveries = Vec::new();
     for (name, topics, state) in &clients {
-        let report = oracle::judge(name, topics, &state.seen.borrow(), &acked, calm_from);
+        let report = oracle::judge(name, topics, &state.seen.borrow(), &acked, &forgotten.borrow(), calm_from);
         failures.extend(report.failures);
         recoveries.push(report.recovery);
     }

@@ -13,7 +13,7 @@ pub enum Fault {
     Partition { client: usize, heal_after: Duration },
     /// Hold every message on the link, then deliver them all (a stall, then a burst).
     Hold { client: usize, release_after: Duration },
-    /// Crash the server (memory store: history is lost) and start it again.
+    /// Crash the server and start it again (what survives depends on the plan's store).
     Crash { restart_after: Duration },
     /// Shut the server down gracefully (SIGTERM); it must have drained within
     /// `restart_after`, when it is started again.
@@ -26,6 +26,29 @@ pub enum Fault {
     Stall { client: usize, duration: Duration },
     /// Connections that send part of a request head and trickle the rest.
     Slowloris { connections: usize },
+}
+
+/// What the server's store keeps across a crash or restart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreMode {
+    /// A new in-memory store per boot: every crash or restart starts a new history.
+    Fresh,
+    /// One store across boots, synced before each acknowledgement (`--fsync always`):
+    /// nothing acknowledged is lost, ids and the epoch carry on.
+    Durable,
+    /// One store across boots, synced every 200 ms (`--fsync interval:200ms`): a crash
+    /// forgets what was not synced yet, as a power cut would.
+    Interval,
+}
+
+impl StoreMode {
+    fn as_str(self) -> &'static str {
+        match self {
+            StoreMode::Fresh => "fresh",
+            StoreMode::Durable => "durable",
+            StoreMode::Interval => "interval",
+        }
+    }
 }
 
 /// A fault and when it starts.
@@ -69,6 +92,8 @@ pub struct Plan {
     pub publish_every: Duration,
     /// Link latency upper bound (jitter between 1 ms and this).
     pub max_latency: Duration,
+    /// What the store keeps across boots.
+    pub store: StoreMode,
     pub faults: Vec<TimedFault>,
 }
 
@@ -83,6 +108,7 @@ impl Plan {
             publish_for: Duration::from_secs(10),
             publish_every: Duration::from_millis(50),
             max_latency: Duration::from_millis(5),
+            store: StoreMode::Fresh,
             faults: Vec::new(),
         }
     }
@@ -117,6 +143,7 @@ impl fmt::Display for Plan {
         writeln!(f, "publish_for_ms {}", ms(self.publish_for))?;
         writeln!(f, "publish_every_ms {}", ms(self.publish_every))?;
         writeln!(f, "max_latency_ms {}", ms(self.max_latency))?;
+        writeln!(f, "store {}", self.store.as_str())?;
         for TimedFault { at, fault } in &self.faults {
             write!(f, "at_ms {} ", ms(*at))?;
             match fault {
@@ -160,6 +187,14 @@ impl FromStr for Plan {
                 "publish_for_ms" => plan.publish_for = dur(1)?,
                 "publish_every_ms" => plan.publish_every = dur(1)?,
                 "max_latency_ms" => plan.max_latency = dur(1)?,
+                "store" => {
+                    plan.store = match words.get(1).copied() {
+                        Some("fresh") => StoreMode::Fresh,
+                        Some("durable") => StoreMode::Durable,
+                        Some("interval") => StoreMode::Interval,
+                        _ => return Err(format!("line {}: store is fresh, durable or interval: {line}", n + 1)),
+                    }
+                }
                 "at_ms" => {
                     let at = dur(1)?;
                     let fault = match words.get(2).copied() {
@@ -191,7 +226,7 @@ mod tests {
 
     #[test]
     fn plans_round_trip_through_text() {
-        let plan = Plan::calm(3)
+        let plan = Plan { store: StoreMode::Interval, ..Plan::calm(3) }
             .with(2000, Fault::Partition { client: 1, heal_after: Duration::from_secs(4) })
             .with(3000, Fault::Crash { restart_after: Duration::from_millis(500) })
             .with(4000, Fault::DropAll)

@@ -11,9 +11,9 @@ use turmoil::net::TcpStream;
 use crate::trace::Trace;
 use crate::SERVER_PORT;
 
-/// For each attack: how long each of its connections stayed open (`None`: still open
-/// when the attacker gave up).
-pub type Held = Rc<RefCell<Vec<Option<Duration>>>>;
+/// For each connection: when its attack started, and how long it stayed open (`None`:
+/// still open when the attacker gave up).
+pub type Held = Rc<RefCell<Vec<(Duration, Option<Duration>)>>>;
 
 /// At each `(start, connections)`, opens that many trickling connections.
 pub async fn run(server: String, attacks: Vec<(Duration, usize)>, held: Held, trace: Trace) -> turmoil::Result {
@@ -26,7 +26,7 @@ pub async fn run(server: String, attacks: Vec<(Duration, usize)>, held: Held, tr
             tasks.push(tokio::task::spawn_local(async move {
                 let opened = turmoil::sim_elapsed().unwrap_or_default();
                 let closed = trickle(&server).await;
-                held.borrow_mut().push(closed.then(|| turmoil::sim_elapsed().unwrap_or_default() - opened));
+                held.borrow_mut().push((start, closed.then(|| turmoil::sim_elapsed().unwrap_or_default() - opened)));
             }));
         }
         for task in tasks {

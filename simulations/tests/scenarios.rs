@@ -7,7 +7,7 @@ mod support;
 use std::time::Duration;
 
 use sse_simulations::harness::{catch_up_bound, server_config};
-use sse_simulations::plan::{Fault, Plan};
+use sse_simulations::plan::{Fault, Plan, StoreMode};
 use support::check;
 
 fn secs(s: u64) -> Duration {
@@ -49,6 +49,34 @@ fn server_crash_resets_every_client_to_the_new_history() {
             "client-{client} was told its history is gone:\n{trace}"
         );
     }
+}
+
+#[test]
+fn server_crash_with_a_durable_store_loses_nothing_and_resets_nobody() {
+    let plan = Plan { store: StoreMode::Durable, ..Plan::calm(3) }.with(4_000, Fault::Crash { restart_after: secs(1) });
+    let outcome = check(3, &plan);
+    let trace = outcome.trace.text();
+    assert!(trace.contains("server       boot 2 epoch"), "the server restarted:\n{trace}");
+    assert!(trace.contains("power cut: the store forgot 0 unsynced events"), "{trace}");
+    assert!(!trace.contains("reset {"), "the history survived, so nobody was reset:\n{trace}");
+    let epochs: Vec<&str> = trace.lines().filter_map(|l| l.split("boot ").nth(1)?.split("epoch ").nth(1)).collect();
+    assert!(epochs.len() == 2 && epochs[0] == epochs[1], "one epoch across boots: {epochs:?}");
+}
+
+#[test]
+fn power_cut_under_interval_sync_takes_back_only_unsynced_events_and_never_an_id() {
+    let plan = Plan { store: StoreMode::Interval, publish_every: Duration::from_millis(20), ..Plan::calm(3) }
+        .with(4_010, Fault::Crash { restart_after: secs(1) });
+    let outcome = check(9, &plan);
+    let trace = outcome.trace.text();
+    let forgot: usize = trace
+        .split("power cut: the store forgot ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .expect("the crash hit the store");
+    assert!(forgot > 0, "the cut came between syncs and took something back:\n{trace}");
+    assert!(!trace.contains("reset {"), "clients resume across the cut without a reset:\n{trace}");
 }
 
 #[test]

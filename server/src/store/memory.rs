@@ -60,18 +60,20 @@ impl MemoryStore {
         MemoryStore { inner: Arc::new(Mutex::new(inner)), policy }
     }
 
-    /// A simulated power cut: forgets every event not synced yet. Returns how many.
-    pub fn crash(&self) -> usize {
+    /// A simulated power cut: forgets every event not synced yet. Returns their ids'
+    /// sequence numbers.
+    pub fn crash(&self) -> Vec<u64> {
         let mut inner = lock(&self.inner);
         let synced = inner.synced_upto;
-        let mut forgotten = 0;
+        let mut forgotten = Vec::new();
         for log in inner.topics.values_mut() {
             while log.events.back().is_some_and(|(seq, _)| *seq > synced) {
-                let (_, frame) = log.events.pop_back().expect("checked above");
+                let (seq, frame) = log.events.pop_back().expect("checked above");
                 log.bytes -= frame.len();
-                forgotten += 1;
+                forgotten.push(seq);
             }
         }
+        forgotten.sort_unstable();
         inner.topics.retain(|_, log| !log.events.is_empty() || log.trimmed_upto > 0);
         inner.last_seq = synced;
         inner.sync_pending = false;
