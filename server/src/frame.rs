@@ -80,8 +80,15 @@ impl ResetReason {
     }
 }
 
+/// The stream's starting position as an `id:` with no data: per the HTML standard it sets
+/// the client's last event id without dispatching an event, so a client that loses the
+/// stream before its first event still resumes from where it subscribed.
+pub fn position(id: EventId) -> Bytes {
+    Bytes::from(format!("id: {id}\n\n"))
+}
+
 /// The in-stream notice that history was reset; replay continues from the oldest
-/// retained event after it. It carries no `id:` so the client's last id is kept.
+/// retained event after it. It carries no `id:` (the position that follows it does).
 pub fn reset(reason: ResetReason) -> Bytes {
     Bytes::from(format!("event: reset\ndata: {{\"reason\":\"{}\"}}\n\n", reason.as_str()))
 }

@@ -17,6 +17,7 @@ use tokio::time::{Instant, Sleep};
 
 use crate::frame;
 use crate::hub::{Gap, Hub, Topic};
+use crate::id::EventId;
 use crate::metrics::{DisconnectReason, Metrics};
 use crate::signal::Signal;
 use crate::store::{ReadOutcome, StoreFuture};
@@ -24,7 +25,8 @@ use crate::store::{ReadOutcome, StoreFuture};
 /// What a stream writes next.
 #[derive(Debug)]
 pub enum Next {
-    /// The opening `retry:` field, and the reset notice when the resume id was unusable.
+    /// The opening `retry:` field, the reset notice when the resume id was unusable, and
+    /// the starting position (`id:` without data).
     Opening(Bytes),
     /// Framed events in id order, for one write.
     Events(Vec<Bytes>),
@@ -88,6 +90,7 @@ impl Subscription {
             metrics.reset_sent(reason.as_str());
             opening.extend_from_slice(&frame::reset(reason));
         }
+        opening.extend_from_slice(&frame::position(EventId { epoch: hub.epoch(), seq: start.after }));
         metrics.stream_opened();
         Ok(Subscription {
             hub,

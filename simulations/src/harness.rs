@@ -93,7 +93,7 @@ pub fn run(seed: u64, plan: &Plan, trace: Trace) -> Outcome {
         StoreMode::Interval => Some(FsyncPolicy::Interval(Duration::from_millis(200))),
     }
     .map(|policy| MemoryStore::new(kept_epoch, config.window.max(1), config.window_bytes, policy));
-    // Ids a power cut took back, and when.
+    // Ids a power cut took back, and when the server was back up after it.
     let forgotten: Rc<RefCell<BTreeMap<String, Duration>>> = Rc::default();
     // Bumped for each graceful restart; a boot drains when it changes.
     let (restart_tx, restart_rx) = watch::channel(0u32);
@@ -226,7 +226,10 @@ pub fn run(seed: u64, plan: &Plan, trace: Trace) -> Outcome {
             if let (Fault::Crash { .. }, Some(store)) = (&fault.fault, &kept_store) {
                 let lost = store.crash();
                 trace.log(now, "fault", format_args!("power cut: the store forgot {} unsynced events", lost.len()));
-                forgotten.borrow_mut().extend(lost.iter().map(|seq| (format!("{kept_epoch:08x}-{seq}"), now)));
+                // Acknowledgements of them can still be on the wire; none can come from a
+                // later boot before the server is back.
+                let back = fault.heals_at();
+                forgotten.borrow_mut().extend(lost.iter().map(|seq| (format!("{kept_epoch:08x}-{seq}"), back)));
             }
             heals.push((fault.heals_at(), fault.fault, view.boots.get()));
         }

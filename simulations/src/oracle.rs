@@ -4,7 +4,8 @@
 //! - no acknowledged event on a subscribed topic is missing, unless a reset notice
 //!   covered it (the client's position was before it and the stream said history was
 //!   lost, and the replay after the notice started beyond it), or a simulated power cut
-//!   took it back before the store synced it (the `interval` store's documented loss);
+//!   took it back before the store synced it (the `interval` store's documented loss),
+//!   acknowledged before the server was back from the cut;
 //! - no event is received twice; within one epoch ids strictly increase across
 //!   reconnects;
 //! - every client has caught up within a bound after the last fault heals.
@@ -66,8 +67,8 @@ pub fn judge(
         match received_at.get(event.data.as_str()) {
             Some(at) => report.recovery = report.recovery.max(at.saturating_sub(calm_from)),
             None if excused_by_reset(seen, &event.id) => {}
-            // Taken back by a power cut at `cut`, acknowledged before it.
-            None if forgotten.get(&event.id).is_some_and(|cut| event.at <= *cut) => {}
+            // Taken back by a power cut; acknowledged before the server was `back`.
+            None if forgotten.get(&event.id).is_some_and(|back| event.at < *back) => {}
             None => report.failures.push(format!(
                 "{name}: acknowledged event {} {} (acked at {:?}) never arrived",
                 event.id, event.data, event.at

@@ -8,6 +8,8 @@ pub enum Item {
     Event { id: String, event: String, data: String },
     /// A `retry:` field.
     Retry(u64),
+    /// A block with an `id:` and no data: it sets the last event id, dispatching nothing.
+    Position(String),
 }
 
 /// Decodes chunked bodies and SSE fields.
@@ -19,6 +21,8 @@ pub struct StreamDecoder {
     finished: bool,
     text: Vec<u8>,
     id: Option<String>,
+    /// Whether the block being read has an `id:` field.
+    id_in_block: bool,
     event: String,
     data: Option<String>,
 }
@@ -74,7 +78,10 @@ impl StreamDecoder {
                     data.pop();
                     let id = self.id.clone().unwrap_or_default();
                     items.push(Item::Event { id, event: std::mem::take(&mut self.event), data });
+                } else if let Some(id) = self.id.clone().filter(|_| self.id_in_block) {
+                    items.push(Item::Position(id));
                 }
+                self.id_in_block = false;
                 self.event.clear();
                 continue;
             }
@@ -84,7 +91,10 @@ impl StreamDecoder {
             let (field, value) = line.split_once(':').unwrap_or((line, ""));
             let value = value.strip_prefix(' ').unwrap_or(value);
             match field {
-                "id" => self.id = Some(value.to_owned()),
+                "id" => {
+                    self.id = Some(value.to_owned());
+                    self.id_in_block = true;
+                }
                 "event" => self.event = value.to_owned(),
                 "data" => {
                     let data = self.data.get_or_insert_with(String::new);
@@ -114,14 +124,18 @@ mod tests {
 
     #[test]
     fn decodes_events_split_anywhere() {
-        let body = b"c\r\nretry: 500\n\n\r\n22\r\nid: 1-1\nevent: x\ndata: a\ndata: b\n\n\r\n3\r\n:\n\n\r\n0\r\n\r\n";
+        let body = b"c\r\nretry: 500\n\n\r\n9\r\nid: 1-0\n\n\r\n22\r\nid: 1-1\nevent: x\ndata: a\ndata: b\n\n\r\n3\r\n:\n\n\r\n0\r\n\r\n";
         for split in 1..body.len() {
             let mut decoder = StreamDecoder::default();
             let mut items = decoder.feed(&body[..split]).unwrap();
             items.extend(decoder.feed(&body[split..]).unwrap());
             assert_eq!(
                 items,
-                [Item::Retry(500), Item::Event { id: "1-1".into(), event: "x".into(), data: "a\nb".into() }],
+                [
+                    Item::Retry(500),
+                    Item::Position("1-0".into()),
+                    Item::Event { id: "1-1".into(), event: "x".into(), data: "a\nb".into() }
+                ],
                 "split at {split}"
             );
             assert!(decoder.finished());

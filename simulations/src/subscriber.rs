@@ -159,6 +159,7 @@ fn feed(
     for item in decoder.feed(bytes)? {
         match item {
             Item::Retry(ms) => *retry = Duration::from_millis(ms),
+            Item::Position(id) => *last_id = Some(id),
             Item::Event { event, data, .. } if event == "reset" => {
                 trace.here(&config.name, format_args!("reset {data}"));
                 state.seen.borrow_mut().push(Seen::Reset { at: now(), reason: data });

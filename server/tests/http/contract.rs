@@ -6,7 +6,7 @@ use sse_server::Config;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::support::{config, publish, request, Proto, StreamClient, TestServer, ALL_PROTOS, PATIENCE};
+use crate::support::{config, publish, request, seq, Proto, StreamClient, TestServer, ALL_PROTOS, PATIENCE};
 
 #[tokio::test]
 async fn published_events_reach_subscribers_over_http1_and_http2() {
@@ -18,16 +18,37 @@ async fn published_events_reach_subscribers_over_http1_and_http2() {
         assert_eq!(stream.headers["cache-control"], "no-cache", "{proto:?}");
         assert_eq!(stream.headers["x-accel-buffering"], "no", "{proto:?}");
         let mut stream = stream;
-        let opening = stream.read_until(PATIENCE, |t| t.contains("\n\n")).await;
-        assert_eq!(opening, "retry: 1000\n\n", "{proto:?}: the stream opens with retry:");
+        let opening = stream.read_until(PATIENCE, |t| t.matches("\n\n").count() == 2).await;
+        let position = opening.strip_prefix("retry: 1000\n\nid: ").and_then(|rest| rest.strip_suffix("\n\n"));
+        let position = position.unwrap_or_else(|| panic!("{proto:?}: retry:, then the position: {opening:?}"));
         let mut events = stream.events();
         let id = publish(server.addr, "news", "hello").await;
         let event = events.next().await.expect("the published event");
         assert_eq!((event.id.as_str(), event.data.as_str(), event.event.as_str()), (id.as_str(), "hello", "message"));
+        assert_eq!(seq(position) + 1, seq(&id), "{proto:?}: the position is the last id before the stream");
+        assert_eq!(position.split('-').next(), id.split('-').next());
     }
     let delivered = || server.metrics.delivered_total();
     crate::support::eventually("every delivery is counted", || delivered() == 3).await;
     assert_eq!(server.metrics.published_total(), 3);
+}
+
+/// A client that loses its stream before its first event resumes from the position the
+/// stream opened with (an `id:` without data), so it misses nothing published meanwhile.
+#[tokio::test]
+async fn a_stream_lost_before_its_first_event_resumes_from_its_opening_position() {
+    let server = TestServer::start(config()).await;
+    publish(server.addr, "quiet", "before").await;
+    let mut first = StreamClient::open(server.addr, "/events?topic=quiet", None, Proto::Http1).await;
+    let opening = first.read_until(PATIENCE, |t| t.matches("\n\n").count() == 2).await;
+    let position = opening.split("id: ").nth(1).and_then(|rest| rest.split('\n').next()).unwrap().to_owned();
+    drop(first);
+    publish(server.addr, "quiet", "while away 1").await;
+    publish(server.addr, "quiet", "while away 2").await;
+    let mut events =
+        StreamClient::open(server.addr, "/events?topic=quiet", Some(&position), Proto::Http1).await.events();
+    let got: Vec<String> = events.take(2).await.into_iter().map(|e| e.data).collect();
+    assert_eq!(got, ["while away 1", "while away 2"]);
 }
 
 #[tokio::test]
