@@ -163,17 +163,28 @@ async fn a_full_disk_refuses_publishes_with_503_and_loses_nothing_acknowledged()
     assert!(extra.is_none(), "the refused event was never stored: {extra:?}");
 }
 
-/// A server process on `dir`, logging to `dir/../server.log`.
-fn spawn_process(dir: &Path, port: u16, extra: &[&str]) -> Child {
+/// A server process, killed when dropped (a failing test leaves none behind).
+struct ServerProcess(Child);
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A server process on `dir`, logging to `dir.log`.
+fn spawn_process(dir: &Path, port: u16, extra: &[&str]) -> ServerProcess {
     let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.with_extension("log")).unwrap();
-    Command::new(BIN)
+    let child = Command::new(BIN)
         .args(["--data-dir", dir.to_str().unwrap(), "--listen", &format!("127.0.0.1:{port}"), "--window", "8"])
         .args(extra)
         .env_clear()
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
-        .unwrap()
+        .unwrap();
+    ServerProcess(child)
 }
 
 async fn wait_ready(addr: SocketAddr) {
@@ -263,15 +274,15 @@ async fn crash_run(seed: u64) {
             assert!(tokio::time::Instant::now() < deadline, "seed {seed}: publishing stalled");
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
-        child.kill().unwrap();
-        let status = child.wait().unwrap();
+        child.0.kill().unwrap();
+        let status = child.0.wait().unwrap();
         assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(9), "seed {seed}: killed by SIGKILL");
         publishers.await.unwrap();
     }
 
     let port = free_port();
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    let mut child = spawn_process(&dir, port, &[]);
+    let child = spawn_process(&dir, port, &[]);
     wait_ready(addr).await;
     let acked = acked.lock().unwrap().clone();
     let epoch = epoch_of(&acked[0].1).to_owned();
@@ -308,8 +319,7 @@ async fn crash_run(seed: u64) {
     }
     let stored: usize = expected.values().map(BTreeMap::len).sum();
     eprintln!("seed {seed}: {stored} acknowledged events over two SIGKILLs, all read back");
-    child.kill().unwrap();
-    child.wait().unwrap();
+    drop(child);
 }
 
 /// Under `--fsync interval` a SIGKILL may take back acknowledged events that were not
@@ -321,7 +331,7 @@ async fn sigkill_under_interval_fsync_never_reuses_an_id() {
     let dir = root.path().join("data");
     let port = free_port();
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    let mut child = spawn_process(&dir, port, &["--fsync", "interval:10s"]);
+    let child = spawn_process(&dir, port, &["--fsync", "interval:10s"]);
     wait_ready(addr).await;
     let mut last = String::new();
     for i in 0..50 {
@@ -329,12 +339,11 @@ async fn sigkill_under_interval_fsync_never_reuses_an_id() {
         assert_eq!(status, 201);
         last = answer.split("\"id\":\"").nth(1).and_then(|r| r.split('"').next()).unwrap().to_owned();
     }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    drop(child);
 
     let port = free_port();
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    let mut child = spawn_process(&dir, port, &["--fsync", "interval:10s"]);
+    let child = spawn_process(&dir, port, &["--fsync", "interval:10s"]);
     wait_ready(addr).await;
     let mut client = StreamClient::open(addr, "/events?topic=i", Some(&last), Proto::Http1).await;
     let (status, answer) = raw(addr, "POST /events?topic=i", "after").await.unwrap();
@@ -344,6 +353,5 @@ async fn sigkill_under_interval_fsync_never_reuses_an_id() {
     assert!(seq(&next) > seq(&last), "id {next} reuses the range of {last}");
     let text = client.read_until(PATIENCE, |text| text.contains("data: after\n")).await;
     assert!(!text.contains("event: reset"), "a known id resumes without a reset: {text}");
-    child.kill().unwrap();
-    child.wait().unwrap();
+    drop(child);
 }
