@@ -16,6 +16,7 @@ use tokio::sync::watch;
 use crate::oracle;
 use crate::plan::{Fault, Plan, StoreMode, TimedFault};
 use crate::publisher::{self, Acked, PublisherConfig};
+use crate::service::ServiceAddress;
 use crate::sim_listener::SimListener;
 use crate::slowloris;
 use crate::subscriber::{self, SubscriberConfig, SubscriberState};
@@ -23,6 +24,8 @@ use crate::trace::Trace;
 use crate::SERVER_PORT;
 
 const SERVER: &str = "server";
+/// The second server host, where the service moves.
+const STANDBY: &str = "server-b";
 
 /// The server configuration every simulation uses (short timeouts keep runs short).
 pub fn server_config(plan: &Plan, seed: u64, epoch: u32) -> Config {
@@ -70,6 +73,8 @@ struct ServerView {
     /// Tasks alive on the first sample after the first boot: the baseline.
     baseline_tasks: Cell<Option<usize>>,
     boots: Cell<u32>,
+    /// Boots that finished a graceful drain.
+    drained: RefCell<BTreeSet<u32>>,
 }
 
 /// Runs `plan` under `seed`.
@@ -97,12 +102,21 @@ pub fn run(seed: u64, plan: &Plan, trace: Trace) -> Outcome {
     let forgotten: Rc<RefCell<BTreeMap<String, Duration>>> = Rc::default();
     // Bumped for each graceful restart; a boot drains when it changes.
     let (restart_tx, restart_rx) = watch::channel(0u32);
-    {
+    // The host allowed to run the server (one at a time: they share the store), and the
+    // address clients use (repointed as soon as a move starts).
+    let active = Rc::new(Cell::new(SERVER));
+    let address = ServiceAddress::new(SERVER);
+    for host in [SERVER, STANDBY] {
         let (view, plan, trace, kept_store) = (view.clone(), plan.clone(), trace.clone(), kept_store.clone());
-        sim.host(SERVER, move || {
+        let (active, restart_rx) = (active.clone(), restart_rx.clone());
+        sim.host(host, move || {
             let (view, plan, trace, kept_store) = (view.clone(), plan.clone(), trace.clone(), kept_store.clone());
-            let mut restart = restart_rx.clone();
+            let (active, mut restart) = (active.clone(), restart_rx.clone());
             async move {
+                // A standby host waits until the service moves to it.
+                while active.get() != host {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
                 restart.mark_unchanged();
                 let boot = view.boots.get() + 1;
                 view.boots.set(boot);
@@ -116,7 +130,7 @@ pub fn run(seed: u64, plan: &Plan, trace: Trace) -> Outcome {
                 let epoch = server.hub().epoch();
                 *view.metrics.borrow_mut() = Some(server.metrics());
                 *view.hub.borrow_mut() = Some(server.hub());
-                trace.here(SERVER, format_args!("boot {boot} epoch {epoch:08x}"));
+                trace.here(host, format_args!("boot {boot} epoch {epoch:08x}"));
                 let sampler_view = view.clone();
                 tokio::task::spawn_local(async move {
                     loop {
@@ -134,7 +148,8 @@ pub fn run(seed: u64, plan: &Plan, trace: Trace) -> Outcome {
                         let _ = restart.changed().await;
                     })
                     .await?;
-                trace.here(SERVER, format_args!("boot {boot} drained"));
+                trace.here(host, format_args!("boot {boot} drained"));
+                view.drained.borrow_mut().insert(boot);
                 Ok(())
             }
         });
@@ -153,7 +168,7 @@ pub fn run(seed: u64, plan: &Plan, trace: Trace) -> Outcome {
         let name = format!("client-{i}");
         let config = SubscriberConfig {
             name: name.clone(),
-            server: SERVER.into(),
+            server: address.clone(),
             topics: topics.iter().cloned().collect(),
             heartbeat: config.heartbeat,
             start_after: Duration::from_millis(5 * i as u64),
@@ -163,7 +178,7 @@ pub fn run(seed: u64, plan: &Plan, trace: Trace) -> Outcome {
     }
     let acked: Rc<RefCell<Vec<Acked>>> = Rc::default();
     let publisher = PublisherConfig {
-        server: SERVER.into(),
+        server: address.clone(),
         topics: topic_names,
         start: Duration::from_secs(1),
         stop: plan.publish_until(),
@@ -183,7 +198,7 @@ pub fn run(seed: u64, plan: &Plan, trace: Trace) -> Outcome {
     if !attacks.is_empty() {
         let mut attacks = attacks;
         attacks.sort();
-        sim.client("slowloris", slowloris::run(SERVER.into(), attacks, held.clone(), trace.clone()));
+        sim.client("slowloris", slowloris::run(address.clone(), attacks, held.clone(), trace.clone()));
     }
 
     let mut failures = Vec::new();
@@ -191,38 +206,64 @@ pub fn run(seed: u64, plan: &Plan, trace: Trace) -> Outcome {
     let check_at = calm_from + catch_up_bound(&config);
     let mut pending: Vec<TimedFault> = plan.faults.clone();
     pending.sort_by_key(|f| f.at);
-    // Each pending heal remembers which boot of the server its fault hit.
-    let mut heals: Vec<(Duration, Fault, u32)> = Vec::new();
+    // Each pending heal remembers which boot of the server, on which host, its fault hit.
+    let mut heals: Vec<(Duration, Fault, u32, &'static str)> = Vec::new();
+    // Boots a crash ended.
+    let mut crashed = BTreeSet::new();
+    // A move in progress: (to, from).
+    let mut moving: Option<(&'static str, &'static str)> = None;
     let mut step_error = None;
     let mut attacks_while_down = BTreeSet::new();
     // The boot that was told to shut down: it stopped accepting.
     let mut draining_boot = None;
     while sim.elapsed() < check_at {
         let now = sim.elapsed();
+        if let Some((to, from)) = moving.filter(|(_, from)| !sim.is_host_running(*from)) {
+            active.set(to);
+            if !sim.is_host_running(to) {
+                sim.bounce(to);
+            }
+            trace.log(now, "fault", format_args!("{from} drained: the service moves to {to}"));
+            moving = None;
+        }
         while pending.first().is_some_and(|f| f.at <= now) {
             let fault = pending.remove(0);
+            let host = active.get();
             trace.log(now, "fault", format_args!("{:?}", fault.fault));
-            if matches!(fault.fault, Fault::Restart { .. }) {
+            if matches!(fault.fault, Fault::Restart { .. } | Fault::Move { .. }) {
                 // Like SIGTERM to a dead process: a server that is down cannot drain.
-                if !sim.is_host_running(SERVER) {
-                    trace.log(now, "fault", "restart skipped: the server is down");
+                if !sim.is_host_running(host) || moving.is_some() {
+                    trace.log(now, "fault", "restart skipped: the server is down or moving");
                     continue;
                 }
                 restart_tx.send_modify(|generation| *generation += 1);
                 draining_boot = Some(view.boots.get());
+                if matches!(fault.fault, Fault::Move { .. }) {
+                    let to = if host == SERVER { STANDBY } else { SERVER };
+                    address.set(to);
+                    moving = Some((to, host));
+                }
             }
             // Connections the listener has not accepted when it closes for a graceful
             // restart hang in turmoil until the host restarts (a real kernel resets
             // them), so an attack that starts within a header timeout of one is not judged.
             let closes_soon = plan.faults.iter().any(|f| {
-                matches!(f.fault, Fault::Restart { .. }) && f.at >= fault.at && f.at <= fault.at + config.header_timeout
+                matches!(f.fault, Fault::Restart { .. } | Fault::Move { .. })
+                    && f.at >= fault.at
+                    && f.at <= fault.at + config.header_timeout
             });
-            let accepting = sim.is_host_running(SERVER) && draining_boot != Some(view.boots.get()) && !closes_soon;
+            let accepting = sim.is_host_running(address.host())
+                && active.get() == address.host()
+                && draining_boot != Some(view.boots.get())
+                && !closes_soon;
             if matches!(fault.fault, Fault::Slowloris { .. }) && !accepting {
                 trace.log(now, "fault", "slowloris against a server that is down or draining: not judged");
                 attacks_while_down.insert(fault.at);
             }
-            apply(&mut sim, &fault.fault, &clients, now);
+            if matches!(fault.fault, Fault::Crash { .. }) && sim.is_host_running(host) {
+                crashed.insert(view.boots.get());
+            }
+            apply(&mut sim, host, &fault.fault, &clients, now);
             if let (Fault::Crash { .. }, Some(store)) = (&fault.fault, &kept_store) {
                 let lost = store.crash();
                 trace.log(now, "fault", format_args!("power cut: the store forgot {} unsynced events", lost.len()));
@@ -231,24 +272,24 @@ pub fn run(seed: u64, plan: &Plan, trace: Trace) -> Outcome {
                 let back = fault.heals_at();
                 forgotten.borrow_mut().extend(lost.iter().map(|seq| (format!("{kept_epoch:08x}-{seq}"), back)));
             }
-            heals.push((fault.heals_at(), fault.fault, view.boots.get()));
+            heals.push((fault.heals_at(), fault.fault, view.boots.get(), host));
         }
-        heals.retain(|(at, fault, boot)| {
+        heals.retain(|(at, fault, boot, host)| {
             if *at > now {
                 return true;
             }
-            if matches!(fault, Fault::Restart { .. }) {
-                if view.boots.get() != *boot {
-                    // The signalled boot crashed meanwhile and another one is serving.
-                    trace.log(now, "fault", "restart check skipped: the signalled boot is gone");
+            if matches!(fault, Fault::Restart { .. } | Fault::Move { .. }) {
+                if crashed.contains(boot) {
+                    // The signalled boot crashed meanwhile; the crash brings it back.
+                    trace.log(now, "fault", "restart check skipped: the signalled boot crashed");
                     return false;
                 }
-                if sim.is_host_running(SERVER) {
+                if !view.drained.borrow().contains(boot) {
                     failures
                         .push(format!("graceful shutdown had not finished {:?} after the signal", fault.duration()));
                 }
             }
-            heal(&mut sim, fault, &trace, now);
+            heal(&mut sim, host, fault, &trace, now);
             false
         });
         if let Err(error) = sim.step() {
@@ -326,16 +367,17 @@ pub fn run(seed: u64, plan: &Plan, trace: Trace) -> Outcome {
 
 fn apply(
     sim: &mut turmoil::Sim<'_>,
+    host: &str,
     fault: &Fault,
     clients: &[(String, BTreeSet<String>, Rc<SubscriberState>)],
     now: Duration,
 ) {
     let client = |i: &usize| &clients[*i % clients.len()];
     match fault {
-        Fault::Partition { client: i, .. } => sim.partition(SERVER, client(i).0.as_str()),
-        Fault::Hold { client: i, .. } => sim.hold(SERVER, client(i).0.as_str()),
-        Fault::Crash { .. } => sim.crash(SERVER),
-        Fault::Restart { .. } => {}
+        Fault::Partition { client: i, .. } => sim.partition(host, client(i).0.as_str()),
+        Fault::Hold { client: i, .. } => sim.hold(host, client(i).0.as_str()),
+        Fault::Crash { .. } => sim.crash(host),
+        Fault::Restart { .. } | Fault::Move { .. } => {}
         Fault::Drop { client: i } => client(i).2.drop_now.set(true),
         Fault::DropAll => clients.iter().for_each(|c| c.2.drop_now.set(true)),
         Fault::Stall { client: i, duration } => client(i).2.stall_until.set(now + *duration),
@@ -343,11 +385,13 @@ fn apply(
     }
 }
 
-fn heal(sim: &mut turmoil::Sim<'_>, fault: &Fault, trace: &Trace, now: Duration) {
+fn heal(sim: &mut turmoil::Sim<'_>, host: &str, fault: &Fault, trace: &Trace, now: Duration) {
     match fault {
-        Fault::Partition { client, .. } => sim.repair(SERVER, format!("client-{client}").as_str()),
-        Fault::Hold { client, .. } => sim.release(SERVER, format!("client-{client}").as_str()),
-        Fault::Crash { .. } | Fault::Restart { .. } => sim.bounce(SERVER),
+        Fault::Partition { client, .. } => sim.repair(host, format!("client-{client}").as_str()),
+        Fault::Hold { client, .. } => sim.release(host, format!("client-{client}").as_str()),
+        Fault::Crash { .. } | Fault::Restart { .. } => sim.bounce(host),
+        // The old host stays down; the service already runs on the other one.
+        Fault::Move { .. } => {}
         Fault::Drop { .. } | Fault::DropAll | Fault::Stall { .. } | Fault::Slowloris { .. } => return,
     }
     trace.log(now, "fault", format_args!("healed {fault:?}"));

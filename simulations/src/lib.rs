@@ -17,6 +17,7 @@
 //! - [`sim_listener`]: the server's `Listener` seam on turmoil TCP.
 //! - [`trace`]: the run's trace in simulated time.
 //! - [`server_log`]: the server's log lines, captured into the trace.
+//! - [`service`]: the host clients connect to (repointed when the service moves).
 
 pub mod generate;
 pub mod harness;
@@ -25,6 +26,7 @@ pub mod plan;
 pub mod publisher;
 pub mod seeds;
 pub mod server_log;
+pub mod service;
 pub mod sim_listener;
 pub mod slowloris;
 pub mod sse_parse;

@@ -18,6 +18,10 @@ pub enum Fault {
     /// Shut the server down gracefully (SIGTERM); it must have drained within
     /// `restart_after`, when it is started again.
     Restart { restart_after: Duration },
+    /// Shut the server down gracefully and bring the service up on the second host
+    /// (`server-b`, same store) once it has drained; clients and the publisher follow the
+    /// service's address. It must have drained within `restart_after`.
+    Move { restart_after: Duration },
     /// A client drops its connection abruptly and reconnects.
     Drop { client: usize },
     /// Every client drops at once (a disconnect storm).
@@ -64,7 +68,9 @@ impl Fault {
         match *self {
             Fault::Partition { heal_after, .. } => heal_after,
             Fault::Hold { release_after, .. } => release_after,
-            Fault::Crash { restart_after } | Fault::Restart { restart_after } => restart_after,
+            Fault::Crash { restart_after } | Fault::Restart { restart_after } | Fault::Move { restart_after } => {
+                restart_after
+            }
             Fault::Stall { duration, .. } => duration,
             Fault::Drop { .. } | Fault::DropAll | Fault::Slowloris { .. } => Duration::ZERO,
         }
@@ -151,6 +157,7 @@ impl fmt::Display for Plan {
                 Fault::Hold { client, release_after } => writeln!(f, "hold {client} {}", ms(*release_after))?,
                 Fault::Crash { restart_after } => writeln!(f, "crash {}", ms(*restart_after))?,
                 Fault::Restart { restart_after } => writeln!(f, "restart {}", ms(*restart_after))?,
+                Fault::Move { restart_after } => writeln!(f, "move {}", ms(*restart_after))?,
                 Fault::Drop { client } => writeln!(f, "drop {client}")?,
                 Fault::DropAll => writeln!(f, "drop_all")?,
                 Fault::Stall { client, duration } => writeln!(f, "stall {client} {}", ms(*duration))?,
@@ -202,6 +209,7 @@ impl FromStr for Plan {
                         Some("hold") => Fault::Hold { client: num(3)? as usize, release_after: dur(4)? },
                         Some("crash") => Fault::Crash { restart_after: dur(3)? },
                         Some("restart") => Fault::Restart { restart_after: dur(3)? },
+                        Some("move") => Fault::Move { restart_after: dur(3)? },
                         Some("drop") => Fault::Drop { client: num(3)? as usize },
                         Some("drop_all") => Fault::DropAll,
                         Some("stall") => Fault::Stall { client: num(3)? as usize, duration: dur(4)? },
@@ -231,6 +239,7 @@ mod tests {
             .with(3000, Fault::Crash { restart_after: Duration::from_millis(500) })
             .with(4000, Fault::DropAll)
             .with(4500, Fault::Restart { restart_after: Duration::from_secs(3) })
+            .with(4700, Fault::Move { restart_after: Duration::from_secs(3) })
             .with(5000, Fault::Stall { client: 0, duration: Duration::from_secs(2) })
             .with(5500, Fault::Slowloris { connections: 5 });
         assert_eq!(plan.to_string().parse::<Plan>().unwrap(), plan);

@@ -10,6 +10,7 @@ use sse_server::rng::SeededRng;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use turmoil::net::TcpStream;
 
+use crate::service::ServiceAddress;
 use crate::sse_parse::find;
 use crate::trace::Trace;
 use crate::SERVER_PORT;
@@ -26,7 +27,7 @@ pub struct Acked {
 /// What the publisher does.
 #[derive(Debug, Clone)]
 pub struct PublisherConfig {
-    pub server: String,
+    pub server: ServiceAddress,
     pub topics: Vec<String>,
     pub start: Duration,
     pub stop: Duration,
@@ -43,7 +44,7 @@ pub async fn run(config: PublisherConfig, acked: Rc<RefCell<Vec<Acked>>>, trace:
         let topic = &config.topics[rng.up_to(config.topics.len() as u64 - 1) as usize];
         let data = format!("{topic}#{attempt}");
         attempt += 1;
-        match tokio::time::timeout(Duration::from_secs(2), publish(&config.server, topic, &data)).await {
+        match tokio::time::timeout(Duration::from_secs(2), publish(config.server.host(), topic, &data)).await {
             Ok(Ok(id)) => {
                 trace.here("publisher", format_args!("acked {id} {data}"));
                 let at = turmoil::sim_elapsed().unwrap_or_default();

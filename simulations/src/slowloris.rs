@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use turmoil::net::TcpStream;
 
+use crate::service::ServiceAddress;
 use crate::trace::Trace;
 use crate::SERVER_PORT;
 
@@ -16,16 +17,16 @@ use crate::SERVER_PORT;
 pub type Held = Rc<RefCell<Vec<(Duration, Option<Duration>)>>>;
 
 /// At each `(start, connections)`, opens that many trickling connections.
-pub async fn run(server: String, attacks: Vec<(Duration, usize)>, held: Held, trace: Trace) -> turmoil::Result {
+pub async fn run(server: ServiceAddress, attacks: Vec<(Duration, usize)>, held: Held, trace: Trace) -> turmoil::Result {
     for (start, connections) in attacks {
         let now = turmoil::sim_elapsed().unwrap_or_default();
         tokio::time::sleep(start.saturating_sub(now)).await;
         let mut tasks = Vec::new();
         for _ in 0..connections {
-            let (server, held) = (server.clone(), held.clone());
+            let (server, held) = (server.host(), held.clone());
             tasks.push(tokio::task::spawn_local(async move {
                 let opened = turmoil::sim_elapsed().unwrap_or_default();
-                let closed = trickle(&server).await;
+                let closed = trickle(server).await;
                 held.borrow_mut().push((start, closed.then(|| turmoil::sim_elapsed().unwrap_or_default() - opened)));
             }));
         }

@@ -10,6 +10,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 use turmoil::net::TcpStream;
 
+use crate::service::ServiceAddress;
 use crate::sse_parse::{find, Item, StreamDecoder};
 use crate::trace::Trace;
 use crate::SERVER_PORT;
@@ -44,7 +45,7 @@ pub struct SubscriberState {
 #[derive(Debug, Clone)]
 pub struct SubscriberConfig {
     pub name: String,
-    pub server: String,
+    pub server: ServiceAddress,
     pub topics: Vec<String>,
     /// The server's heartbeat: three of them without a byte mean a dead stream.
     pub heartbeat: Duration,
@@ -90,14 +91,15 @@ async fn stream_once(
     retry: &mut Duration,
 ) -> String {
     let silence = config.heartbeat * 3;
-    let connect = tokio::time::timeout(silence, TcpStream::connect((config.server.as_str(), SERVER_PORT)));
+    let host = config.server.host();
+    let connect = tokio::time::timeout(silence, TcpStream::connect((host, SERVER_PORT)));
     let mut tcp = match connect.await {
         Ok(Ok(tcp)) => tcp,
         Ok(Err(error)) => return format!("connect failed: {error}"),
         Err(_) => return "connect timed out".into(),
     };
     let query: Vec<String> = config.topics.iter().map(|t| format!("topic={t}")).collect();
-    let mut request = format!("GET /events?{} HTTP/1.1\r\nhost: {}\r\n", query.join("&"), config.server);
+    let mut request = format!("GET /events?{} HTTP/1.1\r\nhost: {host}\r\n", query.join("&"));
     if let Some(id) = last_id.as_deref() {
         request += &format!("last-event-id: {id}\r\n");
     }
@@ -106,7 +108,7 @@ async fn stream_once(
         return format!("request failed: {error}");
     }
     state.connects.set(state.connects.get() + 1);
-    trace.here(&config.name, format_args!("connected, last id {}", last_id.as_deref().unwrap_or("-")));
+    trace.here(&config.name, format_args!("connected to {host}, last id {}", last_id.as_deref().unwrap_or("-")));
     let mut head = Vec::new();
     let mut head_done = false;
     let mut decoder = StreamDecoder::default();
