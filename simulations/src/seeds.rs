@@ -1,8 +1,11 @@
 //! Seeds for a test run: a fixed set that `cargo test` always covers, plus fresh ones
 //! (`SIM_SEEDS=N`, default a few), printed so that any of them can be replayed.
 
-/// Seeds always run by `cargo test`.
-pub const FIXED: [u64; 8] = [1, 2, 3, 5, 8, 13, 21, 34];
+/// Seeds always run by `cargo test`: 1 to 200, the same every run, so a red test is
+/// always a regression; fresh seeds explore.
+pub fn fixed() -> impl Iterator<Item = u64> {
+    1..=200
+}
 
 /// How many fresh seeds to add: `SIM_SEEDS`, else `default`.
 pub fn fresh_count(default: usize) -> usize {
