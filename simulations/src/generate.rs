@@ -21,6 +21,11 @@ fn fault(clients: usize) -> impl Strategy<Value = Fault> {
         (100u64..2_000).prop_map(|ms| Fault::Crash { restart_after: Duration::from_millis(ms) }),
         (2_500u64..4_000).prop_map(|ms| Fault::Restart { restart_after: Duration::from_millis(ms) }),
         (2_500u64..4_000).prop_map(|ms| Fault::Move { restart_after: Duration::from_millis(ms) }),
+        (client.clone(), 50u64..800, 500u64..5_000).prop_map(|(client, latency, ms)| Fault::Lag {
+            client,
+            latency: Duration::from_millis(latency),
+            duration: Duration::from_millis(ms)
+        }),
         client.clone().prop_map(|client| Fault::Drop { client }),
         Just(Fault::DropAll),
         (1usize..=20).prop_map(|connections| Fault::Slowloris { connections }),

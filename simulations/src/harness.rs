@@ -289,7 +289,7 @@ pub fn run(seed: u64, plan: &Plan, trace: Trace) -> Outcome {
                         .push(format!("graceful shutdown had not finished {:?} after the signal", fault.duration()));
                 }
             }
-            heal(&mut sim, host, fault, &trace, now);
+            heal(&mut sim, host, fault, plan.max_latency.max(Duration::from_millis(1)), &trace, now);
             false
         });
         if let Err(error) = sim.step() {
@@ -376,6 +376,7 @@ fn apply(
     match fault {
         Fault::Partition { client: i, .. } => sim.partition(host, client(i).0.as_str()),
         Fault::Hold { client: i, .. } => sim.hold(host, client(i).0.as_str()),
+        Fault::Lag { client: i, latency, .. } => sim.set_link_max_message_latency(host, client(i).0.as_str(), *latency),
         Fault::Crash { .. } => sim.crash(host),
         Fault::Restart { .. } | Fault::Move { .. } => {}
         Fault::Drop { client: i } => client(i).2.drop_now.set(true),
@@ -385,10 +386,13 @@ fn apply(
     }
 }
 
-fn heal(sim: &mut turmoil::Sim<'_>, host: &str, fault: &Fault, trace: &Trace, now: Duration) {
+fn heal(sim: &mut turmoil::Sim<'_>, host: &str, fault: &Fault, max_latency: Duration, trace: &Trace, now: Duration) {
     match fault {
         Fault::Partition { client, .. } => sim.repair(host, format!("client-{client}").as_str()),
         Fault::Hold { client, .. } => sim.release(host, format!("client-{client}").as_str()),
+        Fault::Lag { client, .. } => {
+            sim.set_link_max_message_latency(host, format!("client-{client}").as_str(), max_latency)
+        }
         Fault::Crash { .. } | Fault::Restart { .. } => sim.bounce(host),
         // The old host stays down; the service already runs on the other one.
         Fault::Move { .. } => {}

@@ -22,6 +22,9 @@ pub enum Fault {
     /// (`server-b`, same store) once it has drained; clients and the publisher follow the
     /// service's address. It must have drained within `restart_after`.
     Move { restart_after: Duration },
+    /// Raise the latency bound of one client's link (a latency spike: messages take up to
+    /// `latency`), then restore the plan's bound.
+    Lag { client: usize, latency: Duration, duration: Duration },
     /// A client drops its connection abruptly and reconnects.
     Drop { client: usize },
     /// Every client drops at once (a disconnect storm).
@@ -71,7 +74,7 @@ impl Fault {
             Fault::Crash { restart_after } | Fault::Restart { restart_after } | Fault::Move { restart_after } => {
                 restart_after
             }
-            Fault::Stall { duration, .. } => duration,
+            Fault::Stall { duration, .. } | Fault::Lag { duration, .. } => duration,
             Fault::Drop { .. } | Fault::DropAll | Fault::Slowloris { .. } => Duration::ZERO,
         }
     }
@@ -158,6 +161,9 @@ impl fmt::Display for Plan {
                 Fault::Crash { restart_after } => writeln!(f, "crash {}", ms(*restart_after))?,
                 Fault::Restart { restart_after } => writeln!(f, "restart {}", ms(*restart_after))?,
                 Fault::Move { restart_after } => writeln!(f, "move {}", ms(*restart_after))?,
+                Fault::Lag { client, latency, duration } => {
+                    writeln!(f, "lag {client} {} {}", ms(*latency), ms(*duration))?
+                }
                 Fault::Drop { client } => writeln!(f, "drop {client}")?,
                 Fault::DropAll => writeln!(f, "drop_all")?,
                 Fault::Stall { client, duration } => writeln!(f, "stall {client} {}", ms(*duration))?,
@@ -210,6 +216,7 @@ impl FromStr for Plan {
                         Some("crash") => Fault::Crash { restart_after: dur(3)? },
                         Some("restart") => Fault::Restart { restart_after: dur(3)? },
                         Some("move") => Fault::Move { restart_after: dur(3)? },
+                        Some("lag") => Fault::Lag { client: num(3)? as usize, latency: dur(4)?, duration: dur(5)? },
                         Some("drop") => Fault::Drop { client: num(3)? as usize },
                         Some("drop_all") => Fault::DropAll,
                         Some("stall") => Fault::Stall { client: num(3)? as usize, duration: dur(4)? },
@@ -240,6 +247,7 @@ mod tests {
             .with(4000, Fault::DropAll)
             .with(4500, Fault::Restart { restart_after: Duration::from_secs(3) })
             .with(4700, Fault::Move { restart_after: Duration::from_secs(3) })
+            .with(4800, Fault::Lag { client: 2, latency: Duration::from_millis(300), duration: Duration::from_secs(2) })
             .with(5000, Fault::Stall { client: 0, duration: Duration::from_secs(2) })
             .with(5500, Fault::Slowloris { connections: 5 });
         assert_eq!(plan.to_string().parse::<Plan>().unwrap(), plan);

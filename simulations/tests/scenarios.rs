@@ -95,6 +95,34 @@ fn a_graceful_move_to_a_second_host_on_the_same_store_loses_nothing_and_clients_
     }
 }
 
+/// Largest delay from the publisher's acknowledgement to `client` receiving the event.
+fn worst_delay(trace: &str, client: &str) -> Duration {
+    let stamp = |line: &str| Duration::from_secs_f64(line.split('s').next().unwrap().trim().parse().unwrap());
+    let mut acked = std::collections::BTreeMap::new();
+    let mut worst = Duration::ZERO;
+    for line in trace.lines() {
+        if let Some(id) = line.split("publisher    acked ").nth(1).and_then(|r| r.split(' ').next()) {
+            acked.insert(id.to_owned(), stamp(line));
+        }
+        let event = line.split(&format!("{client}     event ")).nth(1).and_then(|r| r.split(' ').next());
+        if let Some(at) = event.and_then(|id| acked.get(id)) {
+            worst = worst.max(stamp(line).saturating_sub(*at));
+        }
+    }
+    worst
+}
+
+#[test]
+fn a_latency_spike_on_one_link_delays_that_client_only_and_loses_nothing() {
+    let plan =
+        Plan::calm(3).with(3_000, Fault::Lag { client: 0, latency: Duration::from_millis(600), duration: secs(3) });
+    let outcome = check(11, &plan);
+    let trace = outcome.trace.text();
+    let (slow, fast) = (worst_delay(&trace, "client-0"), worst_delay(&trace, "client-1"));
+    assert!(slow > Duration::from_millis(200), "the spike was applied: worst delay {slow:?}");
+    assert!(fast < Duration::from_millis(50), "other links keep their latency: worst delay {fast:?}");
+}
+
 #[test]
 fn stalled_reader_falls_behind_a_small_window_and_is_never_silently_skipped() {
     let plan = Plan { window: 4, ..Plan::calm(2) }.with(3_000, Fault::Stall { client: 0, duration: secs(5) });
