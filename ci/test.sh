@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
-# The test command: formatting, lints, then every test in the workspace.
+# The test command: formatting, lints, then every test in the workspace. The real chaos
+# tests need Toxiproxy: it is installed first (pinned, with the Go tool, into .tools/),
+# unless TOXIPROXY_URL names one already running on loopback.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+if [[ -z ${TOXIPROXY_URL:-} ]]; then
+  ci/install-toxiproxy.sh
+fi
 cargo test --workspace --locked

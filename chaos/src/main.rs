@@ -1,28 +1,12 @@
-//! `sse-chaos`: load generation and benchmarks against a running `sse-server` (the real
-//! chaos scenarios land here next; see DESIGN.md).
-//!
-//! Modules:
-//! - `idle`: open many idle streams and measure the server's memory per stream.
-//! - `fanout`: many subscribers, a paced publisher; deliveries per server CPU-second and
-//!   delivery latency percentiles.
-//! - `proc_stats`: another process's RSS and CPU time from `/proc`.
-//! - `stream_client`: a raw HTTP/1.1 event-stream client that scans `data:` lines.
-//! - `publish_bench`: acknowledged publishes per second and their latency.
-//! - `resume_bench`: a reconnect herd resuming a topic's history after a restart.
-//! - `publisher`: a keep-alive HTTP/1.1 publisher.
-
-mod fanout;
-mod idle;
-mod proc_stats;
-mod publish_bench;
-mod publisher;
-mod resume_bench;
-mod stream_client;
+//! `sse-chaos`: load generation, benchmarks and real chaos runs against `sse-server`
+//! (the modules are in the library, `lib.rs`).
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use sse_chaos::real::scenarios;
+use sse_chaos::{fanout, idle, publish_bench, resume_bench};
 
 #[derive(Debug, Parser)]
 #[command(name = "sse-chaos", about = "Load and benchmarks for sse-server")]
@@ -86,6 +70,20 @@ enum Command {
         #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
         duration: Duration,
     },
+    /// Run a real chaos scenario (or `all`): the sse-server binary behind Toxiproxy.
+    Run {
+        /// `latency`, `reset_peer`, `blackhole`, `sigterm`, `sigkill` or `all`.
+        scenario: String,
+        /// Seed for Toxiproxy's randomness and the run's own choices (random if absent).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Subscribers.
+        #[arg(long, default_value_t = 8)]
+        clients: usize,
+        /// Events published per scenario.
+        #[arg(long, default_value_t = 60)]
+        events: usize,
+    },
     /// Publish a topic's history and print `RESUME_FROM=<id>` (the id before it).
     History {
         /// Server address (loopback only).
@@ -140,6 +138,21 @@ fn main() -> anyhow::Result<()> {
             }
             Command::Publish { addr, publishers, size, duration } => {
                 publish_bench::run(publish_bench::Plan { addr, publishers, size, duration }).await?
+            }
+            Command::Run { scenario, seed, clients, events } => {
+                use std::hash::{BuildHasher, RandomState};
+                let seed = seed.unwrap_or_else(|| RandomState::new().hash_one(std::process::id()) >> 16);
+                println!("seed {seed} (repeat with --seed {seed})");
+                let settings = scenarios::Settings { seed, clients, events, ..scenarios::Settings::short(seed) };
+                let reports = scenarios::run_many(&scenario, &settings).await?;
+                for report in &reports {
+                    print!("{report}");
+                }
+                let failed = reports.iter().filter(|r| !r.passed()).count();
+                println!("{} passed, {failed} failed", reports.len() - failed);
+                if failed > 0 {
+                    anyhow::bail!("{failed} scenarios failed");
+                }
             }
             Command::History { addr, topic, events, size } => resume_bench::history(addr, &topic, events, size).await?,
             Command::Resume { addr, server_pid, topic, from, clients, events, timeout } => {

@@ -1,0 +1,191 @@
+//! Process control for real runs: the Toxiproxy server (started on loopback, or an
+//! external one named by `TOXIPROXY_URL`) and `sse-server` children on their own port and
+//! data directory, with signals sent through `nix`. Children are killed when dropped.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use tokio::time::Instant;
+
+use super::toxiproxy::Toxiproxy;
+use crate::publisher::metric;
+
+/// The pinned Toxiproxy version `ci/install-toxiproxy.sh` installs.
+pub const TOXIPROXY_VERSION: &str = "v2.12.0";
+
+/// A free loopback port (bound, then released).
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("chaos/ sits in the workspace").to_owned()
+}
+
+/// A running Toxiproxy: ours (killed on drop) or an external one.
+#[derive(Debug)]
+pub struct ToxiproxyServer {
+    pub client: Toxiproxy,
+    child: Option<Child>,
+}
+
+impl ToxiproxyServer {
+    /// Uses `TOXIPROXY_URL` (loopback only) if set; else starts the installed server
+    /// (`TOXIPROXY_BIN`, or `.tools/bin/toxiproxy-server` from `ci/install-toxiproxy.sh`)
+    /// on a free loopback port, its toxics seeded with `seed`.
+    pub async fn start(seed: u64) -> anyhow::Result<ToxiproxyServer> {
+        if let Ok(url) = std::env::var("TOXIPROXY_URL") {
+            let api: SocketAddr = url.trim_start_matches("http://").trim_end_matches('/').parse()?;
+            if !api.ip().is_loopback() {
+                bail!("TOXIPROXY_URL must be on loopback, got {api}");
+            }
+            let client = Toxiproxy { api };
+            client.version().await.context("the external Toxiproxy does not answer")?;
+            return Ok(ToxiproxyServer { client, child: None });
+        }
+        let bin = std::env::var_os("TOXIPROXY_BIN")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| workspace_root().join(".tools/bin/toxiproxy-server"));
+        if !bin.exists() {
+            bail!("Toxiproxy is not installed at {}: run ci/install-toxiproxy.sh", bin.display());
+        }
+        let port = free_port()?;
+        let child = Command::new(&bin)
+            .args(["-host", "127.0.0.1", "-port", &port.to_string(), "-seed", &seed.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("start {}", bin.display()))?;
+        let server = ToxiproxyServer { client: Toxiproxy { api: ([127, 0, 0, 1], port).into() }, child: Some(child) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while server.client.version().await.is_err() {
+            if Instant::now() > deadline {
+                bail!("Toxiproxy did not answer within 10 s");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(server)
+    }
+}
+
+impl Drop for ToxiproxyServer {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The `sse-server` binary: `SSE_SERVER_BIN`, else beside the running executable (the
+/// target directory cargo built into).
+pub fn server_binary() -> anyhow::Result<PathBuf> {
+    if let Some(bin) = std::env::var_os("SSE_SERVER_BIN") {
+        return Ok(PathBuf::from(bin));
+    }
+    let exe = std::env::current_exe()?;
+    for dir in exe.ancestors().skip(1).take(2) {
+        let candidate = dir.join("sse-server");
+        if candidate.is_file() {
+            return Ok(candidate);
+        }
+    }
+    bail!("no sse-server binary beside {}: run `cargo build -p sse-server` or set SSE_SERVER_BIN", exe.display())
+}
+
+/// An `sse-server` child on a fixed port and data directory; killed when dropped.
+#[derive(Debug)]
+pub struct ServerProcess {
+    child: Child,
+    pub addr: SocketAddr,
+    data_dir: PathBuf,
+    args: Vec<String>,
+}
+
+impl ServerProcess {
+    /// Starts the server and waits until `/readyz` answers.
+    pub async fn start(data_dir: &Path, args: &[String]) -> anyhow::Result<ServerProcess> {
+        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+        Self::start_on(addr, data_dir, args).await
+    }
+
+    async fn start_on(addr: SocketAddr, data_dir: &Path, args: &[String]) -> anyhow::Result<ServerProcess> {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(data_dir.with_extension("log"))?;
+        let child = Command::new(server_binary()?)
+            .args(["--listen", &addr.to_string(), "--data-dir", data_dir.to_str().context("a UTF-8 path")?])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()?;
+        let server = ServerProcess { child, addr, data_dir: data_dir.to_owned(), args: args.to_vec() };
+        server.wait_ready().await?;
+        Ok(server)
+    }
+
+    async fn wait_ready(&self) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(Ok(tcp)) =
+                tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(self.addr)).await
+            {
+                drop(tcp);
+                if metric(self.addr, "sse_streams").await.is_ok() {
+                    return Ok(());
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("sse-server on {} did not become ready within 10 s", self.addr);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends a signal.
+    pub fn signal(&self, signal: Signal) -> anyhow::Result<()> {
+        kill(Pid::from_raw(self.child.id() as i32), signal).context("send a signal")
+    }
+
+    /// Waits up to `within` for the process to exit.
+    pub async fn wait_exit(&mut self, within: Duration) -> anyhow::Result<ExitStatus> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                bail!("sse-server did not exit within {within:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Starts a new process on the same port, data directory and flags (after this one
+    /// exited or was killed).
+    pub async fn restart(self) -> anyhow::Result<ServerProcess> {
+        let (addr, dir, args) = (self.addr, self.data_dir.clone(), self.args.clone());
+        drop(self);
+        Self::start_on(addr, &dir, &args).await
+    }
+
+    /// Open file descriptors, counted in `/proc/PID/fd` (independently of `/metrics`).
+    pub fn open_fds(&self) -> anyhow::Result<usize> {
+        Ok(std::fs::read_dir(format!("/proc/{}/fd", self.child.id()))?.count())
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,413 @@
+//! Real chaos scenarios: the production `sse-server` binary as a child process on its own
+//! port and data directory, subscribers reaching it through a real Toxiproxy proxy, a
+//! publisher talking to it directly, a fault applied and read back, then the oracle: every
+//! acknowledged event reaches every subscriber exactly once, in id order, with no reset,
+//! within a bound; and after the subscribers leave, streams, connections and file
+//! descriptors are back to their baseline (read from `/metrics` and `/proc/PID/fd`).
+
+use std::fmt;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use bytes::Bytes;
+use nix::sys::signal::Signal;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use super::processes::{ServerProcess, ToxiproxyServer};
+use super::subscriber::{self, Shared};
+use super::toxiproxy::{Direction, Toxic};
+use crate::publisher::{metric, Publisher};
+
+/// Every scenario, in the order `run all` takes them.
+pub const SCENARIOS: [&str; 5] = ["latency", "reset_peer", "blackhole", "sigterm", "sigkill"];
+
+/// Server timing for real runs: short enough to observe, long enough for a loaded box.
+const HEARTBEAT: Duration = Duration::from_millis(300);
+const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
+const TOPIC: &str = "chaos";
+const PROXY: &str = "sse";
+
+/// How big a run is.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Seeds Toxiproxy's randomness and this run's own choices.
+    pub seed: u64,
+    pub clients: usize,
+    /// Events published (split before and after the fault).
+    pub events: usize,
+    /// Pause between publishes.
+    pub every: Duration,
+}
+
+impl Settings {
+    /// The short setting `cargo test` uses.
+    pub fn short(seed: u64) -> Settings {
+        Settings { seed, clients: 8, events: 60, every: Duration::from_millis(10) }
+    }
+}
+
+/// What a scenario found.
+#[derive(Debug)]
+pub struct Report {
+    pub scenario: String,
+    pub seed: u64,
+    pub notes: Vec<String>,
+    pub failures: Vec<String>,
+}
+
+impl Report {
+    fn check(&mut self, ok: bool, what: impl Into<String>) {
+        let what = what.into();
+        if ok {
+            self.notes.push(format!("ok: {what}"));
+        } else {
+            self.failures.push(what);
+        }
+    }
+
+    /// Whether every check held.
+    pub fn passed(&self) -> bool {
+        self.failures.is_empty()
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let verdict = if self.passed() { "PASS" } else { "FAIL" };
+        writeln!(f, "{verdict} {} (seed {})", self.scenario, self.seed)?;
+        for note in &self.notes {
+            writeln!(f, "  {note}")?;
+        }
+        for failure in &self.failures {
+            writeln!(f, "  FAILED: {failure}")?;
+        }
+        Ok(())
+    }
+}
+
+/// An acknowledged publish.
+#[derive(Debug, Clone)]
+struct Acked {
+    id: String,
+    data: String,
+    at: Instant,
+}
+
+/// Toxiproxy, the server, the proxy and the subscribers of one scenario.
+struct Rig {
+    toxiproxy: ToxiproxyServer,
+    server: ServerProcess,
+    _data: tempfile::TempDir,
+    subscribers: Vec<(Shared, JoinHandle<()>)>,
+    stop: watch::Sender<bool>,
+    baseline_fds: usize,
+}
+
+impl Rig {
+    async fn start(settings: &Settings) -> anyhow::Result<Rig> {
+        let toxiproxy = ToxiproxyServer::start(settings.seed).await?;
+        let data = tempfile::tempdir()?;
+        let flags = [
+            ("--heartbeat", format!("{}ms", HEARTBEAT.as_millis())),
+            ("--write-timeout", format!("{}ms", WRITE_TIMEOUT.as_millis())),
+            ("--drain-timeout", format!("{}ms", DRAIN_TIMEOUT.as_millis())),
+            ("--retry", "200ms".to_owned()),
+            ("--retry-jitter", "300ms".to_owned()),
+            ("--seed", settings.seed.to_string()),
+        ];
+        let args: Vec<String> = flags.into_iter().flat_map(|(k, v)| [k.to_owned(), v]).collect();
+        let server = ServerProcess::start(&data.path().join("data"), &args).await?;
+        let baseline_fds = server.open_fds()?;
+        let proxy = toxiproxy.client.create_proxy(PROXY, server.addr).await?;
+        let (stop, stopped) = watch::channel(false);
+        let subscribers = (0..settings.clients)
+            .map(|_| {
+                let record = Shared::default();
+                let task =
+                    tokio::spawn(subscriber::run(proxy, TOPIC.into(), HEARTBEAT, record.clone(), stopped.clone()));
+                (record, task)
+            })
+            .collect();
+        let rig = Rig { toxiproxy, server, _data: data, subscribers, stop, baseline_fds };
+        rig.wait_streams(settings.clients, Duration::from_secs(10)).await?;
+        Ok(rig)
+    }
+
+    async fn wait_streams(&self, n: usize, within: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + within;
+        loop {
+            let streams = metric(self.server.addr, "sse_streams").await.unwrap_or(-1.0);
+            if streams == n as f64 {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("{streams} streams open after {within:?}, expected {n}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Publishes `n` events directly to the server (not through the proxy).
+    async fn publish(&self, n: usize, tag: &str, every: Duration) -> anyhow::Result<Vec<Acked>> {
+        let mut publisher = Publisher::connect(self.server.addr, TOPIC).await?;
+        let mut acked = Vec::with_capacity(n);
+        for i in 0..n {
+            let data = format!("{tag}-{i}");
+            let id = publisher.publish_for_id(Bytes::from(data.clone())).await?;
+            acked.push(Acked { id, data, at: Instant::now() });
+            tokio::time::sleep(every).await;
+        }
+        Ok(acked)
+    }
+
+    /// Waits until every subscriber has every acknowledged event (bounded); returns how
+    /// long after `from` the last one arrived.
+    async fn settle(&self, acked: &[Acked], from: Instant, within: Duration) -> Duration {
+        let deadline = Instant::now() + within;
+        loop {
+            let complete = self.subscribers.iter().all(|(record, _)| {
+                let record = record.lock().unwrap();
+                acked.iter().all(|a| record.events.iter().any(|e| e.data == a.data))
+            });
+            if complete || Instant::now() > deadline {
+                return Instant::now().saturating_duration_since(from);
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// The oracle: every acknowledged event once per subscriber, ids increasing, no reset.
+    fn judge(&self, acked: &[Acked], report: &mut Report) {
+        let mut problems = Vec::new();
+        for (n, (record, _)) in self.subscribers.iter().enumerate() {
+            let record = record.lock().unwrap();
+            for a in acked {
+                let copies = record.events.iter().filter(|e| e.data == a.data).count();
+                if copies != 1 {
+                    problems.push(format!("client {n} got {} {} {copies} times", a.id, a.data));
+                }
+            }
+            let seqs: Vec<u64> = record.events.iter().filter_map(|e| e.id.rsplit('-').next()?.parse().ok()).collect();
+            if seqs.windows(2).any(|w| w[0] >= w[1]) {
+                problems.push(format!("client {n}: ids out of order"));
+            }
+            if !record.resets.is_empty() {
+                problems.push(format!("client {n}: reset notices {:?}", record.resets));
+            }
+        }
+        let first = problems.first().cloned().unwrap_or_default();
+        report.check(
+            problems.is_empty(),
+            format!(
+                "{} acknowledged events reached all {} clients once, in order, without a reset{}",
+                acked.len(),
+                self.subscribers.len(),
+                if problems.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({} problems; first: {first})", problems.len())
+                }
+            ),
+        );
+    }
+
+    /// Subscribers leave; streams, connections and fds must return to the baseline.
+    async fn leak_check(self, report: &mut Report) -> anyhow::Result<()> {
+        let _ = self.stop.send(true);
+        for (_, task) in &self.subscribers {
+            task.abort();
+        }
+        let bound = WRITE_TIMEOUT + Duration::from_secs(2);
+        let deadline = Instant::now() + bound;
+        let (mut streams, mut connections, mut fds);
+        loop {
+            streams = metric(self.server.addr, "sse_streams").await?;
+            // The scrape itself is one connection.
+            connections = metric(self.server.addr, "sse_connections").await? - 1.0;
+            fds = self.server.open_fds()?;
+            if (streams == 0.0 && connections <= 0.0 && fds <= self.baseline_fds + 1) || Instant::now() > deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        report.check(
+            streams == 0.0 && connections <= 0.0 && fds <= self.baseline_fds + 1,
+            format!(
+                "after clients left (bound {bound:?}): {streams} streams, {connections} connections, {fds} fds (baseline {})",
+                self.baseline_fds
+            ),
+        );
+        self.toxiproxy.client.delete_proxy(PROXY).await?;
+        Ok(())
+    }
+
+    fn connects(&self) -> Vec<u32> {
+        self.subscribers.iter().map(|(r, _)| r.lock().unwrap().connects).collect()
+    }
+}
+
+fn percentile(mut values: Vec<Duration>, p: f64) -> Duration {
+    values.sort();
+    values.get(((values.len() as f64 * p) as usize).min(values.len().saturating_sub(1))).copied().unwrap_or_default()
+}
+
+/// Runs one scenario by name.
+pub async fn run(name: &str, settings: &Settings) -> anyhow::Result<Report> {
+    let mut report = Report { scenario: name.to_owned(), seed: settings.seed, notes: Vec::new(), failures: Vec::new() };
+    let rig = Rig::start(settings).await.with_context(|| format!("setting up {name}"))?;
+    let half = settings.events / 2;
+    let rig = match name {
+        "latency" => latency(rig, settings, &mut report).await?,
+        "reset_peer" => {
+            cut_and_resume(
+                rig,
+                settings,
+                half,
+                Toxic::new("reset_peer", Direction::Downstream, &[("timeout", 0)]),
+                &mut report,
+            )
+            .await?
+        }
+        "blackhole" => {
+            cut_and_resume(
+                rig,
+                settings,
+                half,
+                Toxic::new("timeout", Direction::Downstream, &[("timeout", 0)]),
+                &mut report,
+            )
+            .await?
+        }
+        "sigterm" => sigterm(rig, settings, half, &mut report).await?,
+        "sigkill" => sigkill(rig, settings, half, &mut report).await?,
+        other => bail!("no scenario {other:?}; scenarios: {}", SCENARIOS.join(", ")),
+    };
+    rig.leak_check(&mut report).await?;
+    Ok(report)
+}
+
+/// Latency 100 ms ± 50 ms on the way to clients: order and completeness kept, the delay
+/// observed.
+async fn latency(rig: Rig, settings: &Settings, report: &mut Report) -> anyhow::Result<Rig> {
+    let toxic = Toxic::new("latency", Direction::Downstream, &[("latency", 100), ("jitter", 50)]);
+    rig.toxiproxy.client.add_toxic(PROXY, &toxic).await?;
+    report.check(true, "latency 100 ms ± 50 ms applied downstream (read back from the API)");
+    let acked = rig.publish(settings.events, "lat", settings.every).await?;
+    let started = acked.first().map_or_else(Instant::now, |a| a.at);
+    rig.settle(&acked, started, Duration::from_secs(10)).await;
+    rig.toxiproxy.client.remove_toxic(PROXY, &toxic.name).await?;
+    rig.judge(&acked, report);
+    let mut delays = Vec::new();
+    for (record, _) in &rig.subscribers {
+        let record = record.lock().unwrap();
+        for a in &acked {
+            if let Some(e) = record.events.iter().find(|e| e.data == a.data) {
+                delays.push(e.at.saturating_duration_since(a.at));
+            }
+        }
+    }
+    let (p50, p99) = (percentile(delays.clone(), 0.5), percentile(delays, 0.99));
+    report.check(
+        p50 >= Duration::from_millis(50),
+        format!("delivery delay p50 {p50:?} p99 {p99:?} (toxic: 100 ms ± 50 ms)"),
+    );
+    Ok(rig)
+}
+
+/// Publishes, applies a toxic that cuts every stream (reset_peer) or swallows them
+/// (timeout 0: a black hole), waits until every client noticed, removes it, publishes
+/// again: everything arrives once, and the server freed the dead streams.
+async fn cut_and_resume(
+    rig: Rig,
+    settings: &Settings,
+    half: usize,
+    toxic: Toxic,
+    report: &mut Report,
+) -> anyhow::Result<Rig> {
+    let mut acked = rig.publish(half, "before", settings.every).await?;
+    rig.settle(&acked, Instant::now(), Duration::from_secs(10)).await;
+    let before: Vec<u32> = rig.connects();
+    rig.toxiproxy.client.add_toxic(PROXY, &toxic).await?;
+    report.check(true, format!("{} applied {:?} (read back from the API)", toxic.kind, toxic.attributes));
+    acked.extend(rig.publish(half / 2, "during", settings.every).await?);
+    // Every client must notice (a reset, or three silent heartbeats) and try again.
+    let deadline = Instant::now() + HEARTBEAT * 3 + Duration::from_secs(5);
+    while rig.connects().iter().zip(&before).any(|(now, then)| now <= then) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let reconnected = rig.connects().iter().zip(&before).all(|(now, then)| now > then);
+    report.check(reconnected, format!("every client lost its stream and reconnected (connects {:?})", rig.connects()));
+    rig.toxiproxy.client.remove_toxic(PROXY, &toxic.name).await?;
+    let healed = Instant::now();
+    acked.extend(rig.publish(half - half / 2, "after", settings.every).await?);
+    let recovery = rig.settle(&acked, healed, Duration::from_secs(10)).await;
+    let bound = HEARTBEAT * 3 + Duration::from_millis(500) + WRITE_TIMEOUT + Duration::from_secs(1);
+    report.check(recovery <= bound, format!("caught up {recovery:?} after the toxic was removed (bound {bound:?})"));
+    rig.judge(&acked, report);
+    // The streams cut off by the fault are gone: one per client is left.
+    match rig.wait_streams(settings.clients, WRITE_TIMEOUT + Duration::from_secs(2)).await {
+        Ok(()) => report.check(true, format!("the server holds exactly {} streams again", settings.clients)),
+        Err(e) => report.check(false, format!("stale streams were not freed: {e}")),
+    }
+    Ok(rig)
+}
+
+/// SIGTERM: every stream is told to come back later, the process exits 0 within the
+/// drain timeout, and after a restart on the same directory clients resume with no loss.
+async fn sigterm(mut rig: Rig, settings: &Settings, half: usize, report: &mut Report) -> anyhow::Result<Rig> {
+    let mut acked = rig.publish(half, "before", settings.every).await?;
+    rig.settle(&acked, Instant::now(), Duration::from_secs(10)).await;
+    rig.server.signal(Signal::SIGTERM)?;
+    let status = rig.server.wait_exit(DRAIN_TIMEOUT + Duration::from_secs(2)).await?;
+    report.check(status.success(), format!("SIGTERM: the server exited with {status}"));
+    let finished = rig
+        .subscribers
+        .iter()
+        .filter(|(r, _)| r.lock().unwrap().ends.iter().any(|e| e == "stream finished by the server"))
+        .count();
+    report.check(
+        finished == settings.clients,
+        format!("{finished} of {} streams were ended by the drain", settings.clients),
+    );
+    rig.server = rig.server.restart().await?;
+    rig.baseline_fds = rig.server.open_fds()?;
+    let back = Instant::now();
+    acked.extend(rig.publish(settings.events - half, "after", settings.every).await?);
+    let recovery = rig.settle(&acked, back, Duration::from_secs(10)).await;
+    report.check(true, format!("caught up {recovery:?} after the restart"));
+    rig.judge(&acked, report);
+    Ok(rig)
+}
+
+/// SIGKILL while publishing: everything acknowledged before the kill is delivered after
+/// a restart on the same directory.
+async fn sigkill(mut rig: Rig, settings: &Settings, half: usize, report: &mut Report) -> anyhow::Result<Rig> {
+    let mut acked = rig.publish(half, "before", Duration::ZERO).await?;
+    rig.server.signal(Signal::SIGKILL)?;
+    let status = rig.server.wait_exit(Duration::from_secs(2)).await?;
+    report.check(
+        std::os::unix::process::ExitStatusExt::signal(&status) == Some(9),
+        format!("SIGKILL right after {half} acknowledged publishes ({status})"),
+    );
+    rig.server = rig.server.restart().await?;
+    rig.baseline_fds = rig.server.open_fds()?;
+    let back = Instant::now();
+    acked.extend(rig.publish(settings.events - half, "after", settings.every).await?);
+    let recovery = rig.settle(&acked, back, Duration::from_secs(10)).await;
+    report.check(true, format!("caught up {recovery:?} after the restart"));
+    rig.judge(&acked, report);
+    Ok(rig)
+}
+
+/// Runs scenarios by name (`all` for every one) and returns their reports.
+pub async fn run_many(which: &str, settings: &Settings) -> anyhow::Result<Vec<Report>> {
+    let names: Vec<&str> = if which == "all" { SCENARIOS.to_vec() } else { vec![which] };
+    let mut reports = Vec::new();
+    for name in names {
+        reports.push(run(name, settings).await?);
+    }
+    Ok(reports)
+}
