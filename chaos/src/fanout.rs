@@ -14,6 +14,7 @@ use tokio::time::Instant;
 use crate::idle::wait_for_streams;
 use crate::proc_stats;
 use crate::publisher::{metric, Publisher};
+use crate::stats::percentile_ms;
 use crate::stream_client::{self, DataLines};
 
 /// What to run.
@@ -73,10 +74,7 @@ pub async fn run(plan: Plan) -> anyhow::Result<()> {
     let cpu = proc_stats::cpu_time(plan.server_pid)?.saturating_sub(cpu_before).as_secs_f64();
     let delivered = metric(plan.addr, "sse_events_delivered_total").await? - delivered_before;
     all.sort_unstable();
-    let pct = |p: f64| {
-        all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1))).copied().unwrap_or(0) as f64
-            / 1000.0
-    };
+    let pct = |p: f64| percentile_ms(&all, p);
     println!(
         "subscribers={} events={events} publish_rate={:.0}/s server_cpu_s={cpu:.2} delivered={delivered}",
         plan.subscribers,

@@ -12,6 +12,7 @@
 //! - [`proc_stats`]: another process's RSS and CPU time from `/proc`.
 //! - [`stream_client`]: a raw HTTP/1.1 event-stream client that scans `data:` lines.
 //! - [`publisher`]: a keep-alive HTTP/1.1 publisher and a `/metrics` reader.
+//! - [`stats`]: percentiles of latency samples.
 
 pub mod fanout;
 pub mod idle;
@@ -20,4 +21,5 @@ pub mod publish_bench;
 pub mod publisher;
 pub mod real;
 pub mod resume_bench;
+pub mod stats;
 pub mod stream_client;

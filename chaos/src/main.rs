@@ -72,7 +72,7 @@ enum Command {
     },
     /// Run a real chaos scenario (or `all`): the sse-server binary behind Toxiproxy.
     Run {
-        /// `latency`, `reset_peer`, `blackhole`, `sigterm`, `sigkill` or `all`.
+        /// `latency`, `slicer`, `reset_peer`, `limit_data`, `blackhole`, `sigterm`, `sigkill` or `all`.
         scenario: String,
         /// Seed for Toxiproxy's randomness and the run's own choices (random if absent).
         #[arg(long)]
@@ -83,6 +83,9 @@ enum Command {
         /// Events published per scenario.
         #[arg(long, default_value_t = 60)]
         events: usize,
+        /// Also write the reports as JSON lines to this file (appended).
+        #[arg(long)]
+        report: Option<std::path::PathBuf>,
     },
     /// Publish a topic's history and print `RESUME_FROM=<id>` (the id before it).
     History {
@@ -139,7 +142,7 @@ fn main() -> anyhow::Result<()> {
             Command::Publish { addr, publishers, size, duration } => {
                 publish_bench::run(publish_bench::Plan { addr, publishers, size, duration }).await?
             }
-            Command::Run { scenario, seed, clients, events } => {
+            Command::Run { scenario, seed, clients, events, report } => {
                 use std::hash::{BuildHasher, RandomState};
                 let seed = seed.unwrap_or_else(|| RandomState::new().hash_one(std::process::id()) >> 16);
                 println!("seed {seed} (repeat with --seed {seed})");
@@ -147,6 +150,13 @@ fn main() -> anyhow::Result<()> {
                 let reports = scenarios::run_many(&scenario, &settings).await?;
                 for report in &reports {
                     print!("{report}");
+                }
+                if let Some(path) = report {
+                    use std::io::Write;
+                    let mut file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+                    for r in &reports {
+                        writeln!(file, "{}", r.to_json())?;
+                    }
                 }
                 let failed = reports.iter().filter(|r| !r.passed()).count();
                 println!("{} passed, {failed} failed", reports.len() - failed);

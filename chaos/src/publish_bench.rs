@@ -8,6 +8,7 @@ use bytes::Bytes;
 use tokio::time::Instant;
 
 use crate::publisher::Publisher;
+use crate::stats::percentile_ms;
 
 /// What to run.
 #[derive(Debug)]
@@ -42,10 +43,7 @@ pub async fn run(plan: Plan) -> anyhow::Result<()> {
     }
     let secs = started.elapsed().as_secs_f64();
     all.sort_unstable();
-    let pct = |p: f64| {
-        all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1))).copied().unwrap_or(0) as f64
-            / 1000.0
-    };
+    let pct = |p: f64| percentile_ms(&all, p);
     println!(
         "RESULT publishers={} acked={} publishes_per_s={:.0} p50_ms={:.2} p99_ms={:.2} max_ms={:.2}",
         plan.publishers,

@@ -20,6 +20,16 @@ async fn latency_and_jitter_keep_order_and_completeness() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_sliced_across_reads_still_parse() {
+    scenario("slicer", 6).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_cut_mid_event_is_not_dispatched_and_resumes_from_the_last_whole_event() {
+    scenario("limit_data", 7).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reset_peer_clients_resume_with_last_event_id_and_lose_nothing() {
     scenario("reset_peer", 2).await;
 }

@@ -12,6 +12,7 @@
 //! - [`store`]: the storage seam; the disk store (redb) and the in-memory one.
 //! - [`subscription`]: a stream's cursor and what it writes next.
 //! - [`frame`]: SSE framing, once per event.
+//! - [`wire`]: the stream decoded as a client reads it (for test and load clients).
 //! - [`id`]: event ids (`<epoch>-<seq>`).
 //! - [`signal`]: the poll-based wake-up flag each stream waits on.
 //! - [`io`]: replayed head bytes and the write deadline under every connection.
@@ -42,6 +43,7 @@ pub mod server;
 pub mod signal;
 pub mod store;
 pub mod subscription;
+pub mod wire;
 
 pub use config::Config;
 pub use listener::Listener;

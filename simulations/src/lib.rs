@@ -13,7 +13,6 @@
 //! - [`subscriber`]: the simulated EventSource client.
 //! - [`publisher`]: the simulated publisher that records acknowledgements.
 //! - [`slowloris`]: connections that never finish their request head.
-//! - [`sse_parse`]: chunked and `text/event-stream` decoding for the client.
 //! - [`sim_listener`]: the server's `Listener` seam on turmoil TCP.
 //! - [`trace`]: the run's trace in simulated time.
 //! - [`server_log`]: the server's log lines, captured into the trace.
@@ -29,7 +28,6 @@ pub mod server_log;
 pub mod service;
 pub mod sim_listener;
 pub mod slowloris;
-pub mod sse_parse;
 pub mod subscriber;
 pub mod swarm;
 pub mod trace;

@@ -11,9 +11,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use turmoil::net::TcpStream;
 
 use crate::service::ServiceAddress;
-use crate::sse_parse::find;
 use crate::trace::Trace;
 use crate::SERVER_PORT;
+use sse_server::wire::find;
 
 /// An event the server acknowledged with 201.
 #[derive(Debug, Clone, PartialEq, Eq)]

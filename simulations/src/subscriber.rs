@@ -11,9 +11,9 @@ use tokio::sync::watch;
 use turmoil::net::TcpStream;
 
 use crate::service::ServiceAddress;
-use crate::sse_parse::{find, Item, StreamDecoder};
 use crate::trace::Trace;
 use crate::SERVER_PORT;
+use sse_server::wire::{find, Item, StreamDecoder};
 
 /// An event as the subscriber received it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -19,9 +19,10 @@ use super::processes::{ServerProcess, ToxiproxyServer};
 use super::subscriber::{self, Shared};
 use super::toxiproxy::{Direction, Toxic};
 use crate::publisher::{metric, Publisher};
+use crate::stats::percentile;
 
 /// Every scenario, in the order `run all` takes them.
-pub const SCENARIOS: [&str; 5] = ["latency", "reset_peer", "blackhole", "sigterm", "sigkill"];
+pub const SCENARIOS: [&str; 7] = ["latency", "slicer", "reset_peer", "limit_data", "blackhole", "sigterm", "sigkill"];
 
 /// Server timing for real runs: short enough to observe, long enough for a loaded box.
 const HEARTBEAT: Duration = Duration::from_millis(300);
@@ -71,6 +72,18 @@ impl Report {
     /// Whether every check held.
     pub fn passed(&self) -> bool {
         self.failures.is_empty()
+    }
+
+    /// The report as one JSON object (for the nightly report).
+    pub fn to_json(&self) -> String {
+        serde_json::json!({
+            "scenario": self.scenario,
+            "seed": self.seed,
+            "passed": self.passed(),
+            "checks": self.notes,
+            "failures": self.failures,
+        })
+        .to_string()
     }
 }
 
@@ -249,11 +262,6 @@ impl Rig {
     }
 }
 
-fn percentile(mut values: Vec<Duration>, p: f64) -> Duration {
-    values.sort();
-    values.get(((values.len() as f64 * p) as usize).min(values.len().saturating_sub(1))).copied().unwrap_or_default()
-}
-
 /// Runs one scenario by name.
 pub async fn run(name: &str, settings: &Settings) -> anyhow::Result<Report> {
     let mut report = Report { scenario: name.to_owned(), seed: settings.seed, notes: Vec::new(), failures: Vec::new() };
@@ -261,6 +269,11 @@ pub async fn run(name: &str, settings: &Settings) -> anyhow::Result<Report> {
     let half = settings.events / 2;
     let rig = match name {
         "latency" => latency(rig, settings, &mut report).await?,
+        "slicer" => slicer(rig, settings, &mut report).await?,
+        "limit_data" => {
+            let toxic = Toxic::new("limit_data", Direction::Downstream, &[("bytes", 600)]);
+            cut_and_resume(rig, settings, half, toxic, &mut report).await?
+        }
         "reset_peer" => {
             cut_and_resume(
                 rig,
@@ -309,7 +322,8 @@ async fn latency(rig: Rig, settings: &Settings, report: &mut Report) -> anyhow::
             }
         }
     }
-    let (p50, p99) = (percentile(delays.clone(), 0.5), percentile(delays, 0.99));
+    delays.sort();
+    let (p50, p99) = (percentile(&delays, 0.5), percentile(&delays, 0.99));
     report.check(
         p50 >= Duration::from_millis(50),
         format!("delivery delay p50 {p50:?} p99 {p99:?} (toxic: 100 ms ± 50 ms)"),
@@ -317,8 +331,25 @@ async fn latency(rig: Rig, settings: &Settings, report: &mut Report) -> anyhow::
     Ok(rig)
 }
 
+/// Slicer: the stream arrives in pieces of 1 to 15 bytes, 1 ms apart, so events and
+/// chunk framing are split across reads everywhere; everything must still parse.
+async fn slicer(rig: Rig, settings: &Settings, report: &mut Report) -> anyhow::Result<Rig> {
+    let toxic =
+        Toxic::new("slicer", Direction::Downstream, &[("average_size", 8), ("size_variation", 7), ("delay", 1000)]);
+    rig.toxiproxy.client.add_toxic(PROXY, &toxic).await?;
+    report.check(true, "slicer 8 ± 7 bytes, 1 ms apart, applied downstream (read back from the API)");
+    let acked = rig.publish(settings.events, "sliced", settings.every).await?;
+    let started = acked.first().map_or_else(Instant::now, |a| a.at);
+    let took = rig.settle(&acked, started, Duration::from_secs(20)).await;
+    rig.toxiproxy.client.remove_toxic(PROXY, &toxic.name).await?;
+    report.check(true, format!("all delivered {took:?} after the first publish"));
+    rig.judge(&acked, report);
+    Ok(rig)
+}
+
 /// Publishes, applies a toxic that cuts every stream (reset_peer) or swallows them
-/// (timeout 0: a black hole), waits until every client noticed, removes it, publishes
+/// (timeout 0: a black hole), or closes it after a few hundred bytes, mid-event
+/// (limit_data), waits until every client noticed, removes it, publishes
 /// again: everything arrives once, and the server freed the dead streams.
 async fn cut_and_resume(
     rig: Rig,
@@ -358,7 +389,7 @@ async fn cut_and_resume(
 /// SIGTERM: every stream is told to come back later, the process exits 0 within the
 /// drain timeout, and after a restart on the same directory clients resume with no loss.
 async fn sigterm(mut rig: Rig, settings: &Settings, half: usize, report: &mut Report) -> anyhow::Result<Rig> {
-    let mut acked = rig.publish(half, "before", settings.every).await?;
+    let acked = rig.publish(half, "before", settings.every).await?;
     rig.settle(&acked, Instant::now(), Duration::from_secs(10)).await;
     rig.server.signal(Signal::SIGTERM)?;
     let status = rig.server.wait_exit(DRAIN_TIMEOUT + Duration::from_secs(2)).await?;
@@ -372,26 +403,31 @@ async fn sigterm(mut rig: Rig, settings: &Settings, half: usize, report: &mut Re
         finished == settings.clients,
         format!("{finished} of {} streams were ended by the drain", settings.clients),
     );
-    rig.server = rig.server.restart().await?;
-    rig.baseline_fds = rig.server.open_fds()?;
-    let back = Instant::now();
-    acked.extend(rig.publish(settings.events - half, "after", settings.every).await?);
-    let recovery = rig.settle(&acked, back, Duration::from_secs(10)).await;
-    report.check(true, format!("caught up {recovery:?} after the restart"));
-    rig.judge(&acked, report);
-    Ok(rig)
+    restart_and_resume(rig, settings, half, acked, report).await
 }
 
 /// SIGKILL while publishing: everything acknowledged before the kill is delivered after
 /// a restart on the same directory.
 async fn sigkill(mut rig: Rig, settings: &Settings, half: usize, report: &mut Report) -> anyhow::Result<Rig> {
-    let mut acked = rig.publish(half, "before", Duration::ZERO).await?;
+    let acked = rig.publish(half, "before", Duration::ZERO).await?;
     rig.server.signal(Signal::SIGKILL)?;
     let status = rig.server.wait_exit(Duration::from_secs(2)).await?;
     report.check(
         std::os::unix::process::ExitStatusExt::signal(&status) == Some(9),
         format!("SIGKILL right after {half} acknowledged publishes ({status})"),
     );
+    restart_and_resume(rig, settings, half, acked, report).await
+}
+
+/// Restarts the server on the same port and directory, publishes the rest, and judges
+/// everything acknowledged before and after.
+async fn restart_and_resume(
+    mut rig: Rig,
+    settings: &Settings,
+    half: usize,
+    mut acked: Vec<Acked>,
+    report: &mut Report,
+) -> anyhow::Result<Rig> {
     rig.server = rig.server.restart().await?;
     rig.baseline_fds = rig.server.open_fds()?;
     let back = Instant::now();

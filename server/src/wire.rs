@@ -1,5 +1,6 @@
-//! The simulated client's decoder: HTTP/1.1 response head, chunked transfer coding, and
-//! the `text/event-stream` fields, fed incrementally as bytes arrive.
+//! Reading a stream back as a client does: HTTP/1.1 chunked coding and the
+//! `text/event-stream` fields, fed incrementally as bytes arrive. The server only writes
+//! (see `frame`); the simulated clients and the real-run clients share this decoder.
 
 /// One dispatched item of the stream.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The nightly tier: long real chaos runs against the release binary behind Toxiproxy,
+# many SIGKILL crash seeds, damaged-store copies and fresh simulation seeds. Writes
+# $OUT/report.jsonl (one JSON object per real scenario run) and $OUT/summary.txt.
+#
+#   ci/nightly-chaos.sh [rounds]        (OUT defaults to target/nightly)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rounds=${1:-5}
+out=${OUT:-target/nightly}
+mkdir -p "$out"
+: >"$out/report.jsonl"
+ci/install-toxiproxy.sh
+cargo build --release --locked -p sse-server -p sse-chaos
+export SSE_SERVER_BIN=$PWD/target/release/sse-server
+base=${NIGHTLY_SEED:-$(date +%s)}
+status=0
+{
+  echo "nightly chaos, seeds from $base, $rounds rounds"
+  for round in $(seq 0 $((rounds - 1))); do
+    seed=$((base + round))
+    target/release/sse-chaos run all --seed "$seed" --clients 64 --events 2000 --report "$out/report.jsonl" \
+      || status=1
+  done
+  SSE_CRASH_SEEDS=50 SSE_CRASH_SEED_BASE=$base SSE_CORRUPTION_SEEDS=500 \
+    cargo test --release --locked -p sse-server --test http --test store -- sigkill damaged || status=1
+  SIM_SEEDS=2000 SIM_SEED_BASE=$base cargo test --release --locked -p sse-simulations --test swarm || status=1
+  echo "real scenario runs: $(grep -c '"passed":true' "$out/report.jsonl") passed," \
+    "$(grep -c '"passed":false' "$out/report.jsonl") failed"
+} 2>&1 | tee "$out/summary.txt"
+exit $status
