@@ -47,6 +47,16 @@ impl Publisher {
 
 /// Reads one unlabelled metric from `/metrics`.
 pub async fn metric(addr: SocketAddr, name: &str) -> anyhow::Result<f64> {
+    metric_line(addr, name).await
+}
+
+/// Reads one labelled sample, e.g. `sse_disconnects_total{reason="write_timeout"}`; zero
+/// when the series has not appeared yet.
+pub async fn metric_labelled(addr: SocketAddr, series: &str) -> anyhow::Result<f64> {
+    Ok(metric_line(addr, series).await.unwrap_or(0.0))
+}
+
+async fn metric_line(addr: SocketAddr, name: &str) -> anyhow::Result<f64> {
     let tcp = TcpStream::connect(addr).await.context("connect")?;
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await?;
     tokio::spawn(connection);

@@ -40,6 +40,16 @@ async fn a_black_hole_is_noticed_by_heartbeat_silence_and_the_server_frees_dead_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_that_stops_reading_is_cut_by_the_write_timeout_and_others_get_everything() {
+    scenario("stalled_reader", 8).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_server_resumes_after_sigcont_and_clients_lose_nothing() {
+    scenario("sigstop", 9).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_every_stream_and_clients_resume_after_the_restart() {
     scenario("sigterm", 4).await;
 }

@@ -18,11 +18,12 @@ use tokio::time::Instant;
 use super::processes::{ServerProcess, ToxiproxyServer};
 use super::subscriber::{self, Shared};
 use super::toxiproxy::{Direction, Toxic};
-use crate::publisher::{metric, Publisher};
+use crate::publisher::{metric, metric_labelled, Publisher};
 use crate::stats::percentile;
 
 /// Every scenario, in the order `run all` takes them.
-pub const SCENARIOS: [&str; 7] = ["latency", "slicer", "reset_peer", "limit_data", "blackhole", "sigterm", "sigkill"];
+pub const SCENARIOS: [&str; 9] =
+    ["latency", "slicer", "reset_peer", "limit_data", "blackhole", "stalled_reader", "sigstop", "sigterm", "sigkill"];
 
 /// Server timing for real runs: short enough to observe, long enough for a loaded box.
 const HEARTBEAT: Duration = Duration::from_millis(300);
@@ -117,6 +118,7 @@ struct Rig {
     subscribers: Vec<(Shared, JoinHandle<()>)>,
     stop: watch::Sender<bool>,
     baseline_fds: usize,
+    baseline_rss: u64,
 }
 
 impl Rig {
@@ -134,6 +136,7 @@ impl Rig {
         let args: Vec<String> = flags.into_iter().flat_map(|(k, v)| [k.to_owned(), v]).collect();
         let server = ServerProcess::start(&data.path().join("data"), &args).await?;
         let baseline_fds = server.open_fds()?;
+        let baseline_rss = crate::proc_stats::rss_bytes(server.pid())?;
         let proxy = toxiproxy.client.create_proxy(PROXY, server.addr).await?;
         let (stop, stopped) = watch::channel(false);
         let subscribers = (0..settings.clients)
@@ -144,7 +147,7 @@ impl Rig {
                 (record, task)
             })
             .collect();
-        let rig = Rig { toxiproxy, server, _data: data, subscribers, stop, baseline_fds };
+        let rig = Rig { toxiproxy, server, _data: data, subscribers, stop, baseline_fds, baseline_rss };
         rig.wait_streams(settings.clients, Duration::from_secs(10)).await?;
         Ok(rig)
     }
@@ -294,6 +297,8 @@ pub async fn run(name: &str, settings: &Settings) -> anyhow::Result<Report> {
             )
             .await?
         }
+        "stalled_reader" => stalled_reader(rig, settings, &mut report).await?,
+        "sigstop" => sigstop(rig, settings, half, &mut report).await?,
         "sigterm" => sigterm(rig, settings, half, &mut report).await?,
         "sigkill" => sigkill(rig, settings, half, &mut report).await?,
         other => bail!("no scenario {other:?}; scenarios: {}", SCENARIOS.join(", ")),
@@ -379,6 +384,90 @@ async fn cut_and_resume(
     report.check(recovery <= bound, format!("caught up {recovery:?} after the toxic was removed (bound {bound:?})"));
     rig.judge(&acked, report);
     // The streams cut off by the fault are gone: one per client is left.
+    match rig.wait_streams(settings.clients, WRITE_TIMEOUT + Duration::from_secs(2)).await {
+        Ok(()) => report.check(true, format!("the server holds exactly {} streams again", settings.clients)),
+        Err(e) => report.check(false, format!("stale streams were not freed: {e}")),
+    }
+    Ok(rig)
+}
+
+/// A reader that stops reading (a small receive buffer, never read) next to the proxied
+/// clients: the server must cut it by its write timeout while the others get everything.
+async fn stalled_reader(rig: Rig, settings: &Settings, report: &mut Report) -> anyhow::Result<Rig> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.set_recv_buffer_size(4096)?;
+    let mut stalled = socket.connect(rig.server.addr).await?;
+    tokio::io::AsyncWriteExt::write_all(
+        &mut stalled,
+        format!("GET /events?topic={TOPIC} HTTP/1.1\r\nhost: x\r\n\r\n").as_bytes(),
+    )
+    .await?;
+    rig.wait_streams(settings.clients + 1, Duration::from_secs(5)).await?;
+    let series = "sse_disconnects_total{reason=\"write_timeout\"}";
+    let before = metric_labelled(rig.server.addr, series).await?;
+    let mut publisher = Publisher::connect(rig.server.addr, TOPIC).await?;
+    let body = "w".repeat(32 << 10);
+    let mut acked = Vec::new();
+    let started = Instant::now();
+    let bound = WRITE_TIMEOUT * 3 + Duration::from_secs(5);
+    while metric_labelled(rig.server.addr, series).await? == before {
+        if started.elapsed() > bound || acked.len() >= 20_000 {
+            report.check(false, format!("the stalled reader was not cut within {bound:?} ({} events)", acked.len()));
+            return Ok(rig);
+        }
+        let data = format!("big-{}-{body}", acked.len());
+        let id = publisher.publish_for_id(Bytes::from(data.clone())).await?;
+        acked.push(Acked { id, data, at: Instant::now() });
+        tokio::time::sleep(settings.every).await;
+    }
+    report.check(true, format!("the stalled reader was cut by the write timeout after {:?}", started.elapsed()));
+    // Memory stays bounded whatever the stalled reader did: the window's bytes (default
+    // --window-bytes 4 MiB, plus the event that overflows it) and the process's RSS.
+    let buffered = metric(rig.server.addr, "sse_buffered_bytes").await?;
+    let window_bound = (4 << 20) + body.len() + 64;
+    report.check(
+        buffered <= window_bound as f64,
+        format!("buffered bytes {buffered} within the window bound {window_bound} after {} large events", acked.len()),
+    );
+    let rss = crate::proc_stats::rss_bytes(rig.server.pid())?;
+    report.check(
+        rss <= rig.baseline_rss + (96 << 20),
+        format!("server RSS grew {} MiB (bound 96 MiB)", rss.saturating_sub(rig.baseline_rss) >> 20),
+    );
+    rig.settle(&acked, Instant::now(), Duration::from_secs(10)).await;
+    rig.judge(&acked, report);
+    drop(stalled);
+    match rig.wait_streams(settings.clients, Duration::from_secs(2)).await {
+        Ok(()) => report.check(true, format!("only the {} proxied streams are left", settings.clients)),
+        Err(e) => report.check(false, format!("the stalled stream was not freed: {e}")),
+    }
+    Ok(rig)
+}
+
+/// SIGSTOP for longer than the write timeout, then SIGCONT: clients notice the silence
+/// and reconnect (their connections wait in the backlog); nothing is lost and the dead
+/// streams are freed once the server runs again.
+async fn sigstop(rig: Rig, settings: &Settings, half: usize, report: &mut Report) -> anyhow::Result<Rig> {
+    let mut acked = rig.publish(half, "before", settings.every).await?;
+    rig.settle(&acked, Instant::now(), Duration::from_secs(10)).await;
+    let before = rig.connects();
+    rig.server.signal(Signal::SIGSTOP)?;
+    let stopped_for = WRITE_TIMEOUT + HEARTBEAT * 3;
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", rig.server.pid()))?;
+    let state = stat.rsplit(')').next().and_then(|rest| rest.split_whitespace().next()).unwrap_or("?").to_owned();
+    report.check(state == "T", format!("SIGSTOP: the server is stopped (state {state}) for {stopped_for:?}"));
+    tokio::time::sleep(stopped_for).await;
+    rig.server.signal(Signal::SIGCONT)?;
+    let resumed = Instant::now();
+    acked.extend(rig.publish(settings.events - half, "after", settings.every).await?);
+    let recovery = rig.settle(&acked, resumed, Duration::from_secs(10)).await;
+    let reconnected = rig.connects().iter().zip(&before).all(|(now, then)| now > then);
+    report.check(
+        reconnected,
+        format!("every client noticed the silence and reconnected (connects {:?})", rig.connects()),
+    );
+    report.check(true, format!("caught up {recovery:?} after SIGCONT"));
+    rig.judge(&acked, report);
     match rig.wait_streams(settings.clients, WRITE_TIMEOUT + Duration::from_secs(2)).await {
         Ok(()) => report.check(true, format!("the server holds exactly {} streams again", settings.clients)),
         Err(e) => report.check(false, format!("stale streams were not freed: {e}")),
