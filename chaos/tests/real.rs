@@ -35,6 +35,11 @@ async fn reset_peer_clients_resume_with_last_event_id_and_lose_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disconnect_storm_of_a_thousand_streams_recovers_without_loss() {
+    scenario("storm", 10).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_black_hole_is_noticed_by_heartbeat_silence_and_the_server_frees_dead_streams() {
     scenario("blackhole", 3).await;
 }

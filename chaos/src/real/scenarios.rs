@@ -22,8 +22,18 @@ use crate::publisher::{metric, metric_labelled, Publisher};
 use crate::stats::percentile;
 
 /// Every scenario, in the order `run all` takes them.
-pub const SCENARIOS: [&str; 9] =
-    ["latency", "slicer", "reset_peer", "limit_data", "blackhole", "stalled_reader", "sigstop", "sigterm", "sigkill"];
+pub const SCENARIOS: [&str; 10] = [
+    "latency",
+    "slicer",
+    "reset_peer",
+    "storm",
+    "limit_data",
+    "blackhole",
+    "stalled_reader",
+    "sigstop",
+    "sigterm",
+    "sigkill",
+];
 
 /// Server timing for real runs: short enough to observe, long enough for a loaded box.
 const HEARTBEAT: Duration = Duration::from_millis(300);
@@ -265,9 +275,20 @@ impl Rig {
     }
 }
 
+fn connects_summary(rig: &Rig) -> String {
+    let connects = rig.connects();
+    let (min, max) = (connects.iter().min().copied().unwrap_or(0), connects.iter().max().copied().unwrap_or(0));
+    format!("connections per client: {min} to {max}")
+}
+
+/// Clients in the disconnect storm, at least.
+const STORM_CLIENTS: usize = 1000;
+
 /// Runs one scenario by name.
 pub async fn run(name: &str, settings: &Settings) -> anyhow::Result<Report> {
     let mut report = Report { scenario: name.to_owned(), seed: settings.seed, notes: Vec::new(), failures: Vec::new() };
+    let storm = Settings { clients: settings.clients.max(STORM_CLIENTS), ..settings.clone() };
+    let settings = if name == "storm" { &storm } else { settings };
     let rig = Rig::start(settings).await.with_context(|| format!("setting up {name}"))?;
     let half = settings.events / 2;
     let rig = match name {
@@ -277,7 +298,8 @@ pub async fn run(name: &str, settings: &Settings) -> anyhow::Result<Report> {
             let toxic = Toxic::new("limit_data", Direction::Downstream, &[("bytes", 600)]);
             cut_and_resume(rig, settings, half, toxic, &mut report).await?
         }
-        "reset_peer" => {
+        // A disconnect storm: every one of at least a thousand streams reset at once.
+        "reset_peer" | "storm" => {
             cut_and_resume(
                 rig,
                 settings,
@@ -375,7 +397,7 @@ async fn cut_and_resume(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let reconnected = rig.connects().iter().zip(&before).all(|(now, then)| now > then);
-    report.check(reconnected, format!("every client lost its stream and reconnected (connects {:?})", rig.connects()));
+    report.check(reconnected, format!("every client lost its stream and reconnected ({})", connects_summary(&rig)));
     rig.toxiproxy.client.remove_toxic(PROXY, &toxic.name).await?;
     let healed = Instant::now();
     acked.extend(rig.publish(half - half / 2, "after", settings.every).await?);
