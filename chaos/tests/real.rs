@@ -50,6 +50,11 @@ async fn a_reader_that_stops_reading_is_cut_by_the_write_timeout_and_others_get_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_past_the_open_file_limit_is_refused_cleanly_and_the_server_recovers() {
+    scenario("fd_exhaustion", 11).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_server_resumes_after_sigcont_and_clients_lose_nothing() {
     scenario("sigstop", 9).await;
 }

@@ -105,24 +105,41 @@ pub struct ServerProcess {
     pub addr: SocketAddr,
     data_dir: PathBuf,
     args: Vec<String>,
+    /// An open-file limit set with `prlimit` (soft = hard).
+    nofile: Option<u64>,
 }
 
 impl ServerProcess {
-    /// Starts the server and waits until `/readyz` answers.
-    pub async fn start(data_dir: &Path, args: &[String]) -> anyhow::Result<ServerProcess> {
+    /// Starts the server (under an open-file limit, if given) and waits until it answers.
+    pub async fn start(data_dir: &Path, args: &[String], nofile: Option<u64>) -> anyhow::Result<ServerProcess> {
         let addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
-        Self::start_on(addr, data_dir, args).await
+        Self::start_on(addr, data_dir, args, nofile).await
     }
 
-    async fn start_on(addr: SocketAddr, data_dir: &Path, args: &[String]) -> anyhow::Result<ServerProcess> {
+    async fn start_on(
+        addr: SocketAddr,
+        data_dir: &Path,
+        args: &[String],
+        nofile: Option<u64>,
+    ) -> anyhow::Result<ServerProcess> {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(data_dir.with_extension("log"))?;
-        let child = Command::new(server_binary()?)
+        let bin = server_binary()?;
+        // `prlimit` sets the limit on itself, then execs the server: the pid is the server's.
+        let mut command = match nofile {
+            Some(n) => {
+                let mut command = Command::new("prlimit");
+                command.arg(format!("--nofile={n}:{n}")).arg("--").arg(&bin);
+                command
+            }
+            None => Command::new(&bin),
+        };
+        let child = command
             .args(["--listen", &addr.to_string(), "--data-dir", data_dir.to_str().context("a UTF-8 path")?])
             .args(args)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()?;
-        let server = ServerProcess { child, addr, data_dir: data_dir.to_owned(), args: args.to_vec() };
+        let server = ServerProcess { child, addr, data_dir: data_dir.to_owned(), args: args.to_vec(), nofile };
         server.wait_ready().await?;
         Ok(server)
     }
@@ -172,9 +189,9 @@ impl ServerProcess {
     /// Starts a new process on the same port, data directory and flags (after this one
     /// exited or was killed).
     pub async fn restart(self) -> anyhow::Result<ServerProcess> {
-        let (addr, dir, args) = (self.addr, self.data_dir.clone(), self.args.clone());
+        let (addr, dir, args, nofile) = (self.addr, self.data_dir.clone(), self.args.clone(), self.nofile);
         drop(self);
-        Self::start_on(addr, &dir, &args).await
+        Self::start_on(addr, &dir, &args, nofile).await
     }
 
     /// Open file descriptors, counted in `/proc/PID/fd` (independently of `/metrics`).

@@ -22,7 +22,7 @@ use crate::publisher::{metric, metric_labelled, Publisher};
 use crate::stats::percentile;
 
 /// Every scenario, in the order `run all` takes them.
-pub const SCENARIOS: [&str; 10] = [
+pub const SCENARIOS: [&str; 11] = [
     "latency",
     "slicer",
     "reset_peer",
@@ -30,6 +30,7 @@ pub const SCENARIOS: [&str; 10] = [
     "limit_data",
     "blackhole",
     "stalled_reader",
+    "fd_exhaustion",
     "sigstop",
     "sigterm",
     "sigkill",
@@ -132,7 +133,7 @@ struct Rig {
 }
 
 impl Rig {
-    async fn start(settings: &Settings) -> anyhow::Result<Rig> {
+    async fn start(settings: &Settings, nofile: Option<u64>) -> anyhow::Result<Rig> {
         let toxiproxy = ToxiproxyServer::start(settings.seed).await?;
         let data = tempfile::tempdir()?;
         let flags = [
@@ -144,7 +145,7 @@ impl Rig {
             ("--seed", settings.seed.to_string()),
         ];
         let args: Vec<String> = flags.into_iter().flat_map(|(k, v)| [k.to_owned(), v]).collect();
-        let server = ServerProcess::start(&data.path().join("data"), &args).await?;
+        let server = ServerProcess::start(&data.path().join("data"), &args, nofile).await?;
         let baseline_fds = server.open_fds()?;
         let baseline_rss = crate::proc_stats::rss_bytes(server.pid())?;
         let proxy = toxiproxy.client.create_proxy(PROXY, server.addr).await?;
@@ -289,7 +290,8 @@ pub async fn run(name: &str, settings: &Settings) -> anyhow::Result<Report> {
     let mut report = Report { scenario: name.to_owned(), seed: settings.seed, notes: Vec::new(), failures: Vec::new() };
     let storm = Settings { clients: settings.clients.max(STORM_CLIENTS), ..settings.clone() };
     let settings = if name == "storm" { &storm } else { settings };
-    let rig = Rig::start(settings).await.with_context(|| format!("setting up {name}"))?;
+    let nofile = (name == "fd_exhaustion").then_some(FD_LIMIT);
+    let rig = Rig::start(settings, nofile).await.with_context(|| format!("setting up {name}"))?;
     let half = settings.events / 2;
     let rig = match name {
         "latency" => latency(rig, settings, &mut report).await?,
@@ -320,6 +322,7 @@ pub async fn run(name: &str, settings: &Settings) -> anyhow::Result<Report> {
             .await?
         }
         "stalled_reader" => stalled_reader(rig, settings, &mut report).await?,
+        "fd_exhaustion" => fd_exhaustion(rig, settings, &mut report).await?,
         "sigstop" => sigstop(rig, settings, half, &mut report).await?,
         "sigterm" => sigterm(rig, settings, half, &mut report).await?,
         "sigkill" => sigkill(rig, settings, half, &mut report).await?,
@@ -463,6 +466,78 @@ async fn stalled_reader(rig: Rig, settings: &Settings, report: &mut Report) -> a
         Ok(()) => report.check(true, format!("only the {} proxied streams are left", settings.clients)),
         Err(e) => report.check(false, format!("the stalled stream was not freed: {e}")),
     }
+    Ok(rig)
+}
+
+/// The open-file limit of the server in `fd_exhaustion`: `--max-connections` defaults
+/// to it minus 128.
+const FD_LIMIT: u64 = 256;
+/// Connections the flood opens: well past the limit.
+const FLOOD: usize = 400;
+
+/// The server runs under `RLIMIT_NOFILE` 256 (so at most 128 connections) and a flood of
+/// 400 stream requests arrives: it keeps serving the streams it has, answers some of the
+/// excess 503 + Retry-After, leaves the rest in the backlog, never runs out of
+/// descriptors, and serves normally again once the flood leaves.
+async fn fd_exhaustion(rig: Rig, settings: &Settings, report: &mut Report) -> anyhow::Result<Rig> {
+    let mut publisher = Publisher::connect(rig.server.addr, TOPIC).await?;
+    let addr = rig.server.addr;
+    let flood: Vec<_> = (0..FLOOD)
+        .map(|_| {
+            tokio::spawn(async move {
+                let mut tcp = tokio::net::TcpStream::connect(addr).await.ok()?;
+                let request = format!("GET /events?topic={TOPIC} HTTP/1.1\r\nhost: x\r\n\r\n");
+                tokio::io::AsyncWriteExt::write_all(&mut tcp, request.as_bytes()).await.ok()?;
+                let mut head = [0u8; 12];
+                let answered = tokio::time::timeout(
+                    Duration::from_secs(2),
+                    tokio::io::AsyncReadExt::read_exact(&mut tcp, &mut head),
+                )
+                .await;
+                let status = match answered {
+                    Ok(Ok(_)) => String::from_utf8_lossy(&head[9..12]).into_owned(),
+                    _ => "waiting".to_owned(),
+                };
+                Some((status, tcp))
+            })
+        })
+        .collect();
+    let mut held = Vec::new();
+    let (mut served, mut refused, mut waiting) = (0, 0, 0);
+    for task in flood {
+        if let Some((status, tcp)) = task.await? {
+            match status.as_str() {
+                "200" => served += 1,
+                "503" => refused += 1,
+                _ => waiting += 1,
+            }
+            held.push(tcp);
+        }
+    }
+    let limit = FD_LIMIT as usize - 128;
+    report.check(
+        served + settings.clients < limit && refused > 0,
+        format!("flood of {FLOOD}: {served} served, {refused} refused with 503, {waiting} waiting (limit {limit} connections)"),
+    );
+    // The streams already open keep receiving while the flood holds every slot.
+    let mut acked = Vec::new();
+    for i in 0..settings.events / 2 {
+        let data = format!("flooded-{i}");
+        let id = publisher.publish_for_id(Bytes::from(data.clone())).await?;
+        acked.push(Acked { id, data, at: Instant::now() });
+    }
+    rig.settle(&acked, Instant::now(), Duration::from_secs(10)).await;
+    drop(held);
+    drop(publisher);
+    match rig.wait_streams(settings.clients, Duration::from_secs(5)).await {
+        Ok(()) => report.check(true, format!("the flood left: {} streams again, the server answers", settings.clients)),
+        Err(e) => report.check(false, format!("the server did not recover after the flood: {e}")),
+    }
+    let accept_errors = metric(rig.server.addr, "sse_accept_errors_total").await?;
+    report.check(accept_errors == 0.0, format!("{accept_errors} accept errors: admission kept descriptors in reserve"));
+    acked.extend(rig.publish(settings.events - settings.events / 2, "after", settings.every).await?);
+    rig.settle(&acked, Instant::now(), Duration::from_secs(10)).await;
+    rig.judge(&acked, report);
     Ok(rig)
 }
 
