@@ -73,7 +73,8 @@ enum Command {
     /// Run a real chaos scenario (or `all`): the sse-server binary behind Toxiproxy.
     Run {
         /// A scenario (`latency`, `slicer`, `reset_peer`, `storm`, `limit_data`, `blackhole`,
-        /// `stalled_reader`, `fd_exhaustion`, `sigstop`, `sigterm`, `sigkill`) or `all`.
+        /// `stalled_reader`, `fd_exhaustion`, `memory_pressure`, `sigstop`, `sigterm`,
+        /// `sigkill`) or `all`.
         scenario: String,
         /// Seed for Toxiproxy's randomness and the run's own choices (random if absent).
         #[arg(long)]

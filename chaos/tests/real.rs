@@ -55,6 +55,11 @@ async fn a_flood_past_the_open_file_limit_is_refused_cleanly_and_the_server_reco
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_pressure_hits_the_buffer_budget_not_the_oom_killer() {
+    scenario("memory_pressure", 12).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_server_resumes_after_sigcont_and_clients_lose_nothing() {
     scenario("sigstop", 9).await;
 }

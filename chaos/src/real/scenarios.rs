@@ -15,6 +15,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use super::cgroup::MemoryCgroup;
 use super::processes::{ServerProcess, ToxiproxyServer};
 use super::subscriber::{self, Shared};
 use super::toxiproxy::{Direction, Toxic};
@@ -22,7 +23,7 @@ use crate::publisher::{metric, metric_labelled, Publisher};
 use crate::stats::percentile;
 
 /// Every scenario, in the order `run all` takes them.
-pub const SCENARIOS: [&str; 11] = [
+pub const SCENARIOS: [&str; 12] = [
     "latency",
     "slicer",
     "reset_peer",
@@ -31,6 +32,7 @@ pub const SCENARIOS: [&str; 11] = [
     "blackhole",
     "stalled_reader",
     "fd_exhaustion",
+    "memory_pressure",
     "sigstop",
     "sigterm",
     "sigkill",
@@ -133,7 +135,7 @@ struct Rig {
 }
 
 impl Rig {
-    async fn start(settings: &Settings, nofile: Option<u64>) -> anyhow::Result<Rig> {
+    async fn start(settings: &Settings, nofile: Option<u64>, extra: &[&str]) -> anyhow::Result<Rig> {
         let toxiproxy = ToxiproxyServer::start(settings.seed).await?;
         let data = tempfile::tempdir()?;
         let flags = [
@@ -144,7 +146,8 @@ impl Rig {
             ("--retry-jitter", "300ms".to_owned()),
             ("--seed", settings.seed.to_string()),
         ];
-        let args: Vec<String> = flags.into_iter().flat_map(|(k, v)| [k.to_owned(), v]).collect();
+        let mut args: Vec<String> = flags.into_iter().flat_map(|(k, v)| [k.to_owned(), v]).collect();
+        args.extend(extra.iter().map(|a| (*a).to_owned()));
         let server = ServerProcess::start(&data.path().join("data"), &args, nofile).await?;
         let baseline_fds = server.open_fds()?;
         let baseline_rss = crate::proc_stats::rss_bytes(server.pid())?;
@@ -291,14 +294,15 @@ pub async fn run(name: &str, settings: &Settings) -> anyhow::Result<Report> {
     let storm = Settings { clients: settings.clients.max(STORM_CLIENTS), ..settings.clone() };
     let settings = if name == "storm" { &storm } else { settings };
     let nofile = (name == "fd_exhaustion").then_some(FD_LIMIT);
-    let rig = Rig::start(settings, nofile).await.with_context(|| format!("setting up {name}"))?;
+    let extra: &[&str] = if name == "memory_pressure" { &["--max-buffered-bytes", "67108864"] } else { &[] };
+    let rig = Rig::start(settings, nofile, extra).await.with_context(|| format!("setting up {name}"))?;
     let half = settings.events / 2;
-    let rig = match name {
-        "latency" => latency(rig, settings, &mut report).await?,
-        "slicer" => slicer(rig, settings, &mut report).await?,
+    let outcome = match name {
+        "latency" => latency(rig, settings, &mut report).await,
+        "slicer" => slicer(rig, settings, &mut report).await,
         "limit_data" => {
             let toxic = Toxic::new("limit_data", Direction::Downstream, &[("bytes", 600)]);
-            cut_and_resume(rig, settings, half, toxic, &mut report).await?
+            cut_and_resume(rig, settings, half, toxic, &mut report).await
         }
         // A disconnect storm: every one of at least a thousand streams reset at once.
         "reset_peer" | "storm" => {
@@ -309,7 +313,7 @@ pub async fn run(name: &str, settings: &Settings) -> anyhow::Result<Report> {
                 Toxic::new("reset_peer", Direction::Downstream, &[("timeout", 0)]),
                 &mut report,
             )
-            .await?
+            .await
         }
         "blackhole" => {
             cut_and_resume(
@@ -319,16 +323,28 @@ pub async fn run(name: &str, settings: &Settings) -> anyhow::Result<Report> {
                 Toxic::new("timeout", Direction::Downstream, &[("timeout", 0)]),
                 &mut report,
             )
-            .await?
+            .await
         }
-        "stalled_reader" => stalled_reader(rig, settings, &mut report).await?,
-        "fd_exhaustion" => fd_exhaustion(rig, settings, &mut report).await?,
-        "sigstop" => sigstop(rig, settings, half, &mut report).await?,
-        "sigterm" => sigterm(rig, settings, half, &mut report).await?,
-        "sigkill" => sigkill(rig, settings, half, &mut report).await?,
+        "stalled_reader" => stalled_reader(rig, settings, &mut report).await,
+        "fd_exhaustion" => fd_exhaustion(rig, settings, &mut report).await,
+        "memory_pressure" => memory_pressure(rig, settings, &mut report).await,
+        "sigstop" => sigstop(rig, settings, half, &mut report).await,
+        "sigterm" => sigterm(rig, settings, half, &mut report).await,
+        "sigkill" => sigkill(rig, settings, half, &mut report).await,
         other => bail!("no scenario {other:?}; scenarios: {}", SCENARIOS.join(", ")),
     };
-    rig.leak_check(&mut report).await?;
+    // An error in the middle of a scenario (the server died, an API call failed) is a
+    // failure of the run, reported with the rest.
+    let rig = match outcome {
+        Ok(rig) => rig,
+        Err(error) => {
+            report.failures.push(format!("the scenario stopped: {error:#}"));
+            return Ok(report);
+        }
+    };
+    if let Err(error) = rig.leak_check(&mut report).await {
+        report.failures.push(format!("the leak check stopped: {error:#}"));
+    }
     Ok(report)
 }
 
@@ -538,6 +554,82 @@ async fn fd_exhaustion(rig: Rig, settings: &Settings, report: &mut Report) -> an
     acked.extend(rig.publish(settings.events - settings.events / 2, "after", settings.every).await?);
     rig.settle(&acked, Instant::now(), Duration::from_secs(10)).await;
     rig.judge(&acked, report);
+    Ok(rig)
+}
+
+/// The memory cgroup limit in `memory_pressure`; the server's own budget
+/// (`--max-buffered-bytes` 64 MiB) is well below it.
+const MEMORY_LIMIT: u64 = 256 << 20;
+/// Stalled readers (never read, small receive buffers) in `memory_pressure`.
+const STALLED: usize = 32;
+
+/// The server in a 256 MiB memory cgroup (or, where none can be made, watched by RSS)
+/// with a 64 MiB buffer budget: 32 stalled readers and 60 KiB events on many topics
+/// until the budget refuses growth (503 `buffer_full`, read back from `/metrics`). No OOM
+/// kill, usage under the limit, the proxied clients get every event of their topic.
+async fn memory_pressure(rig: Rig, settings: &Settings, report: &mut Report) -> anyhow::Result<Rig> {
+    let cgroup = MemoryCgroup::create(MEMORY_LIMIT);
+    match &cgroup {
+        Some(group) => {
+            group.add(rig.server.pid())?;
+            report.check(
+                group.limit()? == MEMORY_LIMIT,
+                format!("server in a memory cgroup limited to {} MiB", group.limit()? >> 20),
+            );
+        }
+        None => report.check(true, "no writable memory cgroup here: memory is judged by RSS alone"),
+    }
+    let mut stalled = Vec::new();
+    for k in 0..STALLED {
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        socket.set_recv_buffer_size(4096)?;
+        let mut tcp = socket.connect(rig.server.addr).await?;
+        let request = format!("GET /events?topic=pressure-{}&topic={TOPIC} HTTP/1.1\r\nhost: x\r\n\r\n", k % 8);
+        tokio::io::AsyncWriteExt::write_all(&mut tcp, request.as_bytes()).await?;
+        stalled.push(tcp);
+    }
+    let mut pressure = Publisher::connect(rig.server.addr, "pressure-0").await?;
+    let body = Bytes::from("m".repeat(60 << 10));
+    let (mut published, mut refused) = (0, false);
+    for topic in 0..64 {
+        pressure = Publisher::connect(rig.server.addr, &format!("pressure-{topic}")).await.unwrap_or(pressure);
+        for _ in 0..80 {
+            match pressure.publish(body.clone()).await {
+                Ok(()) => published += 1,
+                Err(error) if error.to_string().contains("buffer_full") => {
+                    refused = true;
+                    break;
+                }
+                Err(error) => {
+                    let kills = cgroup.as_ref().and_then(|g| g.oom_kills().ok()).unwrap_or(0);
+                    bail!("publishing under pressure failed after {published} events ({kills} OOM kills): {error:#}");
+                }
+            }
+        }
+        if refused {
+            break;
+        }
+    }
+    let rejected = metric_labelled(rig.server.addr, "sse_rejected_total{reason=\"buffer_full\"}").await?;
+    report.check(
+        refused && rejected > 0.0,
+        format!("{published} events of 60 KiB until the budget refused growth ({rejected} buffer_full answers)"),
+    );
+    let acked = rig.publish(settings.events, "pressed", settings.every).await?;
+    rig.settle(&acked, Instant::now(), Duration::from_secs(10)).await;
+    rig.judge(&acked, report);
+    let alive = metric(rig.server.addr, "sse_streams").await.is_ok();
+    report.check(alive, "the server is alive and answering");
+    let rss = crate::proc_stats::rss_bytes(rig.server.pid())?;
+    report.check(rss < MEMORY_LIMIT, format!("server RSS {} MiB under {} MiB", rss >> 20, MEMORY_LIMIT >> 20));
+    if let Some(group) = &cgroup {
+        let (peak, kills) = (group.peak()?, group.oom_kills()?);
+        report.check(
+            kills == 0 && peak < MEMORY_LIMIT,
+            format!("cgroup peak {} MiB of {} MiB, {kills} OOM kills", peak >> 20, MEMORY_LIMIT >> 20),
+        );
+    }
+    drop(stalled);
     Ok(rig)
 }
 
