@@ -642,9 +642,18 @@ async fn sigstop(rig: Rig, settings: &Settings, half: usize, report: &mut Report
     let before = rig.connects();
     rig.server.signal(Signal::SIGSTOP)?;
     let stopped_for = WRITE_TIMEOUT + HEARTBEAT * 3;
-    let stat = std::fs::read_to_string(format!("/proc/{}/stat", rig.server.pid()))?;
-    let state = stat.rsplit(')').next().and_then(|rest| rest.split_whitespace().next()).unwrap_or("?").to_owned();
-    report.check(state == "T", format!("SIGSTOP: the server is stopped (state {state}) for {stopped_for:?}"));
+    // The signal takes effect asynchronously: read the state back until it is `T`.
+    let state = |pid: u32| -> anyhow::Result<String> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+        Ok(stat.rsplit(')').next().and_then(|rest| rest.split_whitespace().next()).unwrap_or("?").to_owned())
+    };
+    let deadline = Instant::now() + Duration::from_secs(1);
+    let mut seen = state(rig.server.pid())?;
+    while seen != "T" && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        seen = state(rig.server.pid())?;
+    }
+    report.check(seen == "T", format!("SIGSTOP: the server is stopped (state {seen}) for {stopped_for:?}"));
     tokio::time::sleep(stopped_for).await;
     rig.server.signal(Signal::SIGCONT)?;
     let resumed = Instant::now();
