@@ -72,7 +72,8 @@ enum Command {
     },
     /// Run a real chaos scenario (or `all`): the sse-server binary behind Toxiproxy.
     Run {
-        /// A scenario (`latency`, `slicer`, `reset_peer`, `storm`, `limit_data`, `blackhole`,
+        /// A scenario (`latency`, `slicer`, `bandwidth`, `slow_close`, `reset_peer`, `storm`,
+        /// `limit_data`, `blackhole`,
         /// `stalled_reader`, `fd_exhaustion`, `memory_pressure`, `sigstop`, `sigterm`,
         /// `sigkill`) or `all`.
         scenario: String,

@@ -25,6 +25,16 @@ async fn events_sliced_across_reads_still_parse() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_clients_behind_a_bandwidth_limit_do_not_drag_down_the_others_and_catch_up() {
+    scenario("bandwidth", 13).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_that_close_slowly_are_still_freed_within_the_bound() {
+    scenario("slow_close", 14).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_cut_mid_event_is_not_dispatched_and_resumes_from_the_last_whole_event() {
     scenario("limit_data", 7).await;
 }

@@ -23,9 +23,11 @@ use crate::publisher::{metric, metric_labelled, Publisher};
 use crate::stats::percentile;
 
 /// Every scenario, in the order `run all` takes them.
-pub const SCENARIOS: [&str; 12] = [
+pub const SCENARIOS: [&str; 14] = [
     "latency",
     "slicer",
+    "bandwidth",
+    "slow_close",
     "reset_peer",
     "storm",
     "limit_data",
@@ -300,6 +302,8 @@ pub async fn run(name: &str, settings: &Settings) -> anyhow::Result<Report> {
     let outcome = match name {
         "latency" => latency(rig, settings, &mut report).await,
         "slicer" => slicer(rig, settings, &mut report).await,
+        "bandwidth" => bandwidth(rig, settings, &mut report).await,
+        "slow_close" => slow_close(rig, settings, &mut report).await,
         "limit_data" => {
             let toxic = Toxic::new("limit_data", Direction::Downstream, &[("bytes", 600)]);
             cut_and_resume(rig, settings, half, toxic, &mut report).await
@@ -390,6 +394,70 @@ async fn slicer(rig: Rig, settings: &Settings, report: &mut Report) -> anyhow::R
     rig.toxiproxy.client.remove_toxic(PROXY, &toxic.name).await?;
     report.check(true, format!("all delivered {took:?} after the first publish"));
     rig.judge(&acked, report);
+    Ok(rig)
+}
+
+/// A second proxy limited to 4 KB/s carries two extra clients: they fall behind (read
+/// back: fewer events than published when the limit is lifted) and catch up from the
+/// store after; the other clients' delivery is not dragged down.
+async fn bandwidth(mut rig: Rig, settings: &Settings, report: &mut Report) -> anyhow::Result<Rig> {
+    let slow_proxy = rig.toxiproxy.client.create_proxy("slow", rig.server.addr).await?;
+    let toxic = Toxic::new("bandwidth", Direction::Downstream, &[("rate", 4)]);
+    rig.toxiproxy.client.add_toxic("slow", &toxic).await?;
+    report.check(true, "bandwidth 4 KB/s applied downstream on a second proxy (read back from the API)");
+    let stop = rig.stop.subscribe();
+    let slow: Vec<_> = (0..2)
+        .map(|_| {
+            let record = Shared::default();
+            let task =
+                tokio::spawn(subscriber::run(slow_proxy, TOPIC.into(), HEARTBEAT * 20, record.clone(), stop.clone()));
+            (record, task)
+        })
+        .collect();
+    rig.wait_streams(settings.clients + 2, Duration::from_secs(5)).await?;
+    let body = "b".repeat(2 << 10);
+    let mut publisher = Publisher::connect(rig.server.addr, TOPIC).await?;
+    let mut acked = Vec::new();
+    for i in 0..settings.events {
+        let data = format!("wide-{i}-{body}");
+        let id = publisher.publish_for_id(Bytes::from(data.clone())).await?;
+        acked.push(Acked { id, data, at: Instant::now() });
+        tokio::time::sleep(settings.every).await;
+    }
+    rig.settle(&acked, acked[0].at, Duration::from_secs(10)).await;
+    let mut delays = Vec::new();
+    for (record, _) in &rig.subscribers {
+        let record = record.lock().unwrap();
+        for a in &acked {
+            if let Some(e) = record.events.iter().find(|e| e.data == a.data) {
+                delays.push(e.at.saturating_duration_since(a.at));
+            }
+        }
+    }
+    delays.sort();
+    let p99 = percentile(&delays, 0.99);
+    report.check(p99 < Duration::from_millis(500), format!("fast clients' delivery p99 {p99:?} beside the slow ones"));
+    let behind: Vec<usize> = slow.iter().map(|(r, _)| r.lock().unwrap().events.len()).collect();
+    report.check(
+        behind.iter().all(|n| *n < acked.len()),
+        format!("the slow clients were behind when the limit was lifted ({behind:?} of {})", acked.len()),
+    );
+    rig.toxiproxy.client.remove_toxic("slow", &toxic.name).await?;
+    rig.subscribers.extend(slow);
+    rig.settle(&acked, Instant::now(), Duration::from_secs(20)).await;
+    rig.judge(&acked, report);
+    Ok(rig)
+}
+
+/// `slow_close`: connections through the proxy close a second late; the server still
+/// frees every stream within the leak bound when the clients leave.
+async fn slow_close(rig: Rig, settings: &Settings, report: &mut Report) -> anyhow::Result<Rig> {
+    let acked = rig.publish(settings.events, "closing", settings.every).await?;
+    rig.settle(&acked, Instant::now(), Duration::from_secs(10)).await;
+    rig.judge(&acked, report);
+    let toxic = Toxic::new("slow_close", Direction::Downstream, &[("delay", 1000)]);
+    rig.toxiproxy.client.add_toxic(PROXY, &toxic).await?;
+    report.check(true, "slow_close 1 s applied downstream (read back from the API); the clients leave now");
     Ok(rig)
 }
 
