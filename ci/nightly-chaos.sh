@@ -14,8 +14,8 @@ ci/install-toxiproxy.sh
 cargo build --release --locked -p sse-server -p sse-chaos
 export SSE_SERVER_BIN=$PWD/target/release/sse-server
 base=${NIGHTLY_SEED:-$(date +%s)}
-status=0
-{
+nightly() {
+  local status=0
   echo "nightly chaos, seeds from $base, $rounds rounds"
   for round in $(seq 0 $((rounds - 1))); do
     seed=$((base + round))
@@ -27,5 +27,7 @@ status=0
   SIM_SEEDS=2000 SIM_SEED_BASE=$base cargo test --release --locked -p sse-simulations --test swarm || status=1
   echo "real scenario runs: $(grep -c '"passed":true' "$out/report.jsonl") passed," \
     "$(grep -c '"passed":false' "$out/report.jsonl") failed"
-} 2>&1 | tee "$out/summary.txt"
-exit $status
+  return $status
+}
+# pipefail (set above) makes the script fail when any part of the night failed.
+nightly 2>&1 | tee "$out/summary.txt"

@@ -2,6 +2,7 @@
 
 mod contract;
 mod durability;
+mod injection;
 mod lifecycle;
 mod resume;
 mod support;
