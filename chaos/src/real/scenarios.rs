@@ -276,6 +276,21 @@ impl Rig {
         Ok(())
     }
 
+    /// Every delivery's delay after its acknowledgement, over all subscribers, sorted.
+    fn delays(&self, acked: &[Acked]) -> Vec<Duration> {
+        let mut delays = Vec::new();
+        for (record, _) in &self.subscribers {
+            let record = record.lock().unwrap();
+            for a in acked {
+                if let Some(e) = record.events.iter().find(|e| e.data == a.data) {
+                    delays.push(e.at.saturating_duration_since(a.at));
+                }
+            }
+        }
+        delays.sort();
+        delays
+    }
+
     fn connects(&self) -> Vec<u32> {
         self.subscribers.iter().map(|(r, _)| r.lock().unwrap().connects).collect()
     }
@@ -363,16 +378,7 @@ async fn latency(rig: Rig, settings: &Settings, report: &mut Report) -> anyhow::
     rig.settle(&acked, started, Duration::from_secs(10)).await;
     rig.toxiproxy.client.remove_toxic(PROXY, &toxic.name).await?;
     rig.judge(&acked, report);
-    let mut delays = Vec::new();
-    for (record, _) in &rig.subscribers {
-        let record = record.lock().unwrap();
-        for a in &acked {
-            if let Some(e) = record.events.iter().find(|e| e.data == a.data) {
-                delays.push(e.at.saturating_duration_since(a.at));
-            }
-        }
-    }
-    delays.sort();
+    let delays = rig.delays(&acked);
     let (p50, p99) = (percentile(&delays, 0.5), percentile(&delays, 0.99));
     report.check(
         p50 >= Duration::from_millis(50),
@@ -425,16 +431,7 @@ async fn bandwidth(mut rig: Rig, settings: &Settings, report: &mut Report) -> an
         tokio::time::sleep(settings.every).await;
     }
     rig.settle(&acked, acked[0].at, Duration::from_secs(10)).await;
-    let mut delays = Vec::new();
-    for (record, _) in &rig.subscribers {
-        let record = record.lock().unwrap();
-        for a in &acked {
-            if let Some(e) = record.events.iter().find(|e| e.data == a.data) {
-                delays.push(e.at.saturating_duration_since(a.at));
-            }
-        }
-    }
-    delays.sort();
+    let delays = rig.delays(&acked);
     let p99 = percentile(&delays, 0.99);
     report.check(p99 < Duration::from_millis(500), format!("fast clients' delivery p99 {p99:?} beside the slow ones"));
     let behind: Vec<usize> = slow.iter().map(|(r, _)| r.lock().unwrap().events.len()).collect();
