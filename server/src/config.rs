@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
+use crate::auth::Secret;
 use crate::store::FsyncPolicy;
 
 /// File descriptors kept back from `--max-connections` for the listener, logs, metrics
@@ -135,6 +136,12 @@ pub struct Config {
     /// Age after which the disk store removes an event.
     #[arg(long, env = "SSE_RETAIN_AGE", default_value = "7days", value_parser = humantime::parse_duration)]
     pub retain_age: Duration,
+
+    /// A bearer token that may publish (`Authorization: Bearer <token>`); repeat the flag
+    /// for several, or give `SSE_PUBLISH_TOKENS` a comma-separated list. Without any,
+    /// anyone who can reach the server may publish, and the server warns at start.
+    #[arg(long = "publish-token", env = "SSE_PUBLISH_TOKENS", value_delimiter = ',', hide_env_values = true)]
+    pub publish_tokens: Vec<Secret>,
 
     /// Log format.
     #[arg(long, env = "SSE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]

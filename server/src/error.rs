@@ -10,6 +10,9 @@ pub enum ApiError {
     /// 400: the request is malformed.
     #[error("{1}")]
     BadRequest(&'static str, &'static str),
+    /// 401: publishing needs a valid bearer token.
+    #[error("a valid publish token is required")]
+    Unauthorized,
     /// 404: no such path.
     #[error("no such resource")]
     NotFound,
@@ -32,6 +35,7 @@ impl ApiError {
     pub fn status(&self) -> u16 {
         match self {
             ApiError::BadRequest(..) => 400,
+            ApiError::Unauthorized => 401,
             ApiError::NotFound => 404,
             ApiError::MethodNotAllowed(_) => 405,
             ApiError::PayloadTooLarge => 413,
@@ -44,6 +48,7 @@ impl ApiError {
     pub fn code(&self) -> &'static str {
         match self {
             ApiError::BadRequest(code, _) => code,
+            ApiError::Unauthorized => "unauthorized",
             ApiError::NotFound => "not_found",
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::PayloadTooLarge => "payload_too_large",
@@ -56,6 +61,7 @@ impl ApiError {
     pub fn extra_header(&self) -> Option<(&'static str, String)> {
         match self {
             ApiError::MethodNotAllowed(allow) => Some(("allow", (*allow).to_owned())),
+            ApiError::Unauthorized => Some(("www-authenticate", "Bearer".to_owned())),
             ApiError::Unavailable(_, _, after) => Some(("retry-after", after.as_secs().max(1).to_string())),
             _ => None,
         }

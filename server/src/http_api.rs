@@ -16,6 +16,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use crate::auth;
 use crate::error::ApiError;
 use crate::frame;
 use crate::io::ConnIo;
@@ -114,6 +115,7 @@ async fn route(
 }
 
 async fn publish(shared: &Shared, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    auth::authorize_publish(req.headers(), &shared.config.publish_tokens)?;
     let target = request::parse_publish(req.uri().query())?;
     let max = shared.config.max_event_bytes;
     let declared =

@@ -8,6 +8,7 @@
 //! - `lean`: the lean HTTP/1.1 event-stream path that owns the socket.
 //! - `http_api`: hyper for publish, health, readiness, metrics and HTTP/2.
 //! - [`request`]: query, topic, event-type and resume-id validation.
+//! - [`auth`]: publish tokens.
 //! - [`hub`]: sequencer, per-topic bounded windows, wake-ups.
 //! - [`store`]: the storage seam; the disk store (redb) and the in-memory one.
 //! - [`subscription`]: a stream's cursor and what it writes next.
@@ -26,6 +27,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod config;
 mod conn;
 pub mod error;

@@ -165,6 +165,9 @@ impl Server {
             epoch = format_args!("{:08x}", shared.hub.epoch()),
             "serving"
         );
+        if config.publish_tokens.is_empty() {
+            warn!("no --publish-token: anyone who can reach this server may publish to every topic");
+        }
         let limit = Arc::new(Semaphore::new(max_connections));
         let reject_slots = Arc::new(Semaphore::new(REJECT_SLOTS));
         let mut backoff = Duration::from_millis(5);

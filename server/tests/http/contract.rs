@@ -215,3 +215,36 @@ async fn health_readiness_metrics_and_demo_page_answer() {
     assert!(headers["content-type"].to_str().unwrap().starts_with("text/html"));
     assert!(page.contains("new EventSource("));
 }
+
+/// With publish tokens configured, only `Authorization: Bearer <token>` publishes: 401
+/// with `WWW-Authenticate` otherwise, and the answer never echoes a token. Streams stay
+/// open to all.
+#[tokio::test]
+async fn with_publish_tokens_only_a_bearer_of_one_may_publish() {
+    let tokens = vec!["first-token".parse().unwrap(), "second-token".parse().unwrap()];
+    let server = TestServer::start(Config { publish_tokens: tokens, ..config() }).await;
+    let post = |auth: Option<&'static str>| async move {
+        let mut tcp = TcpStream::connect(server.addr).await.unwrap();
+        let auth = auth.map(|a| format!("authorization: {a}\r\n")).unwrap_or_default();
+        let request = format!(
+            "POST /events?topic=t HTTP/1.1\r\nhost: x\r\n{auth}content-length: 5\r\nconnection: close\r\n\r\nhello"
+        );
+        tcp.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = String::new();
+        tcp.read_to_string(&mut answer).await.unwrap();
+        answer
+    };
+    for refused in [None, Some("Bearer wrong-token"), Some("first-token"), Some("Bearer first-toke")] {
+        let answer = post(refused).await;
+        assert!(answer.starts_with("HTTP/1.1 401"), "{refused:?}: {answer}");
+        assert!(answer.contains("www-authenticate: Bearer\r\n"), "{answer}");
+        assert!(answer.contains("\"error\":\"unauthorized\""), "{answer}");
+        assert!(!answer.contains("token\""), "no token is echoed: {answer}");
+    }
+    for accepted in ["Bearer first-token", "Bearer second-token"] {
+        let answer = post(Some(accepted)).await;
+        assert!(answer.starts_with("HTTP/1.1 201"), "{accepted}: {answer}");
+    }
+    let stream = StreamClient::open(server.addr, "/events?topic=t", None, Proto::Http1).await;
+    assert_eq!(stream.status, StatusCode::OK, "subscribing needs no token");
+}
