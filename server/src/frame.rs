@@ -80,6 +80,20 @@ impl ResetReason {
     }
 }
 
+/// How many of `frames` (in order) fit one write or read step: at most `max_events`, and
+/// at most `max_bytes` unless the first alone is larger (at least one is always taken).
+pub fn fitting<T>(frames: &[(T, Bytes)], max_events: usize, max_bytes: usize) -> usize {
+    let mut bytes = 0;
+    frames
+        .iter()
+        .take(max_events)
+        .take_while(|(_, frame)| {
+            bytes += frame.len();
+            bytes == frame.len() || bytes <= max_bytes
+        })
+        .count()
+}
+
 /// The stream's starting position as an `id:` with no data: per the HTML standard it sets
 /// the client's last event id without dispatching an event, so a client that loses the
 /// stream before its first event still resumes from where it subscribed.

@@ -444,16 +444,7 @@ impl Hub {
         if topics.len() > 1 {
             batch.sort_unstable_by_key(|(seq, _)| *seq);
         }
-        let mut bytes = 0;
-        let keep = batch
-            .iter()
-            .take(MAX_BATCH_EVENTS)
-            .take_while(|(_, frame)| {
-                bytes += frame.len();
-                bytes == frame.len() || bytes <= MAX_BATCH_BYTES
-            })
-            .count();
-        batch.truncate(keep);
+        batch.truncate(frame::fitting(&batch, MAX_BATCH_EVENTS, MAX_BATCH_BYTES));
         Ok(batch)
     }
 

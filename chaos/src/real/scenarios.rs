@@ -319,30 +319,14 @@ pub async fn run(name: &str, settings: &Settings) -> anyhow::Result<Report> {
         "slicer" => slicer(rig, settings, &mut report).await,
         "bandwidth" => bandwidth(rig, settings, &mut report).await,
         "slow_close" => slow_close(rig, settings, &mut report).await,
-        "limit_data" => {
-            let toxic = Toxic::new("limit_data", Direction::Downstream, &[("bytes", 600)]);
+        "limit_data" | "reset_peer" | "storm" | "blackhole" => {
+            let toxic = match name {
+                "limit_data" => Toxic::new("limit_data", Direction::Downstream, &[("bytes", 600)]),
+                // The storm: every one of at least a thousand streams reset at once.
+                "reset_peer" | "storm" => Toxic::new("reset_peer", Direction::Downstream, &[("timeout", 0)]),
+                _ => Toxic::new("timeout", Direction::Downstream, &[("timeout", 0)]),
+            };
             cut_and_resume(rig, settings, half, toxic, &mut report).await
-        }
-        // A disconnect storm: every one of at least a thousand streams reset at once.
-        "reset_peer" | "storm" => {
-            cut_and_resume(
-                rig,
-                settings,
-                half,
-                Toxic::new("reset_peer", Direction::Downstream, &[("timeout", 0)]),
-                &mut report,
-            )
-            .await
-        }
-        "blackhole" => {
-            cut_and_resume(
-                rig,
-                settings,
-                half,
-                Toxic::new("timeout", Direction::Downstream, &[("timeout", 0)]),
-                &mut report,
-            )
-            .await
         }
         "stalled_reader" => stalled_reader(rig, settings, &mut report).await,
         "fd_exhaustion" => fd_exhaustion(rig, settings, &mut report).await,

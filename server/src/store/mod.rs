@@ -200,15 +200,7 @@ pub(crate) fn merge_slices(slices: Vec<TopicSlice>, upto: u64) -> ReadOutcome {
     let mut events: Vec<(u64, Bytes)> =
         slices.into_iter().flat_map(|s| s.events).filter(|(seq, _)| *seq <= complete_upto).collect();
     events.sort_unstable_by_key(|(seq, _)| *seq);
-    let mut bytes = 0;
-    let keep = events
-        .iter()
-        .take(READ_MAX_EVENTS)
-        .take_while(|(_, frame)| {
-            bytes += frame.len();
-            bytes == frame.len() || bytes <= READ_MAX_BYTES
-        })
-        .count();
+    let keep = crate::frame::fitting(&events, READ_MAX_EVENTS, READ_MAX_BYTES);
     if keep < events.len() {
         events.truncate(keep);
         complete_upto = events.last().map_or(complete_upto, |(seq, _)| *seq);
