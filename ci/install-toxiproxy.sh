@@ -13,6 +13,12 @@ if ! command -v go >/dev/null; then
   echo "install-toxiproxy: the Go tool is needed (apt-get install golang-go)" >&2
   exit 1
 fi
+# Toxiproxy v2.12.0's go.mod asks for Go 1.23; older Go tools cannot fetch a newer one.
+go_minor=$(go env GOVERSION | sed -E 's/^go1\.([0-9]+).*/\1/')
+if ((go_minor < 23)); then
+  echo "install-toxiproxy: Toxiproxy $version needs Go >= 1.23, found $(go env GOVERSION)" >&2
+  exit 1
+fi
 mkdir -p .tools/bin .tools/gobin
 GOBIN="$PWD/.tools/gobin" GOFLAGS=-buildvcs=false go install "github.com/Shopify/toxiproxy/v2/cmd/server@$version"
 mv .tools/gobin/server "$bin"
