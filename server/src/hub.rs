@@ -73,6 +73,8 @@ pub struct Hub {
     closing: AtomicBool,
     metrics: Arc<Metrics>,
     store: Arc<dyn Store>,
+    /// Ids at or below this may be in the store from an earlier process.
+    floor: u64,
 }
 
 #[derive(Debug, Default)]
@@ -160,8 +162,10 @@ impl TopicInner {
         (added, freed)
     }
 
-    fn is_unused(&self) -> bool {
-        self.subscribers.is_empty() && self.window.is_empty() && self.evicted_upto == 0
+    /// Nothing to remember: no subscribers, no window, and no eviction past what a new
+    /// topic assumes (`floor`).
+    fn is_unused(&self, floor: u64) -> bool {
+        self.subscribers.is_empty() && self.window.is_empty() && self.evicted_upto <= floor
     }
 }
 
@@ -183,6 +187,7 @@ impl Hub {
             closing: AtomicBool::new(false),
             metrics,
             store,
+            floor: recovery.floor,
         };
         hub.preload(recovery.tail);
         hub
@@ -286,7 +291,7 @@ impl Hub {
         let framed = frame::event(id, event_type, data);
         let (unused, (_, freed)) = {
             let inner = lock(&topic.inner);
-            (inner.is_unused(), inner.evictions_for(framed.len(), &self.limits))
+            (inner.is_unused(self.floor), inner.evictions_for(framed.len(), &self.limits))
         };
         if state.buffered + state.pending_bytes - freed + framed.len() > self.limits.max_buffered_bytes {
             if unused && !state.pending.iter().any(|p| Arc::ptr_eq(&p.topic, &topic)) {
@@ -328,7 +333,7 @@ impl Hub {
                 if !touched.iter().any(|t| Arc::ptr_eq(t, &pending.topic)) {
                     touched.push(pending.topic);
                 }
-            } else if lock(&pending.topic.inner).is_unused()
+            } else if lock(&pending.topic.inner).is_unused(self.floor)
                 && !state.pending.iter().any(|p| Arc::ptr_eq(&p.topic, &pending.topic))
             {
                 state.topics.remove(&pending.topic.name);
@@ -394,7 +399,8 @@ impl Hub {
             Some(text) => match EventId::parse(text) {
                 None => reset(ResetReason::Malformed),
                 Some(id) if id.epoch != self.epoch => reset(ResetReason::OtherEpoch),
-                Some(id) if id.seq > visible => reset(ResetReason::Unknown),
+                // Ids handed out but not visible yet (a publish settling) are known too.
+                Some(id) if id.seq > state.last_seq => reset(ResetReason::Unknown),
                 Some(id) if id.seq < trimmed_upto => reset(ResetReason::Evicted),
                 Some(id) => Start { after: id.seq, reset: None },
             },
@@ -409,7 +415,7 @@ impl Hub {
             let unused = {
                 let mut inner = lock(&topic.inner);
                 inner.subscribers.remove(&subscriber);
-                inner.is_unused()
+                inner.is_unused(self.floor)
             };
             if unused && !state.pending.iter().any(|p| Arc::ptr_eq(&p.topic, topic)) {
                 state.topics.remove(&topic.name);
@@ -463,7 +469,10 @@ impl Hub {
             return Err(topic_limit());
         }
         let name: Arc<str> = Arc::from(name);
-        let topic = Arc::new(Topic { name: name.clone(), inner: Mutex::new(TopicInner::default()) });
+        // Whatever the store kept from before this process is older than any window: a
+        // cursor at or below the floor reads the store first.
+        let inner = TopicInner { evicted_upto: self.floor, ..TopicInner::default() };
+        let topic = Arc::new(Topic { name: name.clone(), inner: Mutex::new(inner) });
         state.topics.insert(name, topic.clone());
         self.metrics.set_topics(state.topics.len());
         Ok(topic)
@@ -481,6 +490,10 @@ mod tests {
 
     fn memory(window: usize, window_bytes: usize) -> Arc<dyn Store> {
         Arc::new(MemoryStore::new(7, window, window_bytes, FsyncPolicy::Always))
+    }
+
+    fn limits(window: usize, max_buffered_bytes: usize) -> HubLimits {
+        HubLimits { window, window_bytes: 1 << 20, max_topics: 4, coalesce: Duration::ZERO, max_buffered_bytes }
     }
 
     fn hub(window: usize, window_bytes: usize) -> Arc<Hub> {
@@ -573,6 +586,26 @@ mod tests {
         for publisher in publishers {
             publisher.await.unwrap();
         }
+    }
+
+    /// A topic the restart did not refill (the buffer budget ran out) must still send a
+    /// resuming cursor to the store, not report "nothing after it".
+    #[tokio::test]
+    async fn a_topic_left_out_of_the_refill_reads_its_history_from_the_store() {
+        let store = memory(10, 1 << 20);
+        let first = Arc::new(Hub::new(store.clone(), limits(10, usize::MAX), Arc::new(Metrics::new())));
+        for topic in ["a", "b", "b"] {
+            first.publish(topic, None, "x").await.unwrap();
+        }
+        drop(first);
+        let second = Hub::new(store, limits(10, 1), Arc::new(Metrics::new()));
+        let signal = Arc::new(Signal::default());
+        let (_, topics, start) = second.subscribe(&["b".into()], Some("00000007-0"), &signal).unwrap();
+        assert_eq!((start.after, start.reset), (0, None));
+        assert_eq!(second.read_after(&topics, 0), Err(Gap), "nothing was refilled: ask the store");
+        let read = second.read_store(&topics, 0).await.unwrap();
+        let ReadOutcome::Events { events, .. } = read else { panic!("{read:?}") };
+        assert_eq!(seqs(&events), [2, 3]);
     }
 
     #[tokio::test]

@@ -303,22 +303,24 @@ fn read_blocking(shared: &DiskShared, topics: &[Arc<str>], after: u64, upto: u64
         if trimmed.get(&**topic).map_err(redb_error)?.is_some_and(|v| v.value() > after) {
             return Ok(ReadOutcome::Evicted);
         }
-        let mut damaged = None;
+        // A read error or a damaged event ends the read with an error: never as if the
+        // range had ended there.
+        let mut failed = None;
         let range = events.range((&**topic, after + 1)..=(&**topic, upto)).map_err(redb_error)?;
         let frames = range.map_while(|entry| {
-            let (key, value) = entry.ok()?;
+            let (key, value) = entry.map_err(|e| failed = Some(redb_error(e))).ok()?;
             let seq = key.value().1;
             match codec::decode(topic, seq, value.value()) {
                 Some(decoded) => Some((seq, Bytes::copy_from_slice(decoded.frame))),
                 None => {
-                    damaged = Some(seq);
+                    failed = Some(StoreError::Corrupt(format!("event {seq} of topic {topic} fails its checksum")));
                     None
                 }
             }
         });
         let slice = take_slice(frames);
-        if let Some(seq) = damaged {
-            return Err(StoreError::Corrupt(format!("event {seq} of topic {topic} fails its checksum")));
+        if let Some(error) = failed {
+            return Err(error);
         }
         slices.push(slice);
     }
@@ -331,7 +333,13 @@ fn newest_blocking(shared: &DiskShared, topics: &[Arc<str>], limits: TailLimits)
     let txn = db.begin_read().map_err(redb_error)?;
     let events = txn.open_table(EVENTS).map_err(redb_error)?;
     let mut per_topic = BTreeMap::new();
+    // Reading stops once the total is reached: topics left out are read from the store
+    // when a client resumes on them.
+    let mut total = 0;
     for topic in topics {
+        if total >= limits.total_bytes {
+            break;
+        }
         let mut newest = Vec::new();
         let mut bytes = 0;
         for entry in events.range((&**topic, 0)..=(&**topic, u64::MAX)).map_err(redb_error)?.rev() {
@@ -345,6 +353,7 @@ fn newest_blocking(shared: &DiskShared, topics: &[Arc<str>], limits: TailLimits)
             newest.push(Record { seq, topic: topic.clone(), frame: Bytes::copy_from_slice(decoded.frame) });
         }
         newest.reverse();
+        total += newest.iter().map(|r| r.frame.len()).sum::<usize>();
         per_topic.insert(topic.clone(), newest);
     }
     Ok(newest_within(per_topic, limits))
