@@ -9,7 +9,7 @@ use http::HeaderMap;
 use crate::error::ApiError;
 
 /// A token from configuration; its `Debug` form hides it.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct Secret(String);
 
 impl FromStr for Secret {
@@ -45,10 +45,12 @@ pub fn authorize_publish(headers: &HeaderMap, tokens: &[Secret]) -> Result<(), A
     if tokens.is_empty() {
         return Ok(());
     }
+    // The scheme name is case-insensitive (RFC 7235).
     let presented = headers
         .get(http::header::AUTHORIZATION)
-        .and_then(|value| value.as_bytes().strip_prefix(b"Bearer "))
-        .unwrap_or_default();
+        .map(|value| value.as_bytes())
+        .filter(|value| value.len() > 7 && value[..7].eq_ignore_ascii_case(b"bearer "))
+        .map_or(&b""[..], |value| &value[7..]);
     // Every token is compared, so the time does not tell which one nearly matched.
     let accepted = tokens.iter().fold(false, |ok, token| token.matches(presented) | ok);
     if accepted {
@@ -75,6 +77,7 @@ mod tests {
         let tokens: Vec<Secret> = vec!["first-token".parse().unwrap(), "second-token".parse().unwrap()];
         assert!(authorize_publish(&headers(None), &[]).is_ok(), "open without tokens");
         assert!(authorize_publish(&headers(Some("Bearer second-token")), &tokens).is_ok());
+        assert!(authorize_publish(&headers(Some("bearer first-token")), &tokens).is_ok(), "scheme case");
         for refused in
             [None, Some("Bearer first-toke"), Some("Bearer first-token2"), Some("first-token"), Some("Basic x")]
         {
