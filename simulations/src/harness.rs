@@ -289,7 +289,7 @@ pub fn run(seed: u64, plan: &Plan, trace: Trace) -> Outcome {
                         .push(format!("graceful shutdown had not finished {:?} after the signal", fault.duration()));
                 }
             }
-            heal(&mut sim, host, fault, plan.max_latency.max(Duration::from_millis(1)), &trace, now);
+            heal(&mut sim, host, fault, plan, &trace, now);
             false
         });
         if let Err(error) = sim.step() {
@@ -386,13 +386,14 @@ fn apply(
     }
 }
 
-fn heal(sim: &mut turmoil::Sim<'_>, host: &str, fault: &Fault, max_latency: Duration, trace: &Trace, now: Duration) {
+fn heal(sim: &mut turmoil::Sim<'_>, host: &str, fault: &Fault, plan: &Plan, trace: &Trace, now: Duration) {
+    // The same client `apply` picked (an index past the client count wraps around).
+    let client = |i: &usize| format!("client-{}", i % plan.clients);
+    let max_latency = plan.max_latency.max(Duration::from_millis(1));
     match fault {
-        Fault::Partition { client, .. } => sim.repair(host, format!("client-{client}").as_str()),
-        Fault::Hold { client, .. } => sim.release(host, format!("client-{client}").as_str()),
-        Fault::Lag { client, .. } => {
-            sim.set_link_max_message_latency(host, format!("client-{client}").as_str(), max_latency)
-        }
+        Fault::Partition { client: i, .. } => sim.repair(host, client(i).as_str()),
+        Fault::Hold { client: i, .. } => sim.release(host, client(i).as_str()),
+        Fault::Lag { client: i, .. } => sim.set_link_max_message_latency(host, client(i).as_str(), max_latency),
         Fault::Crash { .. } | Fault::Restart { .. } => sim.bounce(host),
         // The old host stays down; the service already runs on the other one.
         Fault::Move { .. } => {}

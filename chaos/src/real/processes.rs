@@ -15,9 +15,6 @@ use tokio::time::Instant;
 use super::toxiproxy::Toxiproxy;
 use crate::publisher::metric;
 
-/// The pinned Toxiproxy version `ci/install-toxiproxy.sh` installs.
-pub const TOXIPROXY_VERSION: &str = "v2.12.0";
-
 /// A free loopback port (bound, then released).
 pub fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())

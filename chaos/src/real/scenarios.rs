@@ -779,9 +779,19 @@ async fn restart_and_resume(
 /// Runs scenarios by name (`all` for every one) and returns their reports.
 pub async fn run_many(which: &str, settings: &Settings) -> anyhow::Result<Vec<Report>> {
     let names: Vec<&str> = if which == "all" { SCENARIOS.to_vec() } else { vec![which] };
+    if let Some(unknown) = names.iter().find(|n| !SCENARIOS.contains(n)) {
+        bail!("no scenario {unknown:?}; scenarios: {}", SCENARIOS.join(", "));
+    }
     let mut reports = Vec::new();
     for name in names {
-        reports.push(run(name, settings).await?);
+        // A run that cannot even start is a failed report, and the others still run.
+        let report = run(name, settings).await.unwrap_or_else(|error| Report {
+            scenario: name.to_owned(),
+            seed: settings.seed,
+            notes: Vec::new(),
+            failures: vec![format!("could not run: {error:#}")],
+        });
+        reports.push(report);
     }
     Ok(reports)
 }
