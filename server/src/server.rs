@@ -158,6 +158,10 @@ impl Server {
         let shared = self.shared;
         let config = &shared.config;
         let max_connections = config.effective_max_connections();
+        if config.publish_tokens.is_empty() {
+            warn!("no --publish-token: anyone who can reach this server may publish to every topic");
+        }
+        // The readiness line: logged last, once everything above is settled.
         info!(
             listen = %listener.local_addr()?,
             max_connections,
@@ -165,9 +169,6 @@ impl Server {
             epoch = format_args!("{:08x}", shared.hub.epoch()),
             "serving"
         );
-        if config.publish_tokens.is_empty() {
-            warn!("no --publish-token: anyone who can reach this server may publish to every topic");
-        }
         let limit = Arc::new(Semaphore::new(max_connections));
         let reject_slots = Arc::new(Semaphore::new(REJECT_SLOTS));
         let mut backoff = Duration::from_millis(5);

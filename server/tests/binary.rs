@@ -3,14 +3,14 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_sse-server");
 
 #[test]
 fn a_bad_flag_exits_with_status_64_and_one_line() {
-    let output = Command::new(BIN).args(["--heartbeat", "soon"]).env_clear().output().unwrap();
+    let output = output_within(Command::new(BIN).args(["--heartbeat", "soon"]).env_clear());
     assert_eq!(output.status.code(), Some(64));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
@@ -21,7 +21,7 @@ fn a_bad_flag_exits_with_status_64_and_one_line() {
 fn an_address_in_use_is_a_clear_error() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
-    let output = Command::new(BIN).args(["--store", "memory", "--listen", &addr]).env_clear().output().unwrap();
+    let output = output_within(Command::new(BIN).args(["--store", "memory", "--listen", &addr]).env_clear());
     assert_eq!(output.status.code(), Some(71));
     assert!(String::from_utf8_lossy(&output.stderr).contains("cannot listen on"));
 }
@@ -74,16 +74,7 @@ fn the_binary_serves_streams_and_drains_on_sigterm() {
     let goodbye = read_until(&mut stream, "0\r\n\r\n");
     let retry: u64 = goodbye.split("retry: ").nth(1).unwrap().split('\n').next().unwrap().parse().unwrap();
     assert!((1000..=2000).contains(&retry), "{goodbye}");
-    let mut waited = 0;
-    let code = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status.code();
-        }
-        assert!(waited < 100, "the process did not exit within 10 s of SIGTERM");
-        std::thread::sleep(Duration::from_millis(100));
-        waited += 1;
-    };
-    assert_eq!(code, Some(0));
+    assert_eq!(exit_within(&mut child, "SIGTERM").code(), Some(0));
     let mut rest = String::new();
     log.read_to_string(&mut rest).unwrap();
     assert!(rest.contains("SIGTERM received") && rest.contains("drained"), "{rest}");
@@ -144,8 +135,11 @@ fn an_unusable_data_dir_is_a_clear_error_with_status_74() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    line_with(&mut BufReader::new(first.stderr.take().unwrap()), "\"message\":\"serving\"");
-    let second = Command::new(BIN).args(["--data-dir", dir, "--listen", "127.0.0.1:0"]).env_clear().output().unwrap();
+    // The first server's log stays open while the second tries: it must still be serving.
+    let mut first_log = BufReader::new(first.stderr.take().unwrap());
+    line_with(&mut first_log, "\"message\":\"serving\"");
+    let second = output_within(Command::new(BIN).args(["--data-dir", dir, "--listen", "127.0.0.1:0"]).env_clear());
+    assert!(first.try_wait().unwrap().is_none(), "the first server is still running");
     first.kill().unwrap();
     first.wait().unwrap();
     let stderr = String::from_utf8_lossy(&second.stderr);
@@ -157,12 +151,60 @@ fn an_unusable_data_dir_is_a_clear_error_with_status_74() {
     let file = data.path().join("plain-file");
     std::fs::write(&file, b"x").unwrap();
     let under_file = file.join("data");
-    let output = Command::new(BIN)
-        .args(["--data-dir", under_file.to_str().unwrap(), "--listen", "127.0.0.1:0"])
-        .env_clear()
-        .output()
-        .unwrap();
+    let output = output_within(
+        Command::new(BIN).args(["--data-dir", under_file.to_str().unwrap(), "--listen", "127.0.0.1:0"]).env_clear(),
+    );
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(74), "{stderr}");
     assert!(stderr.contains("cannot create the data directory"), "{stderr}");
+}
+
+/// A server whose log pipe closes (a log collector restarted) keeps serving and still
+/// drains cleanly: a log line it cannot write is dropped, never a panic.
+#[test]
+fn a_closed_log_pipe_does_not_stop_the_server() {
+    let mut child = Command::new(BIN)
+        .args(["--store", "memory", "--listen", "127.0.0.1:0", "--log-format", "json"])
+        .env_clear()
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let line = line_with(&mut BufReader::new(child.stderr.take().unwrap()), "\"message\":\"serving\"");
+    let addr: SocketAddr = line.split("\"listen\":\"").nth(1).unwrap().split('"').next().unwrap().parse().unwrap();
+    // The reader is gone: every later log line meets a broken pipe.
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    assert_eq!(exit_within(&mut child, "SIGTERM").code(), Some(0), "the drain finished despite the closed log");
+    assert!(TcpStream::connect(addr).is_err(), "the listener is closed after the drain");
+}
+
+/// How long any process under test may take to exit by itself: long enough for a loaded
+/// machine, short enough that a process that never exits fails the test, not the run.
+const EXIT_BOUND: Duration = Duration::from_secs(20);
+
+/// Runs `command` to its end, capturing its output, and fails if it is still running
+/// after `EXIT_BOUND` (it is killed then). The pipes are read after the exit, so this is
+/// for commands that print less than a pipe holds (64 KiB), as every one here does.
+fn output_within(command: &mut Command) -> Output {
+    let mut child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let status = exit_within(&mut child, "start");
+    let mut output = Output { status, stdout: Vec::new(), stderr: Vec::new() };
+    child.stdout.take().unwrap().read_to_end(&mut output.stdout).unwrap();
+    child.stderr.take().unwrap().read_to_end(&mut output.stderr).unwrap();
+    output
+}
+
+/// Waits for `child` to exit by itself, at most `EXIT_BOUND` after `since`; kills it and
+/// fails the test otherwise.
+fn exit_within(child: &mut Child, since: &str) -> ExitStatus {
+    const POLL: Duration = Duration::from_millis(20);
+    for _ in 0..EXIT_BOUND.as_millis() / POLL.as_millis() {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        std::thread::sleep(POLL);
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("the process was still running {EXIT_BOUND:?} after {since}");
 }

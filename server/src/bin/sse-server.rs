@@ -2,6 +2,7 @@
 //! SIGTERM or SIGINT, drain, exit.
 
 use std::hash::{BuildHasher, RandomState};
+use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -26,7 +27,7 @@ fn main() -> ExitCode {
             let message = error.kind().to_string();
             let detail = error.to_string();
             let first = detail.lines().next().unwrap_or(&message);
-            eprintln!("sse-server: {first}");
+            say(format_args!("{first}"));
             return ExitCode::from(EXIT_USAGE);
         }
     };
@@ -39,7 +40,7 @@ fn main() -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
-            eprintln!("sse-server: cannot start the runtime: {error}");
+            say(format_args!("cannot start the runtime: {error}"));
             return ExitCode::FAILURE;
         }
     };
@@ -47,21 +48,28 @@ fn main() -> ExitCode {
         let listener = match sse_server::listener::bind(config.listen, config.backlog) {
             Ok(listener) => listener,
             Err(error) => {
-                eprintln!("sse-server: cannot listen on {}: {error}", config.listen);
+                say(format_args!("cannot listen on {}: {error}", config.listen));
                 return ExitCode::from(EXIT_BIND);
             }
         };
         let server = match sse_server::Server::open(config) {
             Ok(server) => server,
             Err(error) => {
-                eprintln!("sse-server: cannot open the event store: {error}");
+                say(format_args!("cannot open the event store: {error}"));
                 return ExitCode::from(EXIT_STORE);
             }
         };
-        match server.run(listener, shutdown_signal()).await {
+        let shutdown = match shutdown_signal() {
+            Ok(shutdown) => shutdown,
+            Err(error) => {
+                say(format_args!("cannot install the signal handlers: {error}"));
+                return ExitCode::FAILURE;
+            }
+        };
+        match server.run(listener, shutdown).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
-                eprintln!("sse-server: {error}");
+                say(format_args!("{error}"));
                 ExitCode::FAILURE
             }
         }
@@ -72,7 +80,7 @@ fn init_logging(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(|| LossyStderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     match format {
         LogFormat::Text => builder.init(),
@@ -80,11 +88,41 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-async fn shutdown_signal() {
+/// Installs the SIGTERM and SIGINT handlers now, before the server says it is serving
+/// (a signal that came between the two would otherwise kill the process undrained), and
+/// returns the future that resolves on the first of them.
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+    let mut term = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+            _ = interrupt.recv() => tracing::info!("SIGINT received"),
+        }
+    })
+}
+
+/// Standard error that never fails: a log line that cannot be written (the pipe to a log
+/// collector closed, a full disk behind a redirect) is dropped. The default writer
+/// reports such an error with `eprintln!`, which panics on the same broken pipe and takes
+/// the whole server down with every stream it serves.
+struct LossyStderr;
+
+impl Write for LossyStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let _ = std::io::stderr().write_all(buf);
+        Ok(buf.len())
     }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        let _ = std::io::stderr().flush();
+        Ok(())
+    }
+}
+
+/// One line to standard error before exiting; a closed stderr must not turn a clear exit
+/// status into a panic.
+fn say(line: std::fmt::Arguments<'_>) {
+    let _ = writeln!(std::io::stderr(), "sse-server: {line}");
 }

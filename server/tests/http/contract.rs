@@ -231,7 +231,7 @@ async fn with_publish_tokens_only_a_bearer_of_one_may_publish() {
         );
         tcp.write_all(request.as_bytes()).await.unwrap();
         let mut answer = String::new();
-        tcp.read_to_string(&mut answer).await.unwrap();
+        tokio::time::timeout(PATIENCE, tcp.read_to_string(&mut answer)).await.unwrap().unwrap();
         answer
     };
     for refused in [None, Some("Bearer wrong-token"), Some("first-token"), Some("Bearer first-toke")] {
