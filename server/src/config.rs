@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
-use crate::auth::Secret;
+use crate::access::pattern::TopicPattern;
+use crate::access::secret::Secret;
+use crate::cors::CorsOrigin;
 use crate::store::FsyncPolicy;
 
 /// File descriptors kept back from `--max-connections` for the listener, logs, metrics
@@ -143,9 +145,54 @@ pub struct Config {
     #[arg(long = "publish-token", env = "SSE_PUBLISH_TOKENS", value_delimiter = ',', hide_env_values = true)]
     pub publish_tokens: Vec<Secret>,
 
+    /// Key of HS256 JSON Web Tokens (at least 32 bytes): a token's claims name the topics
+    /// its holder may publish to and subscribe to (see the README's Security section).
+    #[arg(long, env = "SSE_JWT_SECRET", hide_env_values = true, value_parser = parse_jwt_secret)]
+    pub jwt_secret: Option<Secret>,
+
+    /// Topics only token holders may read: a name, `prefix*` or `*`; repeat the flag or
+    /// give `SSE_PRIVATE_TOPICS` a comma-separated list. Needs `--jwt-secret`.
+    #[arg(long = "private-topic", env = "SSE_PRIVATE_TOPICS", value_delimiter = ',', requires = "jwt_secret")]
+    pub private_topics: Vec<TopicPattern>,
+
+    /// A page origin allowed to read streams and publish from a browser
+    /// (`https://app.example.com`), or `*` for any origin without credentials; repeat
+    /// the flag or give `SSE_CORS_ORIGINS` a comma-separated list.
+    #[arg(long = "cors-origin", env = "SSE_CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Vec<CorsOrigin>,
+
+    /// Most connections open at once from one peer address (0: no limit); past it, 429.
+    #[arg(long, env = "SSE_MAX_CONNECTIONS_PER_IP", default_value_t = 0)]
+    pub max_connections_per_ip: usize,
+
+    /// Publishes per second one publisher may make, in bursts of as many (0: no limit);
+    /// past it, 429 with `Retry-After`. A publisher is its token, its JWT `sub`, or else
+    /// its address.
+    #[arg(long, env = "SSE_PUBLISH_RATE", default_value_t = 0)]
+    pub publish_rate: u32,
+
+    /// Time allowed for a publish body to arrive once its head has (408 beyond).
+    #[arg(long, env = "SSE_BODY_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub body_timeout: Duration,
+
+    /// Certificate chain (PEM) to serve TLS with; needs `--tls-key`.
+    #[arg(long, env = "SSE_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+
+    /// Private key (PEM) of `--tls-cert`.
+    #[arg(long, env = "SSE_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
+
     /// Log format.
     #[arg(long, env = "SSE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+}
+
+fn parse_jwt_secret(text: &str) -> Result<Secret, String> {
+    if text.len() < 32 {
+        return Err("an HS256 key is at least 32 bytes".to_owned());
+    }
+    text.parse()
 }
 
 fn parse_epoch(text: &str) -> Result<u32, String> {
@@ -196,6 +243,19 @@ mod tests {
         let c = Config::try_parse_from(["x", "--heartbeat", "500ms", "--coalesce", "10ms"]).unwrap();
         assert_eq!(c.heartbeat, Duration::from_millis(500));
         assert!(Config::try_parse_from(["x", "--heartbeat", "soon"]).is_err());
+    }
+
+    #[test]
+    fn security_flags_say_what_they_need() {
+        let error = |args: &[&str]| Config::try_parse_from([&["x"], args].concat()).unwrap_err().to_string();
+        assert!(error(&["--private-topic", "p/*"]).contains("--jwt-secret"));
+        assert!(error(&["--jwt-secret", "too-short-key"]).contains("at least 32 bytes"));
+        assert!(error(&["--tls-cert", "c.pem"]).contains("--tls-key"));
+        assert!(error(&["--cors-origin", "https://x.example/"]).contains("scheme://host"));
+        assert!(error(&["--private-topic", "a b", "--jwt-secret", &"k".repeat(32)]).contains("topic pattern"));
+        let c = Config::try_parse_from(["x", "--private-topic", "p/*,q", "--jwt-secret", &"k".repeat(32)]).unwrap();
+        assert_eq!(c.private_topics.len(), 2);
+        assert_eq!((c.max_connections_per_ip, c.publish_rate, c.body_timeout), (0, 0, Duration::from_secs(10)));
     }
 
     #[test]

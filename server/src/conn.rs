@@ -1,10 +1,11 @@
-//! One connection, from accept to close: read the request head within the header
-//! timeout, then hand the socket to the lean event-stream path (HTTP/1.1
-//! `GET /events`) or to hyper (everything else, HTTP/2 included).
+//! One connection, from accept to close: the TLS handshake when serving TLS, the request
+//! head within the header timeout, then the lean event-stream path (HTTP/1.1
+//! `GET /events`, access checked here) or hyper (everything else, HTTP/2 included).
 //!
 //! The head buffer is dropped before a lean stream starts, so a long-lived stream keeps
 //! only its socket, its cursor and a small task.
 
+use std::net::SocketAddr;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
@@ -13,13 +14,16 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::debug;
 
+use crate::access::Credentials;
 use crate::error::ApiError;
 use crate::http_api;
 use crate::io::ConnIo;
 use crate::lean::LeanStream;
+use crate::limits::IpSlot;
 use crate::metrics::{DisconnectReason, Metrics};
 use crate::request::{self, SubscribeRequest};
 use crate::server::Shared;
+use crate::tls::ALPN_H2;
 
 /// Largest request head read before answering 431.
 pub const MAX_HEAD_BYTES: usize = 16 << 10;
@@ -29,8 +33,9 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// What the first bytes of a connection turned out to be.
 enum Head {
-    /// HTTP/1.x `GET /events`: served by the lean path.
-    Stream(Result<SubscribeRequest, ApiError>),
+    /// HTTP/1.x `GET /events`: served by the lean path, with the CORS header lines its
+    /// answer carries.
+    Stream(Result<SubscribeRequest, ApiError>, String),
     /// Any other HTTP/1.x request: hyper, with the bytes read so far replayed.
     Http1(Bytes),
     /// The HTTP/2 prior-knowledge preface: hyper's HTTP/2 server.
@@ -47,12 +52,13 @@ enum HeadError {
 pub(crate) struct ConnGuard {
     metrics: Arc<Metrics>,
     _permit: OwnedSemaphorePermit,
+    _ip_slot: IpSlot,
 }
 
 impl ConnGuard {
-    fn new(metrics: Arc<Metrics>, permit: OwnedSemaphorePermit) -> ConnGuard {
+    fn new(metrics: Arc<Metrics>, permit: OwnedSemaphorePermit, ip_slot: IpSlot) -> ConnGuard {
         metrics.connection_opened();
-        ConnGuard { metrics, _permit: permit }
+        ConnGuard { metrics, _permit: permit, _ip_slot: ip_slot }
     }
 }
 
@@ -62,17 +68,59 @@ impl Drop for ConnGuard {
     }
 }
 
-/// Serves one accepted connection; the permit is released when it ends.
-pub(crate) async fn serve<S>(shared: Arc<Shared>, mut io: S, permit: OwnedSemaphorePermit)
-where
+/// Serves one accepted connection; the permit and the address slot are released when it
+/// ends.
+pub(crate) async fn serve<S>(
+    shared: Arc<Shared>,
+    io: S,
+    permit: OwnedSemaphorePermit,
+    ip_slot: IpSlot,
+    peer: SocketAddr,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let guard = ConnGuard::new(shared.metrics.clone(), permit);
+    let guard = ConnGuard::new(shared.metrics.clone(), permit, ip_slot);
+    // The handshake and the request head share the header timeout.
+    let head_deadline = tokio::time::Instant::now() + shared.config.header_timeout;
+    let Some(tls) = shared.tls.clone() else {
+        return serve_http(shared, io, guard, peer, head_deadline).await;
+    };
+    let handshake = tokio::select! {
+        biased;
+        _ = shared.closing.cancelled() => return,
+        handshake = tokio::time::timeout_at(head_deadline, tls.acceptor().accept(io)) => handshake,
+    };
+    match handshake {
+        Ok(Ok(tls)) if tls.get_ref().1.alpn_protocol() == Some(ALPN_H2) => {
+            let timed_out = Arc::new(AtomicBool::new(false));
+            let io = ConnIo::new(tls, None, shared.config.write_timeout, timed_out.clone());
+            http_api::serve_http2(shared.clone(), io, timed_out, peer).await;
+            drop(guard);
+        }
+        Ok(Ok(tls)) => serve_http(shared, tls, guard, peer, head_deadline).await,
+        Ok(Err(error)) => {
+            debug!(%error, "TLS handshake failed");
+            shared.metrics.rejected("tls_handshake");
+        }
+        Err(_elapsed) => shared.metrics.disconnected(DisconnectReason::HeaderTimeout),
+    }
+}
+
+/// Serves HTTP on a plain or decrypted byte stream.
+async fn serve_http<S>(
+    shared: Arc<Shared>,
+    mut io: S,
+    guard: ConnGuard,
+    peer: SocketAddr,
+    head_deadline: tokio::time::Instant,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let config = &shared.config;
     let head = tokio::select! {
         biased;
         _ = shared.closing.cancelled() => return,
-        head = tokio::time::timeout(config.header_timeout, read_head(&mut io)) => head,
+        head = tokio::time::timeout_at(head_deadline, read_head(&shared, &mut io)) => head,
     };
     let head = match head {
         Err(_elapsed) => {
@@ -86,25 +134,29 @@ where
     };
     let timed_out = Arc::new(AtomicBool::new(false));
     match head {
-        Head::Stream(request) => {
+        Head::Stream(request, cors) => {
             match request.and_then(|r| shared.subscribe(&r.topics, r.last_event_id.as_deref(), timed_out.clone())) {
                 Ok(subscription) => {
                     // The stream goes on as a task of its own holding only the stream's
                     // state; this task's (head parsing, the hyper branches) is freed now.
                     let io = ConnIo::new(io, None, config.write_timeout, timed_out);
-                    shared.tasks.spawn(LeanStream::new(shared.clone(), io, subscription, guard));
+                    shared.tasks.spawn(LeanStream::new(shared.clone(), io, subscription, guard, &cors));
                 }
-                Err(error) => answer_error(&shared, &mut io, &error).await,
+                Err(error) => {
+                    shared.metrics.rejected(error.code());
+                    let answer = error.raw_http1_with(&cors);
+                    let _ = tokio::time::timeout(config.write_timeout, io.write_all(&answer)).await;
+                }
             }
         }
         Head::Http1(prefix) => {
             let io = ConnIo::new(io, Some(prefix), config.write_timeout, timed_out.clone());
-            http_api::serve_http1(shared.clone(), io, timed_out).await;
+            http_api::serve_http1(shared.clone(), io, timed_out, peer).await;
             drop(guard);
         }
         Head::Http2(prefix) => {
             let io = ConnIo::new(io, Some(prefix), config.write_timeout, timed_out.clone());
-            http_api::serve_http2(shared.clone(), io, timed_out).await;
+            http_api::serve_http2(shared.clone(), io, timed_out, peer).await;
             drop(guard);
         }
     }
@@ -128,7 +180,7 @@ async fn answer_error<S: AsyncWrite + Unpin>(shared: &Shared, io: &mut S, error:
     let _ = tokio::time::timeout(shared.config.write_timeout, io.write_all(&error.raw_http1())).await;
 }
 
-async fn read_head<S: AsyncRead + Unpin>(io: &mut S) -> Result<Head, HeadError> {
+async fn read_head<S: AsyncRead + Unpin>(shared: &Shared, io: &mut S) -> Result<Head, HeadError> {
     let mut buf = BytesMut::with_capacity(1024);
     loop {
         if buf.len() == buf.capacity() {
@@ -147,9 +199,9 @@ async fn read_head<S: AsyncRead + Unpin>(io: &mut S) -> Result<Head, HeadError> 
         if H2_PREFACE.starts_with(&buf) {
             continue;
         }
-        match parse_http1(&buf)? {
+        match parse_http1(shared, &buf)? {
             None => {}
-            Some(Http1::Stream(request)) => return Ok(Head::Stream(request)),
+            Some(Http1::Stream(request, cors)) => return Ok(Head::Stream(request, cors)),
             Some(Http1::Other) => return Ok(Head::Http1(buf.freeze())),
         }
     }
@@ -157,14 +209,15 @@ async fn read_head<S: AsyncRead + Unpin>(io: &mut S) -> Result<Head, HeadError> 
 
 /// A whole HTTP/1.x head, classified.
 enum Http1 {
-    /// `GET /events`, already parsed: the head bytes are no longer needed.
-    Stream(Result<SubscribeRequest, ApiError>),
+    /// `GET /events`, already parsed and its access checked: the head bytes are no
+    /// longer needed. With the CORS header lines for its answer.
+    Stream(Result<SubscribeRequest, ApiError>, String),
     /// Anything else: hyper parses it again from the raw bytes.
     Other,
 }
 
 /// `Some` once a whole head is in `buf`.
-fn parse_http1(buf: &[u8]) -> Result<Option<Http1>, HeadError> {
+fn parse_http1(shared: &Shared, buf: &[u8]) -> Result<Option<Http1>, HeadError> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut request = httparse::Request::new(&mut headers);
     match request.parse(buf) {
@@ -180,10 +233,19 @@ fn parse_http1(buf: &[u8]) -> Result<Option<Http1>, HeadError> {
             if request.method != Some("GET") || path != "/events" {
                 return Ok(Some(Http1::Other));
             }
-            let last_event_id =
-                request.headers.iter().find(|h| h.name.eq_ignore_ascii_case("last-event-id")).map(|h| h.value);
-            let parsed = request::parse_subscribe(query, last_event_id);
-            Ok(Some(Http1::Stream(parsed)))
+            let header =
+                |name: &str| request.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value);
+            let cors = shared.cors.response_headers(header("origin"));
+            let cookies = request.headers.iter().filter(|h| h.name.eq_ignore_ascii_case("cookie")).map(|h| h.value);
+            let credentials = Credentials::from_headers(header("authorization"), cookies);
+            let parsed = request::parse_subscribe(query, header("last-event-id")).and_then(|wanted| {
+                let query_token = wanted.access_token.as_ref().map(|t| t.0.as_bytes());
+                shared
+                    .access
+                    .authorize_subscribe(&Credentials { query: query_token, ..credentials }, &wanted.topics)?;
+                Ok(wanted)
+            });
+            Ok(Some(Http1::Stream(parsed, cors)))
         }
     }
 }

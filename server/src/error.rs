@@ -10,18 +10,36 @@ pub enum ApiError {
     /// 400: the request is malformed.
     #[error("{1}")]
     BadRequest(&'static str, &'static str),
-    /// 401: publishing needs a valid bearer token.
-    #[error("a valid publish token is required")]
+    /// 401: the request needs a credential and carries none.
+    #[error("a valid token is required")]
     Unauthorized,
+    /// 401: the token presented is not valid (signature, algorithm, expiry or claims).
+    #[error("the token is invalid or expired")]
+    InvalidToken,
+    /// 403: the token is valid but does not cover the topic.
+    #[error("the token does not allow this topic")]
+    Forbidden,
+    /// 403: a preflight from an origin not on `--cors-origin`.
+    #[error("this origin is not allowed")]
+    OriginNotAllowed,
     /// 404: no such path.
     #[error("no such resource")]
     NotFound,
     /// 405: the path exists but not with this method.
     #[error("method not allowed")]
     MethodNotAllowed(&'static str),
+    /// 408: the body did not arrive within `--body-timeout`.
+    #[error("the request body did not arrive in time")]
+    BodyTimeout,
     /// 413: the body exceeds `--max-event-bytes`.
     #[error("the event body exceeds the configured maximum")]
     PayloadTooLarge,
+    /// 414: the request target is longer than the server reads.
+    #[error("the request target is too long")]
+    UriTooLong,
+    /// 429: a per-client limit was reached; try again after the given delay.
+    #[error("{1}")]
+    TooManyRequests(&'static str, &'static str, Duration),
     /// 431: the request head is too large.
     #[error("the request head is too large")]
     HeadersTooLarge,
@@ -35,10 +53,14 @@ impl ApiError {
     pub fn status(&self) -> u16 {
         match self {
             ApiError::BadRequest(..) => 400,
-            ApiError::Unauthorized => 401,
+            ApiError::Unauthorized | ApiError::InvalidToken => 401,
+            ApiError::Forbidden | ApiError::OriginNotAllowed => 403,
             ApiError::NotFound => 404,
             ApiError::MethodNotAllowed(_) => 405,
+            ApiError::BodyTimeout => 408,
             ApiError::PayloadTooLarge => 413,
+            ApiError::UriTooLong => 414,
+            ApiError::TooManyRequests(..) => 429,
             ApiError::HeadersTooLarge => 431,
             ApiError::Unavailable(..) => 503,
         }
@@ -49,9 +71,15 @@ impl ApiError {
         match self {
             ApiError::BadRequest(code, _) => code,
             ApiError::Unauthorized => "unauthorized",
+            ApiError::InvalidToken => "invalid_token",
+            ApiError::Forbidden => "forbidden",
+            ApiError::OriginNotAllowed => "origin_not_allowed",
             ApiError::NotFound => "not_found",
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
+            ApiError::BodyTimeout => "body_timeout",
             ApiError::PayloadTooLarge => "payload_too_large",
+            ApiError::UriTooLong => "uri_too_long",
+            ApiError::TooManyRequests(code, ..) => code,
             ApiError::HeadersTooLarge => "headers_too_large",
             ApiError::Unavailable(code, ..) => code,
         }
@@ -62,7 +90,10 @@ impl ApiError {
         match self {
             ApiError::MethodNotAllowed(allow) => Some(("allow", (*allow).to_owned())),
             ApiError::Unauthorized => Some(("www-authenticate", "Bearer".to_owned())),
-            ApiError::Unavailable(_, _, after) => Some(("retry-after", after.as_secs().max(1).to_string())),
+            ApiError::InvalidToken => Some(("www-authenticate", "Bearer error=\"invalid_token\"".to_owned())),
+            ApiError::Unavailable(_, _, after) | ApiError::TooManyRequests(_, _, after) => {
+                Some(("retry-after", after.as_secs().max(1).to_string()))
+            }
             _ => None,
         }
     }
@@ -74,8 +105,14 @@ impl ApiError {
 
     /// A whole HTTP/1.1 response that closes the connection, for the lean path.
     pub fn raw_http1(&self) -> Vec<u8> {
+        self.raw_http1_with("")
+    }
+
+    /// The same, with `more_headers` (whole `name: value\r\n` lines) in its head.
+    pub fn raw_http1_with(&self, more_headers: &str) -> Vec<u8> {
         let body = self.body();
-        let extra = self.extra_header().map(|(k, v)| format!("{k}: {v}\r\n")).unwrap_or_default();
+        let mut extra = self.extra_header().map(|(k, v)| format!("{k}: {v}\r\n")).unwrap_or_default();
+        extra.push_str(more_headers);
         format!(
             "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{extra}connection: close\r\n\r\n{body}",
             self.status(),

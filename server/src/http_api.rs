@@ -1,8 +1,10 @@
-//! Everything served through hyper: publish, health, readiness, metrics, the demo page,
-//! and event streams over HTTP/2 or on a kept-alive HTTP/1.1 connection.
+//! Everything served through hyper: publish, CORS preflights, health, readiness,
+//! metrics, the demo page, and event streams over HTTP/2 or on a kept-alive HTTP/1.1
+//! connection.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,7 +18,8 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use crate::auth;
+use crate::access::Credentials;
+use crate::cors;
 use crate::error::ApiError;
 use crate::frame;
 use crate::io::ConnIo;
@@ -30,11 +33,11 @@ type Body = UnsyncBoxBody<Bytes, Infallible>;
 const DEMO_PAGE: &str = include_str!("demo.html");
 
 /// Serves HTTP/1.1 requests (keep-alive) until the client leaves or the server drains.
-pub(crate) async fn serve_http1<S>(shared: Arc<Shared>, io: ConnIo<S>, timed_out: Arc<AtomicBool>)
+pub(crate) async fn serve_http1<S>(shared: Arc<Shared>, io: ConnIo<S>, timed_out: Arc<AtomicBool>, peer: SocketAddr)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let service = service(shared.clone(), timed_out);
+    let service = service(shared.clone(), timed_out, peer);
     let connection = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(shared.config.header_timeout)
@@ -51,12 +54,12 @@ where
     }
 }
 
-/// Serves an HTTP/2 (prior knowledge) connection.
-pub(crate) async fn serve_http2<S>(shared: Arc<Shared>, io: ConnIo<S>, timed_out: Arc<AtomicBool>)
+/// Serves an HTTP/2 connection (prior knowledge, or `h2` negotiated over TLS).
+pub(crate) async fn serve_http2<S>(shared: Arc<Shared>, io: ConnIo<S>, timed_out: Arc<AtomicBool>, peer: SocketAddr)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let service = service(shared.clone(), timed_out);
+    let service = service(shared.clone(), timed_out, peer);
     // Pings find a dead or frozen HTTP/2 peer even while its streams are flow-control
     // blocked and no socket write is pending.
     let connection = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
@@ -78,12 +81,22 @@ where
 fn service(
     shared: Arc<Shared>,
     timed_out: Arc<AtomicBool>,
+    peer: SocketAddr,
 ) -> impl hyper::service::Service<Request<Incoming>, Response = Response<Body>, Error = Infallible, Future: Send> + Clone
 {
-    service_fn(move |req| {
+    service_fn(move |req: Request<Incoming>| {
         let (shared, timed_out) = (shared.clone(), timed_out.clone());
         async move {
-            Ok::<_, Infallible>(route(&shared, req, timed_out).await.unwrap_or_else(|e| error_response(&shared, &e)))
+            // Every answer under /events, errors included, carries the CORS headers, so
+            // a page on an allowed origin can read why it was refused.
+            let cors = match req.uri().path() {
+                "/events" => shared.cors.response_headers(req.headers().get(header::ORIGIN).map(|v| v.as_bytes())),
+                _ => String::new(),
+            };
+            let mut response =
+                route(&shared, req, timed_out, peer).await.unwrap_or_else(|e| error_response(&shared, &e));
+            add_header_lines(&mut response, &cors);
+            Ok::<_, Infallible>(response)
         }
     })
 }
@@ -92,11 +105,13 @@ async fn route(
     shared: &Arc<Shared>,
     req: Request<Incoming>,
     timed_out: Arc<AtomicBool>,
+    peer: SocketAddr,
 ) -> Result<Response<Body>, ApiError> {
     match (req.uri().path(), req.method()) {
         ("/events", &Method::GET) => subscribe(shared, &req, timed_out),
-        ("/events", &Method::POST) => publish(shared, req).await,
-        ("/events", _) => Err(ApiError::MethodNotAllowed("GET, POST")),
+        ("/events", &Method::POST) => publish(shared, req, peer).await,
+        ("/events", &Method::OPTIONS) => preflight(shared, &req),
+        ("/events", _) => Err(ApiError::MethodNotAllowed("GET, POST, OPTIONS")),
         ("/healthz", &Method::GET) => Ok(text(StatusCode::OK, "text/plain", "ok\n")),
         ("/readyz", &Method::GET) if shared.draining.load(Ordering::SeqCst) => Err(draining(shared.config.retry)),
         ("/readyz", &Method::GET) if !shared.hub.store_is_healthy() => {
@@ -114,19 +129,30 @@ async fn route(
     }
 }
 
-async fn publish(shared: &Shared, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
-    auth::authorize_publish(req.headers(), &shared.config.publish_tokens)?;
+/// The credentials in a request's headers.
+fn credentials(headers: &http::HeaderMap) -> Credentials<'_> {
+    let authorization = headers.get(header::AUTHORIZATION).map(|v| v.as_bytes());
+    Credentials::from_headers(authorization, headers.get_all(header::COOKIE).iter().map(|v| v.as_bytes()))
+}
+
+async fn publish(shared: &Shared, req: Request<Incoming>, peer: SocketAddr) -> Result<Response<Body>, ApiError> {
     let target = request::parse_publish(req.uri().query())?;
+    let publisher = shared.access.authorize_publish(&credentials(req.headers()), &target.topic, peer.ip())?;
+    if let Err(wait) = shared.publish_rate.take(&publisher) {
+        return Err(ApiError::TooManyRequests("rate_limited", "too many publishes; slow down", wait));
+    }
     let max = shared.config.max_event_bytes;
     let declared =
         req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|len| len > max as u64) {
         return Err(ApiError::PayloadTooLarge);
     }
-    let body = match Limited::new(req.into_body(), max).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(error) if error.downcast_ref::<LengthLimitError>().is_some() => return Err(ApiError::PayloadTooLarge),
-        Err(_) => return Err(ApiError::BadRequest("incomplete_body", "the request body ended early")),
+    let body = tokio::time::timeout(shared.config.body_timeout, Limited::new(req.into_body(), max).collect());
+    let body = match body.await {
+        Err(_elapsed) => return Err(ApiError::BodyTimeout),
+        Ok(Ok(collected)) => collected.to_bytes(),
+        Ok(Err(error)) if error.downcast_ref::<LengthLimitError>().is_some() => return Err(ApiError::PayloadTooLarge),
+        Ok(Err(_)) => return Err(ApiError::BadRequest("incomplete_body", "the request body ended early")),
     };
     let data =
         std::str::from_utf8(&body).map_err(|_| ApiError::BadRequest("invalid_utf8", "event data must be UTF-8"))?;
@@ -142,6 +168,10 @@ fn subscribe(
 ) -> Result<Response<Body>, ApiError> {
     let header_id = req.headers().get("last-event-id").map(|v| v.as_bytes());
     let wanted = request::parse_subscribe(req.uri().query(), header_id)?;
+    let query_token = wanted.access_token.as_ref().map(|t| t.0.as_bytes());
+    shared
+        .access
+        .authorize_subscribe(&Credentials { query: query_token, ..credentials(req.headers()) }, &wanted.topics)?;
     let subscription = shared.subscribe(&wanted.topics, wanted.last_event_id.as_deref(), timed_out)?;
     let state = StreamState { shared: shared.clone(), subscription, pending: VecDeque::new(), finished: false };
     let frames = futures_util::stream::unfold(state, |mut state| async move {
@@ -156,6 +186,30 @@ fn subscribe(
         .body(StreamBody::new(frames).boxed_unsync())
         .expect("static head is valid");
     Ok(response)
+}
+
+/// Answers a CORS preflight: 204 with the allowed methods and headers for an allowed
+/// origin, 403 otherwise; a plain `OPTIONS` (no `Origin`) gets the methods in `Allow`.
+fn preflight(shared: &Shared, req: &Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    let origin = req.headers().get(header::ORIGIN).map(|v| v.as_bytes());
+    let mut response = text(StatusCode::NO_CONTENT, "text/plain", "");
+    if origin.is_none() {
+        response.headers_mut().insert(header::ALLOW, http::HeaderValue::from_static("GET, POST, OPTIONS"));
+        return Ok(response);
+    }
+    let method = req.headers().get(header::ACCESS_CONTROL_REQUEST_METHOD).map(|v| v.as_bytes());
+    // The service adds the origin lines to every answer; these are the preflight's own.
+    let lines = shared.cors.preflight_headers(origin, method).ok_or(ApiError::OriginNotAllowed)?;
+    add_header_lines(&mut response, lines);
+    Ok(response)
+}
+
+fn add_header_lines(response: &mut Response<Body>, lines: &str) {
+    for (name, value) in cors::header_pairs(lines) {
+        if let (Ok(name), Ok(value)) = (http::HeaderName::try_from(name), http::HeaderValue::try_from(value)) {
+            response.headers_mut().append(name, value);
+        }
+    }
 }
 
 /// Feeds a subscription's frames to hyper one `Bytes` at a time.
@@ -211,7 +265,7 @@ fn error_response(shared: &Shared, error: &ApiError) -> Response<Body> {
     let mut response =
         text(StatusCode::from_u16(error.status()).expect("known status"), "application/json", error.body());
     if let Some((name, value)) = error.extra_header() {
-        response.headers_mut().insert(name, value.parse().expect("digits or a method list"));
+        response.headers_mut().insert(name, value.parse().expect("fixed text or digits"));
     }
     response
 }

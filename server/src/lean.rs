@@ -26,6 +26,8 @@ cache-control: no-cache\r\n\
 x-accel-buffering: no\r\n\
 connection: close\r\n\
 transfer-encoding: chunked\r\n\r\n";
+/// The response head but its final CRLF, for heads with more lines (CORS).
+const RESPONSE_HEAD_OPEN: &[u8] = RESPONSE_HEAD.split_at(RESPONSE_HEAD.len() - 2).0;
 const CRLF: &[u8] = b"\r\n";
 const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
 /// Head, size line, every frame of a batch, CRLF, trailer.
@@ -37,8 +39,8 @@ pub(crate) struct LeanStream<S> {
     io: ConnIo<S>,
     subscription: Subscription,
     out: Chunk,
-    /// The response head still has to go out, in front of the first chunk.
-    head_pending: bool,
+    /// The response head, until it goes out in front of the first chunk.
+    head: Option<Bytes>,
     /// The chunk being written is the last one.
     last: bool,
     _guard: ConnGuard,
@@ -47,7 +49,7 @@ pub(crate) struct LeanStream<S> {
 /// The chunk being written: `[head] size-line frames… CRLF [last-chunk]`.
 #[derive(Default)]
 struct Chunk {
-    head: &'static [u8],
+    head: Bytes,
     size_line: [u8; 20],
     size_len: usize,
     frames: Vec<Bytes>,
@@ -60,12 +62,24 @@ struct Chunk {
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> LeanStream<S> {
-    pub(crate) fn new(shared: Arc<Shared>, io: ConnIo<S>, subscription: Subscription, guard: ConnGuard) -> Self {
-        LeanStream { shared, io, subscription, out: Chunk::default(), head_pending: true, last: false, _guard: guard }
+    /// A stream whose response head carries `extra_head_lines` (whole `name: value\r\n`
+    /// lines) besides the fixed ones.
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        io: ConnIo<S>,
+        subscription: Subscription,
+        guard: ConnGuard,
+        extra_head_lines: &str,
+    ) -> Self {
+        let head = match extra_head_lines {
+            "" => Bytes::from_static(RESPONSE_HEAD),
+            extra => Bytes::from([RESPONSE_HEAD_OPEN, extra.as_bytes(), CRLF].concat()),
+        };
+        LeanStream { shared, io, subscription, out: Chunk::default(), head: Some(head), last: false, _guard: guard }
     }
 
     fn queue(&mut self, next: Next) {
-        let head = if std::mem::take(&mut self.head_pending) { RESPONSE_HEAD } else { b"" };
+        let head = self.head.take().unwrap_or_default();
         let (frames, events, trailer) = match next {
             Next::Opening(opening) => (vec![opening], 0, &b""[..]),
             Next::Events(frames) => {
@@ -127,7 +141,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Future for LeanStream<S> {
 }
 
 impl Chunk {
-    fn set(&mut self, head: &'static [u8], frames: Vec<Bytes>, events: usize, trailer: &'static [u8]) {
+    fn set(&mut self, head: Bytes, frames: Vec<Bytes>, events: usize, trailer: &'static [u8]) {
         let len = frames.iter().map(Bytes::len).sum();
         self.size_len = chunk_size_line(len, &mut self.size_line).len();
         self.head = head;
@@ -139,7 +153,7 @@ impl Chunk {
     }
 
     fn parts(&self) -> impl Iterator<Item = &[u8]> {
-        [self.head, &self.size_line[..self.size_len]]
+        [&self.head[..], &self.size_line[..self.size_len]]
             .into_iter()
             .chain(self.frames.iter().map(|f| &f[..]))
             .chain([CRLF, self.trailer])

@@ -8,7 +8,10 @@
 //! - `lean`: the lean HTTP/1.1 event-stream path that owns the socket.
 //! - `http_api`: hyper for publish, health, readiness, metrics and HTTP/2.
 //! - [`request`]: query, topic, event-type and resume-id validation.
-//! - [`auth`]: publish tokens.
+//! - [`access`]: who may publish and read private topics (tokens, HS256 JWTs).
+//! - [`cors`]: the browser origin allowlist and preflights.
+//! - [`limits`]: per-address connection and per-publisher rate limits.
+//! - [`tls`]: rustls with ALPN (`h2`, `http/1.1`).
 //! - [`hub`]: sequencer, per-topic bounded windows, wake-ups.
 //! - [`store`]: the storage seam; the disk store (redb) and the in-memory one.
 //! - [`subscription`]: a stream's cursor and what it writes next.
@@ -27,9 +30,10 @@
 
 #![forbid(unsafe_code)]
 
-pub mod auth;
+pub mod access;
 pub mod config;
 mod conn;
+pub mod cors;
 pub mod error;
 pub mod frame;
 mod http_api;
@@ -37,6 +41,7 @@ pub mod hub;
 pub mod id;
 pub mod io;
 mod lean;
+pub mod limits;
 pub mod listener;
 pub mod metrics;
 pub mod request;
@@ -45,6 +50,7 @@ pub mod server;
 pub mod signal;
 pub mod store;
 pub mod subscription;
+pub mod tls;
 pub mod wire;
 
 pub use config::Config;

@@ -11,6 +11,8 @@ pub const MAX_TOPIC_LEN: usize = 128;
 pub const MAX_EVENT_TYPE_LEN: usize = 64;
 /// Longest resume id we look at; longer ones are malformed (and get a reset notice).
 pub const MAX_LAST_EVENT_ID_LEN: usize = 64;
+/// Longest query string read (414 beyond): 16 topics, a resume id and a token fit.
+pub const MAX_QUERY_BYTES: usize = 12 << 10;
 
 /// What `GET /events` asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,6 +21,18 @@ pub struct SubscribeRequest {
     pub topics: Vec<String>,
     /// The resume point from `Last-Event-ID` (preferred) or `lastEventId`.
     pub last_event_id: Option<String>,
+    /// The `access_token` query parameter (for private topics).
+    pub access_token: Option<QueryToken>,
+}
+
+/// A token from the query string; its `Debug` form hides it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct QueryToken(pub String);
+
+impl std::fmt::Debug for QueryToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("QueryToken(…)")
+    }
 }
 
 /// What `POST /events` asks for (the body is the data).
@@ -54,6 +68,7 @@ pub fn validate_event_type(event_type: &str) -> Result<(), ApiError> {
 pub fn parse_subscribe(query: Option<&str>, header_last_event_id: Option<&[u8]>) -> Result<SubscribeRequest, ApiError> {
     let mut topics = Vec::new();
     let mut query_last_event_id = None;
+    let mut access_token = None;
     for (key, value) in query_pairs(query.unwrap_or(""))? {
         match key.as_str() {
             "topic" => {
@@ -61,6 +76,7 @@ pub fn parse_subscribe(query: Option<&str>, header_last_event_id: Option<&[u8]>)
                 topics.push(value);
             }
             "lastEventId" => query_last_event_id = Some(value),
+            "access_token" => access_token = Some(QueryToken(value)),
             _ => {}
         }
     }
@@ -79,7 +95,7 @@ pub fn parse_subscribe(query: Option<&str>, header_last_event_id: Option<&[u8]>)
         None => query_last_event_id,
     }
     .filter(|id| !id.is_empty());
-    Ok(SubscribeRequest { topics, last_event_id })
+    Ok(SubscribeRequest { topics, last_event_id, access_token })
 }
 
 /// Parses the query of `POST /events`.
@@ -106,6 +122,9 @@ pub fn parse_publish(query: Option<&str>) -> Result<PublishRequest, ApiError> {
 
 /// Splits `a=b&c=d`, percent-decoding keys and values (`+` is a space).
 fn query_pairs(query: &str) -> Result<Vec<(String, String)>, ApiError> {
+    if query.len() > MAX_QUERY_BYTES {
+        return Err(ApiError::UriTooLong);
+    }
     query
         .split('&')
         .filter(|pair| !pair.is_empty())
@@ -176,6 +195,11 @@ mod tests {
         let many: Vec<String> = (0..17).map(|i| format!("topic=t{i}")).collect();
         assert!(parse_subscribe(Some(&many.join("&")), None).is_err());
         assert!(parse_subscribe(Some("topic=%ZZ"), None).is_err());
+        let token = parse_subscribe(Some("topic=a&access_token=x.y%2Dz"), None).unwrap().access_token.unwrap();
+        assert_eq!((token.0.as_str(), format!("{token:?}").contains('x')), ("x.y-z", false));
+        let absurd = format!("topic=a&pad={}", "x".repeat(MAX_QUERY_BYTES));
+        assert_eq!(parse_subscribe(Some(&absurd), None).unwrap_err().status(), 414);
+        assert_eq!(parse_publish(Some(&absurd)).unwrap_err().status(), 414);
     }
 
     #[test]

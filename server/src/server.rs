@@ -12,16 +12,20 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
+use crate::access::{AccessPolicy, Publisher};
 use crate::config::{Config, StoreKind};
 use crate::conn;
+use crate::cors::CorsPolicy;
 use crate::error::ApiError;
 use crate::frame;
 use crate::hub::{Hub, HubLimits};
+use crate::limits::{ConnectionsPerIp, RateLimit};
 use crate::listener::Listener;
 use crate::metrics::Metrics;
 use crate::rng::SeededRng;
 use crate::store::{DiskOptions, DiskStore, FsyncPolicy, MemoryStore, Retention, Store, StoreError, WriteFaults};
 use crate::subscription::Subscription;
+use crate::tls::{self, Tls};
 
 /// Connections being refused at once; past it, over-limit connections wait in the
 /// kernel's backlog instead of costing more descriptors.
@@ -46,6 +50,16 @@ pub(crate) struct Shared {
     pub tasks: TaskTracker,
     /// `/readyz` answers 503 once set.
     pub draining: AtomicBool,
+    /// Who may publish and read private topics.
+    pub access: AccessPolicy,
+    /// Browser origins allowed to read and publish.
+    pub cors: CorsPolicy,
+    /// Connections open per peer address.
+    pub per_ip: Arc<ConnectionsPerIp>,
+    /// Publishes per second per publisher.
+    pub publish_rate: RateLimit<Publisher>,
+    /// Present when serving TLS.
+    pub tls: Option<Tls>,
 }
 
 impl Shared {
@@ -90,6 +104,10 @@ pub struct Server {
 impl Server {
     /// A server on the in-memory store (whatever `config.store` says): for tests,
     /// simulations and embedding. The epoch is `config.epoch`, or drawn from the seed.
+    ///
+    /// # Panics
+    /// When `--tls-cert`/`--tls-key` are given and cannot be loaded ([`Server::open`]
+    /// returns that as an error instead).
     pub fn new(config: Config) -> Server {
         let rng = SeededRng::new(config.seed.unwrap_or(0));
         let epoch = config.epoch.unwrap_or_else(|| rng.next_u64() as u32);
@@ -99,20 +117,28 @@ impl Server {
 
     /// A server on the store `config.store` names; opening a disk store recovers it and
     /// takes its lock.
-    pub fn open(config: Config) -> Result<Server, StoreError> {
+    pub fn open(config: Config) -> Result<Server, StartError> {
+        if let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) {
+            tls::load(cert, key).map_err(StartError::Tls)?;
+        }
         let store: Arc<dyn Store> = match config.store {
             StoreKind::Memory => return Ok(Server::new(config)),
-            StoreKind::Disk => Arc::new(DiskStore::open(DiskOptions {
-                dir: config.data_dir.clone(),
-                fsync: config.fsync,
-                retention: Retention {
-                    events: config.retain_events.max(1),
-                    bytes: config.retain_bytes,
-                    age: config.retain_age,
-                },
-                new_epoch: config.epoch.unwrap_or_else(|| SeededRng::new(config.seed.unwrap_or(0)).next_u64() as u32),
-                faults: WriteFaults::new(),
-            })?),
+            StoreKind::Disk => Arc::new(
+                DiskStore::open(DiskOptions {
+                    dir: config.data_dir.clone(),
+                    fsync: config.fsync,
+                    retention: Retention {
+                        events: config.retain_events.max(1),
+                        bytes: config.retain_bytes,
+                        age: config.retain_age,
+                    },
+                    new_epoch: config
+                        .epoch
+                        .unwrap_or_else(|| SeededRng::new(config.seed.unwrap_or(0)).next_u64() as u32),
+                    faults: WriteFaults::new(),
+                })
+                .map_err(StartError::Store)?,
+            ),
         };
         Ok(Server::with_store(config, store))
     }
@@ -129,7 +155,20 @@ impl Server {
             max_buffered_bytes: config.max_buffered_bytes,
         };
         let hub = Arc::new(Hub::new(store, limits, metrics.clone()));
+        let tls = match (&config.tls_cert, &config.tls_key) {
+            (Some(cert), Some(key)) => Some(tls::load(cert, key).unwrap_or_else(|e| panic!("{e}"))),
+            _ => None,
+        };
         let shared = Shared {
+            access: AccessPolicy::new(
+                config.publish_tokens.clone(),
+                config.jwt_secret.as_ref(),
+                config.private_topics.clone(),
+            ),
+            cors: CorsPolicy::new(&config.cors_origins),
+            per_ip: ConnectionsPerIp::new(config.max_connections_per_ip),
+            publish_rate: RateLimit::new(config.publish_rate),
+            tls,
             config,
             hub,
             metrics,
@@ -158,12 +197,13 @@ impl Server {
         let shared = self.shared;
         let config = &shared.config;
         let max_connections = config.effective_max_connections();
-        if config.publish_tokens.is_empty() {
-            warn!("no --publish-token: anyone who can reach this server may publish to every topic");
+        if shared.access.publishing_is_open() {
+            warn!("no --publish-token or --jwt-secret: anyone who can reach this server may publish to every topic");
         }
         // The readiness line: logged last, once everything above is settled.
         info!(
             listen = %listener.local_addr()?,
+            tls = shared.tls.is_some(),
             max_connections,
             seed = config.seed.unwrap_or(0),
             epoch = format_args!("{:08x}", shared.hub.epoch()),
@@ -194,7 +234,7 @@ impl Server {
                 accepted = listener.accept() => accepted,
             };
             match accepted {
-                Ok((io, _peer)) => {
+                Ok((io, peer)) => {
                     backoff = Duration::from_millis(5);
                     // A slot may have freed while this accept was waiting.
                     let admission = match admission {
@@ -205,12 +245,28 @@ impl Server {
                         serve => serve,
                     };
                     match admission {
-                        Admission::Serve(permit) => {
-                            shared.tasks.spawn(conn::serve(shared.clone(), io, permit));
-                        }
+                        Admission::Serve(permit) => match shared.per_ip.enter(peer.ip()) {
+                            Some(ip_slot) => {
+                                shared.tasks.spawn(conn::serve(shared.clone(), io, permit, ip_slot, peer));
+                            }
+                            None => {
+                                shared.metrics.rejected("max_connections_per_ip");
+                                let error = ApiError::TooManyRequests(
+                                    "too_many_connections_from_address",
+                                    "this address has too many connections open",
+                                    config.retry,
+                                );
+                                shared.tasks.spawn(refuse(io, permit, config.header_timeout, error));
+                            }
+                        },
                         Admission::Refuse(slot) => {
                             shared.metrics.rejected("max_connections");
-                            shared.tasks.spawn(refuse(io, slot, config.header_timeout, config.retry));
+                            let error = ApiError::Unavailable(
+                                "too_many_connections",
+                                "the server is at its connection limit",
+                                config.retry,
+                            );
+                            shared.tasks.spawn(refuse(io, slot, config.header_timeout, error));
                         }
                     }
                 }
@@ -259,19 +315,30 @@ enum Admission {
     Refuse(OwnedSemaphorePermit),
 }
 
-/// Answers an over-limit connection with 503 + Retry-After. The request head is read
-/// first (bounded), so the client sees the answer instead of a reset.
-async fn refuse<S>(mut io: S, _slot: OwnedSemaphorePermit, header_timeout: Duration, retry: Duration)
+/// Answers an over-limit connection with `error` (503 or 429, with Retry-After). The
+/// request head is read first (bounded), so the client sees the answer instead of a
+/// reset. Over TLS the client sees a failed handshake instead.
+async fn refuse<S>(mut io: S, _slot: OwnedSemaphorePermit, header_timeout: Duration, error: ApiError)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     let mut head = [0u8; 2048];
     let _ = tokio::time::timeout(header_timeout.min(Duration::from_secs(1)), io.read(&mut head)).await;
-    let answer =
-        ApiError::Unavailable("too_many_connections", "the server is at its connection limit", retry).raw_http1();
+    let answer = error.raw_http1();
     let _ = tokio::time::timeout(Duration::from_secs(1), async {
         io.write_all(&answer).await?;
         io.shutdown().await
     })
     .await;
+}
+
+/// Why [`Server::open`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The event store could not be opened.
+    #[error("cannot open the event store: {0}")]
+    Store(StoreError),
+    /// The TLS certificate or key could not be loaded.
+    #[error("{0}")]
+    Tls(String),
 }

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use sse_server::config::{Config, LogFormat};
+use sse_server::server::StartError;
 use tracing_subscriber::EnvFilter;
 
 /// `EX_USAGE`: the command line was wrong.
@@ -15,6 +16,8 @@ const EXIT_USAGE: u8 = 64;
 const EXIT_BIND: u8 = 71;
 /// `EX_IOERR`: the event store could not be opened (unreadable, locked, damaged).
 const EXIT_STORE: u8 = 74;
+/// `EX_CONFIG`: a file the configuration names is unusable (the TLS certificate or key).
+const EXIT_CONFIG: u8 = 78;
 
 fn main() -> ExitCode {
     let mut config = match Config::try_parse() {
@@ -55,8 +58,11 @@ fn main() -> ExitCode {
         let server = match sse_server::Server::open(config) {
             Ok(server) => server,
             Err(error) => {
-                say(format_args!("cannot open the event store: {error}"));
-                return ExitCode::from(EXIT_STORE);
+                say(format_args!("{error}"));
+                return ExitCode::from(match error {
+                    StartError::Store(_) => EXIT_STORE,
+                    StartError::Tls(_) => EXIT_CONFIG,
+                });
             }
         };
         let shutdown = match shutdown_signal() {

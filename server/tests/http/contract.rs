@@ -133,7 +133,7 @@ async fn bad_publish_inputs_get_the_documented_statuses() {
         assert!(text.starts_with(&format!("{{\"error\":\"{code}\",\"message\":\"")), "{method} {path}: {text}");
     }
     let (_, headers, _) = request(server.addr, "PUT", "/events?topic=t", "").await;
-    assert_eq!(headers["allow"], "GET, POST");
+    assert_eq!(headers["allow"], "GET, POST, OPTIONS");
     // A body of exactly the limit is accepted: the bound is inclusive.
     let (status, _, _) = request(server.addr, "POST", "/events?topic=t", vec![b'x'; 1024]).await;
     assert_eq!(status, StatusCode::CREATED);
@@ -234,12 +234,18 @@ async fn with_publish_tokens_only_a_bearer_of_one_may_publish() {
         tokio::time::timeout(PATIENCE, tcp.read_to_string(&mut answer)).await.unwrap().unwrap();
         answer
     };
-    for refused in [None, Some("Bearer wrong-token"), Some("first-token"), Some("Bearer first-toke")] {
+    let missing = [None, Some("first-token"), Some("Basic Zmlyc3QtdG9rZW4=")];
+    let wrong = [Some("Bearer wrong-token"), Some("Bearer first-toke")];
+    for (refused, code, challenge) in missing
+        .map(|m| (m, "unauthorized", "Bearer"))
+        .into_iter()
+        .chain(wrong.map(|w| (w, "invalid_token", "Bearer error=\"invalid_token\"")))
+    {
         let answer = post(refused).await;
         assert!(answer.starts_with("HTTP/1.1 401"), "{refused:?}: {answer}");
-        assert!(answer.contains("www-authenticate: Bearer\r\n"), "{answer}");
-        assert!(answer.contains("\"error\":\"unauthorized\""), "{answer}");
-        assert!(!answer.contains("token\""), "no token is echoed: {answer}");
+        assert!(answer.contains(&format!("www-authenticate: {challenge}\r\n")), "{answer}");
+        assert!(answer.contains(&format!("\"error\":\"{code}\"")), "{answer}");
+        assert!(!answer.contains("-toke"), "no token is echoed: {answer}");
     }
     for accepted in ["Bearer first-token", "Bearer second-token"] {
         let answer = post(Some(accepted)).await;

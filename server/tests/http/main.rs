@@ -1,7 +1,9 @@
 //! End-to-end tests of the HTTP contract over real loopback sockets.
 
+mod access;
 mod contract;
 mod durability;
+mod hardening;
 mod injection;
 mod lifecycle;
 mod resume;

@@ -113,14 +113,27 @@ pub async fn request_over<S>(
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    request_with(io, method, path_and_query, &[], body).await
+}
+
+/// One HTTP/1.1 request carrying `headers`, over any byte stream.
+pub async fn request_with<S>(
+    io: S,
+    method: &str,
+    path_and_query: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+) -> (StatusCode, HeaderMap, String)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await.unwrap();
     tokio::spawn(connection);
-    let req = Request::builder()
-        .method(method)
-        .uri(path_and_query)
-        .header("host", "localhost")
-        .body(Full::new(body.into()))
-        .unwrap();
+    let mut req = Request::builder().method(method).uri(path_and_query).header("host", "localhost");
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    let req = req.body(Full::new(body.into())).unwrap();
     let response = sender.send_request(req).await.unwrap();
     let (parts, body) = response.into_parts();
     let body = body.collect().await.unwrap().to_bytes();
@@ -192,6 +205,15 @@ impl StreamClient {
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
+        let headers: Vec<(&str, &str)> = last_event_id.map(|id| ("last-event-id", id)).into_iter().collect();
+        Self::with_headers(io, path_and_query, &headers, proto).await
+    }
+
+    /// Opens a stream whose request carries `headers`.
+    pub async fn with_headers<S>(io: S, path_and_query: &str, headers: &[(&str, &str)], proto: Proto) -> StreamClient
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
         // HTTP/1.1 clients send the origin form (`/events?…`); HTTP/2 needs the scheme
         // and authority.
         let uri = match proto {
@@ -199,8 +221,8 @@ impl StreamClient {
             Proto::Http1 | Proto::Http1KeptAlive => path_and_query.to_owned(),
         };
         let mut req = Request::builder().uri(uri);
-        if let Some(id) = last_event_id {
-            req = req.header("last-event-id", id);
+        for (name, value) in headers {
+            req = req.header(*name, *value);
         }
         let req = req.header("host", "localhost").body(Empty::<Bytes>::new()).unwrap();
         let response = match proto {

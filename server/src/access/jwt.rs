@@ -1,0 +1,156 @@
+//! HS256 JSON Web Tokens whose claims say which topics their holder may publish to and
+//! subscribe to:
+//!
+//! ```json
+//! {"sub": "billing", "exp": 1767225600, "sse": {"publish": ["orders/*"], "subscribe": ["orders/*"]}}
+//! ```
+//!
+//! Only HS256 is accepted (never `none`, never another algorithm named by the token);
+//! `exp` and `nbf` are checked when present, with 30 s of leeway for clock skew.
+
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde_json::Value;
+
+use super::pattern::TopicPattern;
+use super::secret::Secret;
+use crate::error::ApiError;
+
+/// Longest token looked at; longer ones are refused unread.
+pub const MAX_TOKEN_BYTES: usize = 8 << 10;
+/// Most topic patterns one token may list per right.
+pub const MAX_PATTERNS: usize = 64;
+
+/// What a valid token lets its holder do.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Grants {
+    /// The `sub` claim, when present (the publisher's name for rate limits).
+    pub subject: Option<String>,
+    /// Topics it may publish to.
+    pub publish: Vec<TopicPattern>,
+    /// Topics it may subscribe to, private ones included.
+    pub subscribe: Vec<TopicPattern>,
+}
+
+impl Grants {
+    pub fn may_publish(&self, topic: &str) -> bool {
+        self.publish.iter().any(|p| p.matches(topic))
+    }
+
+    pub fn may_subscribe(&self, topic: &str) -> bool {
+        self.subscribe.iter().any(|p| p.matches(topic))
+    }
+}
+
+/// Checks tokens signed with the configured key.
+pub struct JwtVerifier {
+    key: DecodingKey,
+    validation: Validation,
+}
+
+impl std::fmt::Debug for JwtVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("JwtVerifier(HS256)")
+    }
+}
+
+impl JwtVerifier {
+    pub fn new(secret: &Secret) -> JwtVerifier {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.required_spec_claims.clear();
+        validation.validate_exp = true;
+        validation.validate_nbf = true;
+        validation.leeway = 30;
+        JwtVerifier { key: DecodingKey::from_secret(secret.as_bytes()), validation }
+    }
+
+    /// The grants of a valid token; `invalid_token` for anything else (bad signature,
+    /// another algorithm, expired, malformed claims), without saying which.
+    pub fn verify(&self, token: &[u8]) -> Result<Grants, ApiError> {
+        let token =
+            std::str::from_utf8(token).ok().filter(|t| t.len() <= MAX_TOKEN_BYTES).ok_or(ApiError::InvalidToken)?;
+        let data =
+            jsonwebtoken::decode::<Value>(token, &self.key, &self.validation).map_err(|_| ApiError::InvalidToken)?;
+        grants(&data.claims).ok_or(ApiError::InvalidToken)
+    }
+}
+
+/// Reads the claims; `None` when `sse` or `sub` has the wrong shape.
+fn grants(claims: &Value) -> Option<Grants> {
+    let subject = match claims.get("sub") {
+        None => None,
+        Some(Value::String(sub)) => Some(sub.clone()),
+        Some(_) => return None,
+    };
+    let rights = match claims.get("sse") {
+        None => return Some(Grants { subject, ..Grants::default() }),
+        Some(Value::Object(rights)) => rights,
+        Some(_) => return None,
+    };
+    let patterns = |name: &str| -> Option<Vec<TopicPattern>> {
+        match rights.get(name) {
+            None => Some(Vec::new()),
+            Some(Value::Array(list)) if list.len() <= MAX_PATTERNS => {
+                list.iter().map(|p| p.as_str().and_then(|p| p.parse().ok())).collect()
+            }
+            Some(_) => None,
+        }
+    };
+    Some(Grants { subject, publish: patterns("publish")?, subscribe: patterns("subscribe")? })
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use jsonwebtoken::{encode, EncodingKey, Header};
+
+    pub(crate) const KEY: &str = "a-test-key-of-32-bytes-or-more!!";
+
+    pub(crate) fn sign(claims: &Value, key: &str, algorithm: Algorithm) -> String {
+        encode(&Header::new(algorithm), claims, &EncodingKey::from_secret(key.as_bytes())).unwrap()
+    }
+
+    fn verifier() -> JwtVerifier {
+        JwtVerifier::new(&KEY.parse().unwrap())
+    }
+
+    #[test]
+    fn a_valid_token_grants_exactly_its_claims() {
+        let claims =
+            serde_json::json!({"sub": "billing", "sse": {"publish": ["orders/*"], "subscribe": ["orders/eu"]}});
+        let grants = verifier().verify(sign(&claims, KEY, Algorithm::HS256).as_bytes()).unwrap();
+        assert_eq!(grants.subject.as_deref(), Some("billing"));
+        assert!(grants.may_publish("orders/eu") && grants.may_publish("orders/us"));
+        assert!(!grants.may_publish("invoices"));
+        assert!(grants.may_subscribe("orders/eu") && !grants.may_subscribe("orders/us"));
+        let empty = verifier().verify(sign(&serde_json::json!({}), KEY, Algorithm::HS256).as_bytes()).unwrap();
+        assert_eq!(empty, Grants::default(), "no claims, no rights");
+    }
+
+    #[test]
+    fn forged_expired_foreign_and_malformed_tokens_are_refused_alike() {
+        let rights = serde_json::json!({"sse": {"publish": ["*"]}});
+        let now = jsonwebtoken::get_current_timestamp();
+        let expired = serde_json::json!({"exp": now - 120, "sse": {"publish": ["*"]}});
+        let not_yet = serde_json::json!({"nbf": now + 120, "sse": {"publish": ["*"]}});
+        let valid = sign(&rights, KEY, Algorithm::HS256);
+        // `{"alg":"none","typ":"JWT"}`, the valid token's claims, no signature.
+        let unsigned = format!("eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.{}.", valid.split('.').nth(1).unwrap());
+        let cases = [
+            ("another key", sign(&rights, "another-key-of-32-bytes-or-more!", Algorithm::HS256)),
+            ("HS512", sign(&rights, KEY, Algorithm::HS512)),
+            ("expired", sign(&expired, KEY, Algorithm::HS256)),
+            ("not yet valid", sign(&not_yet, KEY, Algorithm::HS256)),
+            ("bad pattern", sign(&serde_json::json!({"sse": {"publish": ["a b"]}}), KEY, Algorithm::HS256)),
+            ("rights not a list", sign(&serde_json::json!({"sse": {"publish": "*"}}), KEY, Algorithm::HS256)),
+            ("sub not a string", sign(&serde_json::json!({"sub": 7}), KEY, Algorithm::HS256)),
+            ("alg none", unsigned),
+            ("garbage", "not.a.token".to_owned()),
+            ("huge", "a".repeat(MAX_TOKEN_BYTES + 1)),
+        ];
+        for (what, token) in cases {
+            let error = verifier().verify(token.as_bytes()).unwrap_err();
+            assert_eq!((error.status(), error.code()), (401, "invalid_token"), "{what}");
+        }
+        assert!(verifier().verify(valid.as_bytes()).is_ok(), "the unaltered token is fine");
+    }
+}
