@@ -208,3 +208,24 @@ fn exit_within(child: &mut Child, since: &str) -> ExitStatus {
     let _ = child.wait();
     panic!("the process was still running {EXIT_BOUND:?} after {since}");
 }
+
+/// A certificate or key that cannot be loaded stops the start with status 78 and says
+/// which file is wrong.
+#[test]
+fn an_unusable_tls_certificate_is_a_clear_error_with_status_78() {
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/tls");
+    let key = fixtures.join("server.key");
+    // The key given as the certificate: a PEM file, but no certificate in it.
+    let output = output_within(
+        Command::new(BIN)
+            .args(["--store", "memory", "--listen", "127.0.0.1:0"])
+            .arg("--tls-cert")
+            .arg(&key)
+            .arg("--tls-key")
+            .arg(&key)
+            .env_clear(),
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(78), "{stderr}");
+    assert!(stderr.contains("no certificate in") && stderr.contains("server.key"), "{stderr}");
+}

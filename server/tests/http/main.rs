@@ -8,3 +8,4 @@ mod injection;
 mod lifecycle;
 mod resume;
 mod support;
+mod tls;
