@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The nightly tier: long real chaos runs against the release binary behind Toxiproxy,
-# many SIGKILL crash seeds, damaged-store copies and fresh simulation seeds. Writes
-# $OUT/report.jsonl (one JSON object per real scenario run) and $OUT/summary.txt.
+# many SIGKILL crash seeds, damaged-store copies, fresh simulation seeds and long fuzz
+# runs. Writes $OUT/report.jsonl (one JSON object per real scenario run) and
+# $OUT/summary.txt.
 #
 #   ci/nightly-chaos.sh [rounds]        (OUT defaults to target/nightly)
 set -euo pipefail
@@ -25,6 +26,8 @@ nightly() {
   SSE_CRASH_SEEDS=50 SSE_CRASH_SEED_BASE=$base SSE_CORRUPTION_SEEDS=500 \
     cargo test --release --locked -p sse-server --test http --test store -- sigkill damaged || status=1
   SIM_SEEDS=2000 SIM_SEED_BASE=$base cargo test --release --locked -p sse-simulations --test swarm || status=1
+  SSE_FUZZ_CASES=200000 SSE_FUZZ_SEED=$base cargo test --release --locked -p sse-server --test http -- fuzz \
+    || status=1
   echo "real scenario runs: $(grep -c '"passed":true' "$out/report.jsonl") passed," \
     "$(grep -c '"passed":false' "$out/report.jsonl") failed"
   return $status

@@ -3,6 +3,7 @@
 mod access;
 mod contract;
 mod durability;
+mod fuzz;
 mod hardening;
 mod injection;
 mod lifecycle;
