@@ -57,14 +57,15 @@ impl CorsPolicy {
     /// `origin`; empty when the origin is not allowed or the request named none.
     pub fn response_headers(&self, origin: Option<&[u8]>) -> String {
         let mut lines = String::new();
-        let Some(origin) = origin else { return lines };
-        if let Some(exact) = self.origins.iter().find(|o| o.as_bytes().eq_ignore_ascii_case(origin)) {
+        let exact = origin.and_then(|origin| self.origins.iter().find(|o| o.as_bytes().eq_ignore_ascii_case(origin)));
+        if let Some(exact) = exact {
             let _ = write!(lines, "access-control-allow-origin: {exact}\r\naccess-control-allow-credentials: true\r\n");
-        } else if self.any {
+        } else if self.any && origin.is_some() {
             lines.push_str("access-control-allow-origin: *\r\n");
         }
         if !self.origins.is_empty() {
-            // The answer depends on the origin: caches must keep one per origin.
+            // The answer depends on the origin (its presence too): caches must keep one
+            // per origin.
             lines.push_str("vary: origin\r\n");
         }
         lines
@@ -99,7 +100,8 @@ mod tests {
         assert!(allowed.contains("access-control-allow-credentials: true\r\n") && allowed.contains("vary: origin"));
         assert_eq!(p.response_headers(Some(b"https://evil.example.com")), "vary: origin\r\n");
         assert_eq!(p.response_headers(Some(b"https://app.example.com.evil.com")), "vary: origin\r\n");
-        assert_eq!(p.response_headers(None), "");
+        assert_eq!(p.response_headers(None), "vary: origin\r\n", "caches must not serve this to an allowed origin");
+        assert_eq!(policy(&["*"]).response_headers(None), "");
         let any = policy(&["*"]);
         assert_eq!(any.response_headers(Some(b"https://x.example")), "access-control-allow-origin: *\r\n");
         assert_eq!(policy(&[]).response_headers(Some(b"https://x.example")), "");

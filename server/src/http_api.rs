@@ -32,6 +32,10 @@ type Body = UnsyncBoxBody<Bytes, Infallible>;
 
 const DEMO_PAGE: &str = include_str!("demo.html");
 
+/// Streams one HTTP/2 connection may carry at once: room for a browser's tabs, and the
+/// bound on what `--max-connections-per-ip` connections from one address can hold.
+pub const MAX_H2_STREAMS: u32 = 128;
+
 /// Serves HTTP/1.1 requests (keep-alive) until the client leaves or the server drains.
 pub(crate) async fn serve_http1<S>(shared: Arc<Shared>, io: ConnIo<S>, timed_out: Arc<AtomicBool>, peer: SocketAddr)
 where
@@ -64,6 +68,7 @@ where
     // blocked and no socket write is pending.
     let connection = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
         .timer(TokioTimer::new())
+        .max_concurrent_streams(MAX_H2_STREAMS)
         .keep_alive_interval(Some(shared.config.heartbeat))
         .keep_alive_timeout(shared.config.write_timeout)
         .serve_connection(TokioIo::new(io), service);

@@ -251,12 +251,18 @@ impl Server {
                             }
                             None => {
                                 shared.metrics.rejected("max_connections_per_ip");
-                                let error = ApiError::TooManyRequests(
-                                    "too_many_connections_from_address",
-                                    "this address has too many connections open",
-                                    config.retry,
-                                );
-                                shared.tasks.spawn(refuse(io, permit, config.header_timeout, error));
+                                // The general permit goes back at once: refusals share the
+                                // few reject slots, so one address cannot hold permits by
+                                // being refused. With none free the socket just closes.
+                                drop(permit);
+                                if let Ok(slot) = reject_slots.clone().try_acquire_owned() {
+                                    let error = ApiError::TooManyRequests(
+                                        "too_many_connections_from_address",
+                                        "this address has too many connections open",
+                                        config.retry,
+                                    );
+                                    shared.tasks.spawn(refuse(io, slot, config.header_timeout, error));
+                                }
                             }
                         },
                         Admission::Refuse(slot) => {

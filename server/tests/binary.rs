@@ -229,3 +229,20 @@ fn an_unusable_tls_certificate_is_a_clear_error_with_status_78() {
     assert_eq!(output.status.code(), Some(78), "{stderr}");
     assert!(stderr.contains("no certificate in") && stderr.contains("server.key"), "{stderr}");
 }
+
+/// A secret refused at start (too short, a space in a token list) is not printed: the
+/// error names the flag and the rule, never the value.
+#[test]
+fn a_refused_secret_is_not_echoed() {
+    for (flag, value) in [("--jwt-secret", "a-real-key-one-byte-too-short!!"), ("--publish-token", "has a space")] {
+        let output = output_within(Command::new(BIN).args([flag, value]).env_clear());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(64), "{stderr}");
+        assert!(stderr.contains(flag) && stderr.contains("<redacted>"), "{stderr}");
+        assert!(!stderr.contains(value), "{stderr}");
+    }
+    let output = output_within(Command::new(BIN).env_clear().env("SSE_PUBLISH_TOKENS", "good-token-1, bad"));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(64), "{stderr}");
+    assert!(!stderr.contains(" bad"), "{stderr}");
+}

@@ -6,7 +6,9 @@
 //! ```
 //!
 //! Only HS256 is accepted (never `none`, never another algorithm named by the token);
-//! `exp` and `nbf` are checked when present, with 30 s of leeway for clock skew.
+//! `exp` and `nbf` are checked when present (whole seconds, anything else is refused),
+//! with 30 s of leeway for clock skew. A token with an `aud` claim is refused: audiences
+//! are not configurable.
 
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::Value;
@@ -74,8 +76,13 @@ impl JwtVerifier {
     }
 }
 
-/// Reads the claims; `None` when `sse` or `sub` has the wrong shape.
+/// Reads the claims; `None` when `sse`, `sub`, `exp` or `nbf` has the wrong shape (the
+/// library skips an `exp` it cannot read as whole seconds: such a token must not live
+/// forever).
 fn grants(claims: &Value) -> Option<Grants> {
+    if ["exp", "nbf"].iter().any(|time| claims.get(time).is_some_and(|t| t.as_u64().is_none())) {
+        return None;
+    }
     let subject = match claims.get("sub") {
         None => None,
         Some(Value::String(sub)) => Some(sub.clone()),
@@ -143,6 +150,10 @@ pub(crate) mod tests {
             ("bad pattern", sign(&serde_json::json!({"sse": {"publish": ["a b"]}}), KEY, Algorithm::HS256)),
             ("rights not a list", sign(&serde_json::json!({"sse": {"publish": "*"}}), KEY, Algorithm::HS256)),
             ("sub not a string", sign(&serde_json::json!({"sub": 7}), KEY, Algorithm::HS256)),
+            ("fractional exp", sign(&serde_json::json!({"exp": now as f64 + 3600.5}), KEY, Algorithm::HS256)),
+            ("exp as text", sign(&serde_json::json!({"exp": (now + 3600).to_string()}), KEY, Algorithm::HS256)),
+            ("nbf as text", sign(&serde_json::json!({"nbf": "0"}), KEY, Algorithm::HS256)),
+            ("an audience", sign(&serde_json::json!({"aud": "someone"}), KEY, Algorithm::HS256)),
             ("alg none", unsigned),
             ("garbage", "not.a.token".to_owned()),
             ("huge", "a".repeat(MAX_TOKEN_BYTES + 1)),

@@ -52,9 +52,9 @@ impl<'a> Credentials<'a> {
         Credentials { bearer, cookie, query: None }
     }
 
-    /// The token a subscribe request presents: header, then cookie, then query.
-    fn subscribe_token(&self) -> Option<&'a [u8]> {
-        self.bearer.or(self.cookie).or(self.query)
+    /// The tokens a subscribe request presents: header, then cookie, then query.
+    fn subscribe_tokens(&self) -> impl Iterator<Item = &'a [u8]> {
+        [self.bearer, self.cookie, self.query].into_iter().flatten()
     }
 }
 
@@ -124,17 +124,28 @@ impl AccessPolicy {
     /// Lets the request read `topics`: public ones need nothing; private ones need a JWT
     /// whose `subscribe` claim covers every one of them.
     pub fn authorize_subscribe(&self, credentials: &Credentials<'_>, topics: &[String]) -> Result<(), ApiError> {
-        let mut private = topics.iter().filter(|t| self.private.iter().any(|p| p.matches(t))).peekable();
-        if private.peek().is_none() {
+        let private: Vec<&String> = topics.iter().filter(|t| self.private.iter().any(|p| p.matches(t))).collect();
+        if private.is_empty() {
             return Ok(());
         }
-        let token = credentials.subscribe_token().ok_or(ApiError::Unauthorized)?;
-        let grants = self.verify(token)?;
-        if private.all(|topic| grants.may_subscribe(topic)) {
-            Ok(())
-        } else {
-            Err(ApiError::Forbidden)
+        // A stale token in one place (an old cookie) must not hide a good one in another:
+        // the first that covers every private topic wins; otherwise the first refusal.
+        let mut refusal = ApiError::Unauthorized;
+        for (i, token) in credentials.subscribe_tokens().enumerate() {
+            let covered = self.verify(token).and_then(|grants| {
+                if private.iter().all(|topic| grants.may_subscribe(topic)) {
+                    Ok(())
+                } else {
+                    Err(ApiError::Forbidden)
+                }
+            });
+            match covered {
+                Ok(()) => return Ok(()),
+                Err(error) if i == 0 => refusal = error,
+                Err(_) => {}
+            }
         }
+        Err(refusal)
     }
 
     fn verify(&self, token: &[u8]) -> Result<Grants, ApiError> {
@@ -212,6 +223,18 @@ mod tests {
             status(p.authorize_subscribe(&bearer("first-token"), &topics(&["private/a"]))),
             401,
             "publish tokens do not read"
+        );
+        let stale = sign(&serde_json::json!({"sse": {"subscribe": ["private/old"]}}), KEY, Algorithm::HS256);
+        let mixed =
+            Credentials { cookie: Some(stale.as_bytes()), query: Some(jwt.as_bytes()), ..Credentials::default() };
+        assert!(
+            p.authorize_subscribe(&mixed, &topics(&["private/a"])).is_ok(),
+            "a stale cookie does not hide a good token"
+        );
+        assert_eq!(
+            status(p.authorize_subscribe(&mixed, &topics(&["private/b"]))),
+            403,
+            "the first refusal is reported"
         );
     }
 

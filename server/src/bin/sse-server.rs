@@ -28,7 +28,7 @@ fn main() -> ExitCode {
         }
         Err(error) => {
             let message = error.kind().to_string();
-            let detail = error.to_string();
+            let detail = redact_secrets(&error);
             let first = detail.lines().next().unwrap_or(&message);
             say(format_args!("{first}"));
             return ExitCode::from(EXIT_USAGE);
@@ -108,6 +108,24 @@ fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
         }
     })
 }
+
+/// The error's text, without the value when it was given for a flag that holds a secret:
+/// a key one byte too short must not end up in the journal.
+fn redact_secrets(error: &clap::Error) -> String {
+    use clap::error::{ContextKind, ContextValue};
+    let detail = error.to_string();
+    let secret_flag = match error.get(ContextKind::InvalidArg) {
+        Some(ContextValue::String(arg)) => SECRET_FLAGS.iter().any(|flag| arg.starts_with(flag)),
+        _ => false,
+    };
+    match error.get(ContextKind::InvalidValue) {
+        Some(ContextValue::String(value)) if secret_flag && !value.is_empty() => detail.replace(value, "<redacted>"),
+        _ => detail,
+    }
+}
+
+/// Flags whose values are secrets.
+const SECRET_FLAGS: &[&str] = &["--jwt-secret", "--publish-token"];
 
 /// Standard error that never fails: a log line that cannot be written (the pipe to a log
 /// collector closed, a full disk behind a redirect) is dropped. The default writer
