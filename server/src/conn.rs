@@ -19,11 +19,11 @@ use crate::error::ApiError;
 use crate::http_api;
 use crate::io::ConnIo;
 use crate::lean::LeanStream;
-use crate::limits::IpSlot;
+use crate::limits::IpPlace;
 use crate::metrics::{DisconnectReason, Metrics};
 use crate::request::{self, SubscribeRequest};
 use crate::server::Shared;
-use crate::tls::ALPN_H2;
+use crate::tls::{Tls, ALPN_H2};
 
 /// Largest request head read before answering 431.
 pub const MAX_HEAD_BYTES: usize = 16 << 10;
@@ -52,13 +52,13 @@ enum HeadError {
 pub(crate) struct ConnGuard {
     metrics: Arc<Metrics>,
     _permit: OwnedSemaphorePermit,
-    _ip_slot: IpSlot,
+    _ip_place: IpPlace,
 }
 
 impl ConnGuard {
-    fn new(metrics: Arc<Metrics>, permit: OwnedSemaphorePermit, ip_slot: IpSlot) -> ConnGuard {
+    fn new(metrics: Arc<Metrics>, permit: OwnedSemaphorePermit, ip_place: IpPlace) -> ConnGuard {
         metrics.connection_opened();
-        ConnGuard { metrics, _permit: permit, _ip_slot: ip_slot }
+        ConnGuard { metrics, _permit: permit, _ip_place: ip_place }
     }
 }
 
@@ -74,17 +74,32 @@ pub(crate) async fn serve<S>(
     shared: Arc<Shared>,
     io: S,
     permit: OwnedSemaphorePermit,
-    ip_slot: IpSlot,
+    ip_place: IpPlace,
     peer: SocketAddr,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let guard = ConnGuard::new(shared.metrics.clone(), permit, ip_slot);
+    let guard = ConnGuard::new(shared.metrics.clone(), permit, ip_place);
     // The handshake and the request head share the header timeout.
     let head_deadline = tokio::time::Instant::now() + shared.config.header_timeout;
-    let Some(tls) = shared.tls.clone() else {
-        return serve_http(shared, io, guard, peer, head_deadline).await;
-    };
+    match shared.tls.clone() {
+        None => serve_http(shared, io, guard, peer, head_deadline).await,
+        // Boxed: a cleartext connection's task must not reserve room for a TLS session.
+        Some(tls) => Box::pin(serve_tls(shared, tls, io, guard, peer, head_deadline)).await,
+    }
+}
+
+/// The TLS handshake, then HTTP/2 when ALPN chose `h2`, else the HTTP/1 head reader.
+async fn serve_tls<S>(
+    shared: Arc<Shared>,
+    tls: Tls,
+    io: S,
+    guard: ConnGuard,
+    peer: SocketAddr,
+    head_deadline: tokio::time::Instant,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let handshake = tokio::select! {
         biased;
         _ = shared.closing.cancelled() => return,

@@ -39,25 +39,28 @@ pub(crate) struct LeanStream<S> {
     io: ConnIo<S>,
     subscription: Subscription,
     out: Chunk,
-    /// The response head, until it goes out in front of the first chunk.
-    head: Option<Bytes>,
+    /// The response head (waiting in `out.head`) still has to go out, in front of the
+    /// first chunk.
+    head_pending: bool,
     /// The chunk being written is the last one.
     last: bool,
     _guard: ConnGuard,
 }
 
-/// The chunk being written: `[head] size-line frames… CRLF [last-chunk]`.
+/// The chunk being written: `[head] size-line frames… CRLF [last-chunk]`. Kept small:
+/// every idle stream holds one (the small fields share a word).
 #[derive(Default)]
 struct Chunk {
     head: Bytes,
-    size_line: [u8; 20],
-    size_len: usize,
     frames: Vec<Bytes>,
-    trailer: &'static [u8],
     /// Bytes of this chunk already written.
     written: usize,
-    /// Events among `frames` (comments and goodbyes are not events).
-    events: usize,
+    size_line: [u8; 20],
+    size_len: u8,
+    /// Events among `frames` (comments and goodbyes are not events); at most a batch.
+    events: u16,
+    /// The terminating zero-length chunk follows.
+    last_chunk: bool,
     active: bool,
 }
 
@@ -75,30 +78,32 @@ impl<S: AsyncRead + AsyncWrite + Unpin> LeanStream<S> {
             "" => Bytes::from_static(RESPONSE_HEAD),
             extra => Bytes::from([RESPONSE_HEAD_OPEN, extra.as_bytes(), CRLF].concat()),
         };
-        LeanStream { shared, io, subscription, out: Chunk::default(), head: Some(head), last: false, _guard: guard }
+        let out = Chunk { head, ..Chunk::default() };
+        LeanStream { shared, io, subscription, out, head_pending: true, last: false, _guard: guard }
     }
 
     fn queue(&mut self, next: Next) {
-        let head = self.head.take().unwrap_or_default();
-        let (frames, events, trailer) = match next {
-            Next::Opening(opening) => (vec![opening], 0, &b""[..]),
+        let head =
+            if std::mem::take(&mut self.head_pending) { std::mem::take(&mut self.out.head) } else { Bytes::new() };
+        let (frames, events) = match next {
+            Next::Opening(opening) => (vec![opening], 0),
             Next::Events(frames) => {
                 let events = frames.len();
-                (frames, events, &b""[..])
+                (frames, events)
             }
-            Next::Heartbeat => (vec![Bytes::from_static(frame::HEARTBEAT)], 0, &b""[..]),
+            Next::Heartbeat => (vec![Bytes::from_static(frame::HEARTBEAT)], 0),
             Next::Shutdown => {
                 self.subscription.end(DisconnectReason::Shutdown);
                 self.last = true;
-                (vec![self.shared.goodbye()], 0, LAST_CHUNK)
+                (vec![self.shared.goodbye()], 0)
             }
             Next::Disconnect(reason, farewell) => {
                 self.subscription.end(reason);
                 self.last = true;
-                (vec![Bytes::from_static(farewell)], 0, LAST_CHUNK)
+                (vec![Bytes::from_static(farewell)], 0)
             }
         };
-        self.out.set(head, frames, events, trailer);
+        self.out.set(head, frames, events, self.last);
     }
 
     /// The client closed, reset, or sent bytes after its request: the stream is over.
@@ -141,22 +146,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Future for LeanStream<S> {
 }
 
 impl Chunk {
-    fn set(&mut self, head: Bytes, frames: Vec<Bytes>, events: usize, trailer: &'static [u8]) {
+    fn set(&mut self, head: Bytes, frames: Vec<Bytes>, events: usize, last_chunk: bool) {
         let len = frames.iter().map(Bytes::len).sum();
-        self.size_len = chunk_size_line(len, &mut self.size_line).len();
+        self.size_len = chunk_size_line(len, &mut self.size_line).len() as u8;
         self.head = head;
         self.frames = frames;
-        self.events = events;
-        self.trailer = trailer;
+        self.events = u16::try_from(events).expect("a batch is at most MAX_BATCH_EVENTS");
+        self.last_chunk = last_chunk;
         self.written = 0;
         self.active = true;
     }
 
     fn parts(&self) -> impl Iterator<Item = &[u8]> {
-        [&self.head[..], &self.size_line[..self.size_len]]
+        let trailer = if self.last_chunk { LAST_CHUNK } else { b"" };
+        [&self.head[..], &self.size_line[..usize::from(self.size_len)]]
             .into_iter()
             .chain(self.frames.iter().map(|f| &f[..]))
-            .chain([CRLF, self.trailer])
+            .chain([CRLF, trailer])
     }
 
     /// Writes the rest of the chunk; `Ready(Ok(events))` once all of it is out.
@@ -185,7 +191,7 @@ impl Chunk {
                 // Release the frames (and the vector) now: an idle stream holds no buffer.
                 self.frames = Vec::new();
                 self.active = false;
-                return Poll::Ready(Ok(self.events));
+                return Poll::Ready(Ok(usize::from(self.events)));
             }
             match Pin::new(&mut *io).poll_write_vectored(cx, &slices[..count]) {
                 Poll::Pending => return Poll::Pending,

@@ -246,8 +246,8 @@ impl Server {
                     };
                     match admission {
                         Admission::Serve(permit) => match shared.per_ip.enter(peer.ip()) {
-                            Some(ip_slot) => {
-                                shared.tasks.spawn(conn::serve(shared.clone(), io, permit, ip_slot, peer));
+                            Some(ip_place) => {
+                                shared.tasks.spawn(conn::serve(shared.clone(), io, permit, ip_place, peer));
                             }
                             None => {
                                 shared.metrics.rejected("max_connections_per_ip");
