@@ -26,7 +26,7 @@ nightly() {
   SSE_CRASH_SEEDS=50 SSE_CRASH_SEED_BASE=$base SSE_CORRUPTION_SEEDS=500 \
     cargo test --release --locked -p sse-server --test http --test store -- sigkill damaged || status=1
   SIM_SEEDS=2000 SIM_SEED_BASE=$base cargo test --release --locked -p sse-simulations --test swarm || status=1
-  SSE_FUZZ_CASES=200000 SSE_FUZZ_SEED=$base cargo test --release --locked -p sse-server --test http -- fuzz \
+  SSE_FUZZ_CASES=2000000 SSE_FUZZ_SEED=$base cargo test --release --locked -p sse-server --test http -- fuzz \
     || status=1
   echo "real scenario runs: $(grep -c '"passed":true' "$out/report.jsonl") passed," \
     "$(grep -c '"passed":false' "$out/report.jsonl") failed"

@@ -11,7 +11,7 @@
 //! - credentials: bearer tokens, cookies, CORS origins and topic patterns;
 //! - framing: any data is exactly one event with that data for an independent parser.
 //!
-//! `SSE_FUZZ_CASES` sets the cases per target (4,096 by default; the nightly run takes many
+//! `SSE_FUZZ_CASES` sets the cases per target (32,768 by default; the nightly run takes many
 //! more) and `SSE_FUZZ_SEED` the seed (fixed by default, so CI is repeatable). A failure
 //! prints the seed and the smallest failing input.
 
@@ -163,7 +163,7 @@ fn inputs(name: &str) -> impl Strategy<Value = Vec<u8>> {
 }
 
 fn runner(target: &str) -> TestRunner {
-    let cases = std::env::var("SSE_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(4096);
+    let cases = std::env::var("SSE_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(32_768);
     let seed: u64 = std::env::var("SSE_FUZZ_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(20261126);
     println!("fuzz {target}: {cases} cases, SSE_FUZZ_SEED={seed}");
     let mut seed_bytes = [0u8; 32];
@@ -256,6 +256,9 @@ fn fuzz_framing_any_data_is_one_event_with_that_data() {
 
 /// Panics on threads named like this test (its runtime's tasks run there).
 static HEAD_PANICS: AtomicUsize = AtomicUsize::new(0);
+/// Heads tried, and heads the server answered (the run must have reached the server).
+static HEADS_TRIED: AtomicUsize = AtomicUsize::new(0);
+static HEADS_ANSWERED: AtomicUsize = AtomicUsize::new(0);
 
 #[test]
 fn fuzz_request_heads_get_a_documented_answer_or_a_close_and_leave_nothing_open() {
@@ -286,6 +289,8 @@ fn fuzz_request_heads_get_a_documented_answer_or_a_close_and_leave_nothing_open(
                 let _ = tokio::time::timeout(Duration::from_secs(30), io.read_to_end(&mut answer)).await;
                 answer
             });
+            HEADS_TRIED.fetch_add(1, Ordering::SeqCst);
+            HEADS_ANSWERED.fetch_add(usize::from(!answer.is_empty()), Ordering::SeqCst);
             if head.starts_with(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n") {
                 // HTTP/2: the server's first frame is its SETTINGS (type 4).
                 prop_assert!(answer.is_empty() || answer.get(3) == Some(&4), "HTTP/2 SETTINGS first: {:?}", answer);
@@ -310,6 +315,9 @@ fn fuzz_request_heads_get_a_documented_answer_or_a_close_and_leave_nothing_open(
             Ok(())
         })
         .unwrap();
+    let (tried, answered) = (HEADS_TRIED.load(Ordering::SeqCst), HEADS_ANSWERED.load(Ordering::SeqCst));
+    println!("fuzz heads: {answered} of {tried} heads answered");
+    assert!(answered * 2 > tried, "most fuzzed heads reach the server and get an answer");
     let metrics = server.metrics.clone();
     runtime.block_on(async {
         let gone = async {
