@@ -3,8 +3,9 @@
 # loopback for each run, drives it with sse-chaos, and prints every run's RESULT line
 # and the medians.
 #
-#   ci/bench.sh [idle|fanout|publish|resume|all] [runs]
+#   ci/bench.sh [idle|idle-tls|fanout|publish|resume|all] [runs]
 #
+# idle-tls is idle over TLS (the test certificate in fixtures/tls/, ALPN http/1.1).
 # idle and fanout run on the in-memory store (what they measure does not touch it);
 # publish compares the disk store (--fsync always) with the in-memory one in the same
 # run; resume restarts a disk-store server between writing a history and the herd.
@@ -20,11 +21,13 @@ chaos=target/release/sse-chaos
 out=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$out"' EXIT
 
+health=(curl -fsS "http://$addr/healthz")
+
 start_server() {
   "$server" --listen "$addr" --max-connections 15000 --data-dir "$out/data" "$@" >>"$out/server.log" 2>&1 &
   pid=$!
   for _ in $(seq 100); do
-    curl -fsS "http://$addr/healthz" >/dev/null 2>&1 && return 0
+    "${health[@]}" >/dev/null 2>&1 && return 0
     sleep 0.1
   done
   echo "server did not start"; cat "$out/server.log"; exit 1
@@ -45,6 +48,19 @@ if [[ $what == idle || $what == all ]]; then
     stop_server
   done
   echo "MEDIAN idle rss_per_stream_bytes=$(grep RESULT "$out/idle" | field rss_per_stream_bytes | median)"
+fi
+
+if [[ $what == idle-tls || $what == all ]]; then
+  : >"$out/idle-tls"
+  tls=fixtures/tls
+  health=(curl -fsS --cacert "$tls/ca.pem" "https://$addr/healthz")
+  for run in $(seq "$runs"); do
+    start_server --store memory --tls-cert "$tls/server.pem" --tls-key "$tls/server.key"
+    "$chaos" idle --addr "$addr" --server-pid "$pid" --streams 10000 --tls-ca "$tls/ca.pem" | tee -a "$out/idle-tls"
+    stop_server
+  done
+  health=(curl -fsS "http://$addr/healthz")
+  echo "MEDIAN idle-tls rss_per_stream_bytes=$(grep RESULT "$out/idle-tls" | field rss_per_stream_bytes | median)"
 fi
 
 if [[ $what == fanout || $what == all ]]; then

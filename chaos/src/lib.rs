@@ -13,6 +13,7 @@
 //! - [`stream_client`]: a raw HTTP/1.1 event-stream client that scans `data:` lines.
 //! - [`publisher`]: a keep-alive HTTP/1.1 publisher and a `/metrics` reader.
 //! - [`stats`]: percentiles of latency samples.
+//! - [`tls_client`]: a TLS connector trusting the test CA, for TLS benchmarks.
 
 pub mod fanout;
 pub mod idle;
@@ -23,3 +24,4 @@ pub mod real;
 pub mod resume_bench;
 pub mod stats;
 pub mod stream_client;
+pub mod tls_client;

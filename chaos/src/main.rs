@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use sse_chaos::real::scenarios;
+use sse_chaos::tls_client::TlsConnect;
 use sse_chaos::{fanout, idle, publish_bench, resume_bench};
 
 #[derive(Debug, Parser)]
@@ -28,6 +29,9 @@ enum Command {
         /// Streams to open.
         #[arg(long, default_value_t = 10_000)]
         streams: usize,
+        /// Connect over TLS, trusting this CA certificate (PEM).
+        #[arg(long)]
+        tls_ca: Option<std::path::PathBuf>,
         /// Give up after this long.
         #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
         timeout: Duration,
@@ -136,8 +140,9 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         match cli.command {
-            Command::Idle { addr, server_pid, streams, timeout } => {
-                tokio::time::timeout(timeout, idle::run(addr, server_pid, streams)).await??
+            Command::Idle { addr, server_pid, streams, tls_ca, timeout } => {
+                let tls = tls_ca.as_deref().map(TlsConnect::trusting).transpose()?;
+                tokio::time::timeout(timeout, idle::run(addr, server_pid, streams, tls)).await??
             }
             Command::Fanout { addr, server_pid, subscribers, rate, size, duration } => {
                 fanout::run(fanout::Plan { addr, server_pid, subscribers, rate, size, duration }).await?

@@ -57,8 +57,15 @@ pub async fn metric_labelled(addr: SocketAddr, series: &str) -> anyhow::Result<f
 }
 
 async fn metric_line(addr: SocketAddr, name: &str) -> anyhow::Result<f64> {
-    let tcp = TcpStream::connect(addr).await.context("connect")?;
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await?;
+    metric_over(TcpStream::connect(addr).await.context("connect")?, name).await
+}
+
+/// Reads one unlabelled metric over any byte stream connected to the server (TLS).
+pub async fn metric_over<S>(io: S, name: &str) -> anyhow::Result<f64>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await?;
     tokio::spawn(connection);
     let request = http::Request::get("/metrics").header("host", "bench").body(Full::new(Bytes::new()))?;
     let text = sender.send_request(request).await?.into_body().collect().await?.to_bytes();

@@ -5,12 +5,20 @@
 use std::net::SocketAddr;
 
 use anyhow::{bail, Context};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// Opens `GET /events?topic=…` and waits for the status line and the opening `retry:`.
 pub async fn open(addr: SocketAddr, topic: &str) -> anyhow::Result<TcpStream> {
-    let mut tcp = TcpStream::connect(addr).await.context("connect")?;
+    open_over(TcpStream::connect(addr).await.context("connect")?, addr, topic).await
+}
+
+/// The same over any byte stream already connected to `addr` (TLS).
+pub async fn open_over<S: AsyncRead + AsyncWrite + Unpin>(
+    mut tcp: S,
+    addr: SocketAddr,
+    topic: &str,
+) -> anyhow::Result<S> {
     let request = format!("GET /events?topic={topic} HTTP/1.1\r\nhost: {addr}\r\naccept: text/event-stream\r\n\r\n");
     tcp.write_all(request.as_bytes()).await?;
     let mut head = Vec::with_capacity(512);
