@@ -120,38 +120,42 @@ impl Subscription {
                 return Poll::Ready(Next::Shutdown);
             }
             if let Some(read) = self.catch_up.as_mut() {
-                let Poll::Ready(outcome) = read.0.as_mut().poll(cx) else { return Poll::Pending };
-                self.catch_up = None;
-                match outcome {
-                    Ok(ReadOutcome::Events { events, complete_upto }) => {
-                        if let Some(&(last, _)) = events.last() {
-                            self.after = last;
-                            self.idle_armed = false;
-                            return Poll::Ready(Next::Events(events.into_iter().map(|(_, frame)| frame).collect()));
+                // While the store read waits (for one of the few read slots, or the disk),
+                // the stream still heartbeats and hears the shutdown signal below.
+                if let Poll::Ready(outcome) = read.0.as_mut().poll(cx) {
+                    self.catch_up = None;
+                    match outcome {
+                        Ok(ReadOutcome::Events { events, complete_upto }) => {
+                            if let Some(&(last, _)) = events.last() {
+                                self.after = last;
+                                self.idle_armed = false;
+                                return Poll::Ready(Next::Events(events.into_iter().map(|(_, frame)| frame).collect()));
+                            }
+                            if complete_upto <= self.after {
+                                return Poll::Ready(slow_consumer());
+                            }
+                            self.after = complete_upto;
                         }
-                        if complete_upto <= self.after {
-                            return Poll::Ready(slow_consumer());
+                        Ok(ReadOutcome::Evicted) => return Poll::Ready(slow_consumer()),
+                        Err(error) => {
+                            tracing::warn!(%error, "a catch-up read from the store failed; closing the stream");
+                            return Poll::Ready(Next::Disconnect(DisconnectReason::StoreError, frame::STORE_ERROR));
                         }
-                        self.after = complete_upto;
                     }
-                    Ok(ReadOutcome::Evicted) => return Poll::Ready(slow_consumer()),
-                    Err(error) => {
-                        tracing::warn!(%error, "a catch-up read from the store failed; closing the stream");
-                        return Poll::Ready(Next::Disconnect(DisconnectReason::StoreError, frame::STORE_ERROR));
-                    }
-                }
-                continue;
-            }
-            match self.hub.read_after(&self.topics, self.after) {
-                Err(Gap) => {
-                    self.catch_up = Some(CatchUp(self.hub.read_store(&self.topics, self.after)));
                     continue;
                 }
-                Ok(batch) => {
-                    if let Some(&(last, _)) = batch.last() {
-                        self.after = last;
-                        self.idle_armed = false;
-                        return Poll::Ready(Next::Events(batch.into_iter().map(|(_, frame)| frame).collect()));
+            } else {
+                match self.hub.read_after(&self.topics, self.after) {
+                    Err(Gap) => {
+                        self.catch_up = Some(CatchUp(self.hub.read_store(&self.topics, self.after)));
+                        continue;
+                    }
+                    Ok(batch) => {
+                        if let Some(&(last, _)) = batch.last() {
+                            self.after = last;
+                            self.idle_armed = false;
+                            return Poll::Ready(Next::Events(batch.into_iter().map(|(_, frame)| frame).collect()));
+                        }
                     }
                 }
             }
@@ -197,5 +201,74 @@ impl Drop for Subscription {
             if self.write_timed_out.load(Ordering::Relaxed) { DisconnectReason::WriteTimeout } else { self.ended };
         self.metrics.disconnected(reason);
         self.metrics.stream_closed();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hub::HubLimits;
+    use crate::store::{FsyncPolicy, MemoryStore, Record, Recovery, Store, TailLimits};
+
+    /// A store whose reads never finish: a catch-up stuck behind busy read slots.
+    #[derive(Debug)]
+    struct StalledReads(MemoryStore);
+
+    impl Store for StalledReads {
+        fn recover(&self, tail: TailLimits) -> Recovery {
+            self.0.recover(tail)
+        }
+        fn append(&self, record: Record) -> StoreFuture<()> {
+            self.0.append(record)
+        }
+        fn read(&self, _: Vec<Arc<str>>, _: u64, _: u64) -> StoreFuture<ReadOutcome> {
+            Box::pin(std::future::pending())
+        }
+        fn trimmed_upto(&self, topic: &str) -> u64 {
+            self.0.trimmed_upto(topic)
+        }
+        fn is_healthy(&self) -> bool {
+            true
+        }
+        fn close(&self) -> StoreFuture<()> {
+            self.0.close()
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stream_waiting_on_a_store_read_still_heartbeats_and_hears_the_shutdown() {
+        let store = Arc::new(StalledReads(MemoryStore::new(7, 100, 1 << 20, FsyncPolicy::Always)));
+        let limits = HubLimits {
+            window: 2,
+            window_bytes: 1 << 20,
+            max_topics: 10,
+            coalesce: Duration::ZERO,
+            max_buffered_bytes: usize::MAX,
+        };
+        let metrics = Arc::new(Metrics::new());
+        let hub = Arc::new(Hub::new(store, limits, metrics.clone()));
+        for _ in 0..5 {
+            hub.publish("t", None, "x").await.unwrap();
+        }
+        let heartbeat = Duration::from_secs(1);
+        let timed_out = Arc::new(AtomicBool::new(false));
+        // Id 1 is behind the two-event window: the stream must read the store, which stalls.
+        let mut stream = Subscription::open(
+            hub.clone(),
+            metrics,
+            &["t".into()],
+            Some("00000007-1"),
+            heartbeat,
+            heartbeat,
+            timed_out,
+        )
+        .unwrap();
+        assert!(matches!(stream.next().await, Next::Opening(_)));
+        let within = |n: u32| heartbeat * n;
+        let next = tokio::time::timeout(within(2), stream.next()).await;
+        assert!(matches!(next, Ok(Next::Heartbeat)), "a heartbeat while the read waits: {next:?}");
+        hub.close_streams();
+        let next = tokio::time::timeout(within(2), stream.next()).await;
+        assert!(matches!(next, Ok(Next::Shutdown)), "the shutdown is heard while the read waits: {next:?}");
     }
 }
