@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use bytes::Bytes;
+use sse_server::id::EventId;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -24,9 +25,8 @@ pub async fn history(addr: SocketAddr, topic: &str, events: usize, size: usize) 
     for _ in 1..events {
         publisher.publish(body.clone()).await?;
     }
-    let (epoch, seq) = first.rsplit_once('-').context("an id is <epoch>-<seq>")?;
-    let seq: u64 = seq.parse()?;
-    println!("RESUME_FROM={epoch}-{}", seq - 1);
+    let first = EventId::parse(&first).context("an id is <epoch>-<seq>")?;
+    println!("RESUME_FROM={}", EventId { seq: first.seq - 1, ..first });
     Ok(())
 }
 

@@ -13,14 +13,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use sse_server::id::EventId;
+
 use crate::publisher::Acked;
 use crate::subscriber::Seen;
-
-/// `(epoch, seq)` from an id `<epoch>-<seq>`.
-pub fn split_id(id: &str) -> Option<(&str, u64)> {
-    let (epoch, seq) = id.split_once('-')?;
-    Some((epoch, seq.parse().ok()?))
-}
 
 /// One client's verdict.
 #[derive(Debug, Default)]
@@ -42,17 +38,17 @@ pub fn judge(
 ) -> ClientReport {
     let mut report = ClientReport::default();
     let mut data_seen = BTreeSet::new();
-    let mut last_in_epoch: BTreeMap<String, u64> = BTreeMap::new();
+    let mut last_in_epoch: BTreeMap<u32, u64> = BTreeMap::new();
     let mut received_at: BTreeMap<&str, Duration> = BTreeMap::new();
     for item in seen {
         let Seen::Event(event) = item else { continue };
         if !data_seen.insert(event.data.as_str()) {
             report.failures.push(format!("{name}: duplicate event {} {} at {:?}", event.id, event.data, event.at));
         }
-        match split_id(&event.id) {
+        match EventId::parse(&event.id) {
             None => report.failures.push(format!("{name}: unreadable id {:?}", event.id)),
-            Some((epoch, seq)) => {
-                let last = last_in_epoch.entry(epoch.to_owned()).or_insert(0);
+            Some(EventId { epoch, seq }) => {
+                let last = last_in_epoch.entry(epoch).or_insert(0);
                 if seq <= *last {
                     report
                         .failures
@@ -93,13 +89,13 @@ pub fn reused_ids(acked: &[Acked]) -> Vec<String> {
 /// position in that epoch was below `id`, and after it the replay began above `id` (or
 /// in another epoch).
 fn excused_by_reset(seen: &[Seen], id: &str) -> bool {
-    let Some((epoch, seq)) = split_id(id) else { return false };
+    let Some(EventId { epoch, seq }) = EventId::parse(id) else { return false };
     seen.iter().enumerate().any(|(at, item)| {
         if !matches!(item, Seen::Reset { .. }) {
             return false;
         }
         let in_epoch = |s: &Seen| match s {
-            Seen::Event(e) => split_id(&e.id).filter(|(ep, _)| *ep == epoch).map(|(_, s)| s),
+            Seen::Event(e) => EventId::parse(&e.id).filter(|id| id.epoch == epoch).map(|id| id.seq),
             Seen::Reset { .. } => None,
         };
         let before = seen[..at].iter().rev().find_map(in_epoch).unwrap_or(0);
@@ -123,22 +119,29 @@ mod tests {
     #[test]
     fn finds_loss_duplicates_and_disorder_and_honours_resets() {
         let topics: BTreeSet<String> = ["t".to_owned()].into();
-        let acked = [ack("e-1", "a"), ack("e-2", "b"), ack("e-3", "c")];
+        let acked = [ack("0000000e-1", "a"), ack("0000000e-2", "b"), ack("0000000e-3", "c")];
         let ok = judge(
             "c",
             &topics,
-            &[ev("e-1", "a"), ev("e-2", "b"), ev("e-3", "c")],
+            &[ev("0000000e-1", "a"), ev("0000000e-2", "b"), ev("0000000e-3", "c")],
             &acked,
             &BTreeMap::new(),
             Duration::ZERO,
         );
         assert!(ok.failures.is_empty(), "{:?}", ok.failures);
-        let lost = judge("c", &topics, &[ev("e-1", "a"), ev("e-3", "c")], &acked, &BTreeMap::new(), Duration::ZERO);
+        let lost = judge(
+            "c",
+            &topics,
+            &[ev("0000000e-1", "a"), ev("0000000e-3", "c")],
+            &acked,
+            &BTreeMap::new(),
+            Duration::ZERO,
+        );
         assert_eq!(lost.failures.len(), 1, "{:?}", lost.failures);
         let twice = judge(
             "c",
             &topics,
-            &[ev("e-1", "a"), ev("e-2", "b"), ev("e-2", "b"), ev("e-3", "c")],
+            &[ev("0000000e-1", "a"), ev("0000000e-2", "b"), ev("0000000e-2", "b"), ev("0000000e-3", "c")],
             &acked,
             &BTreeMap::new(),
             Duration::ZERO,
@@ -148,7 +151,7 @@ mod tests {
         let excused = judge(
             "c",
             &topics,
-            &[ev("e-1", "a"), reset.clone(), ev("e-3", "c")],
+            &[ev("0000000e-1", "a"), reset.clone(), ev("0000000e-3", "c")],
             &acked,
             &BTreeMap::new(),
             Duration::ZERO,
@@ -157,17 +160,18 @@ mod tests {
         let not_excused = judge(
             "c",
             &topics,
-            &[ev("e-1", "a"), reset, ev("e-1", "x"), ev("e-3", "c")],
+            &[ev("0000000e-1", "a"), reset, ev("0000000e-1", "x"), ev("0000000e-3", "c")],
             &acked,
             &BTreeMap::new(),
             Duration::ZERO,
         );
         assert!(!not_excused.failures.is_empty(), "a replay that restarts below the event does not excuse it");
-        let cut: BTreeMap<String, Duration> = [("e-2".to_owned(), Duration::from_secs(1))].into();
-        let taken_back = judge("c", &topics, &[ev("e-1", "a"), ev("e-3", "c")], &acked, &cut, Duration::ZERO);
+        let cut: BTreeMap<String, Duration> = [("0000000e-2".to_owned(), Duration::from_secs(1))].into();
+        let taken_back =
+            judge("c", &topics, &[ev("0000000e-1", "a"), ev("0000000e-3", "c")], &acked, &cut, Duration::ZERO);
         assert!(taken_back.failures.is_empty(), "a power cut excuses what it took back: {:?}", taken_back.failures);
         let mut reacked = acked.to_vec();
-        reacked.push(Acked { at: Duration::from_secs(2), ..ack("e-2", "d") });
+        reacked.push(Acked { at: Duration::from_secs(2), ..ack("0000000e-2", "d") });
         assert_eq!(reused_ids(&reacked).len(), 1);
         assert!(reused_ids(&acked).is_empty());
     }

@@ -11,6 +11,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use bytes::Bytes;
 use nix::sys::signal::Signal;
+use sse_server::id::EventId;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -222,7 +223,7 @@ impl Rig {
                     problems.push(format!("client {n} got {} {} {copies} times", a.id, a.data));
                 }
             }
-            let seqs: Vec<u64> = record.events.iter().filter_map(|e| e.id.rsplit('-').next()?.parse().ok()).collect();
+            let seqs: Vec<u64> = record.events.iter().filter_map(|e| Some(EventId::parse(&e.id)?.seq)).collect();
             if seqs.windows(2).any(|w| w[0] >= w[1]) {
                 problems.push(format!("client {n}: ids out of order"));
             }
