@@ -35,7 +35,7 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 enum Head {
     /// HTTP/1.x `GET /events`: served by the lean path, with the CORS header lines its
     /// answer carries.
-    Stream(Result<SubscribeRequest, ApiError>, String),
+    Stream(Result<(SubscribeRequest, Option<u64>), ApiError>, String),
     /// Any other HTTP/1.x request: hyper, with the bytes read so far replayed.
     Http1(Bytes),
     /// The HTTP/2 prior-knowledge preface: hyper's HTTP/2 server.
@@ -150,7 +150,10 @@ async fn serve_http<S>(
     let timed_out = Arc::new(AtomicBool::new(false));
     match head {
         Head::Stream(request, cors) => {
-            match request.and_then(|r| shared.subscribe(&r.topics, r.last_event_id.as_deref(), timed_out.clone())) {
+            let subscribed = request.and_then(|(r, expires)| {
+                shared.subscribe(&r.topics, r.last_event_id.as_deref(), expires, timed_out.clone())
+            });
+            match subscribed {
                 Ok(subscription) => {
                     // The stream goes on as a task of its own holding only the stream's
                     // state; this task's (head parsing, the hyper branches) is freed now.
@@ -226,7 +229,7 @@ async fn read_head<S: AsyncRead + Unpin>(shared: &Shared, io: &mut S) -> Result<
 enum Http1 {
     /// `GET /events`, already parsed and its access checked: the head bytes are no
     /// longer needed. With the CORS header lines for its answer.
-    Stream(Result<SubscribeRequest, ApiError>, String),
+    Stream(Result<(SubscribeRequest, Option<u64>), ApiError>, String),
     /// Anything else: hyper parses it again from the raw bytes.
     Other,
 }
@@ -255,10 +258,10 @@ fn parse_http1(shared: &Shared, buf: &[u8]) -> Result<Option<Http1>, HeadError> 
             let credentials = Credentials::from_headers(header("authorization"), cookies);
             let parsed = request::parse_subscribe(query, header("last-event-id")).and_then(|wanted| {
                 let query_token = wanted.access_token.as_ref().map(|t| t.0.as_bytes());
-                shared
+                let expires = shared
                     .access
                     .authorize_subscribe(&Credentials { query: query_token, ..credentials }, &wanted.topics)?;
-                Ok(wanted)
+                Ok((wanted, expires))
             });
             Ok(Some(Http1::Stream(parsed, cors)))
         }

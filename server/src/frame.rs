@@ -112,6 +112,9 @@ pub const SLOW_CONSUMER: &[u8] = b": disconnected: slow consumer, reconnect with
 
 /// The last words to a subscriber whose catch-up read from the store failed.
 pub const STORE_ERROR: &[u8] = b": disconnected: the event store could not be read, reconnect with Last-Event-ID\n\n";
+/// Ends a stream whose token expired: the client must come back with a fresh one (an
+/// `EventSource` reconnecting with the expired token gets 401 and reports an error).
+pub const TOKEN_EXPIRED: &[u8] = b": disconnected: the access token expired, reconnect with a fresh token\n\n";
 
 #[cfg(test)]
 mod tests {

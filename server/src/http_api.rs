@@ -174,10 +174,10 @@ fn subscribe(
     let header_id = req.headers().get("last-event-id").map(|v| v.as_bytes());
     let wanted = request::parse_subscribe(req.uri().query(), header_id)?;
     let query_token = wanted.access_token.as_ref().map(|t| t.0.as_bytes());
-    shared
+    let expires = shared
         .access
         .authorize_subscribe(&Credentials { query: query_token, ..credentials(req.headers()) }, &wanted.topics)?;
-    let subscription = shared.subscribe(&wanted.topics, wanted.last_event_id.as_deref(), timed_out)?;
+    let subscription = shared.subscribe(&wanted.topics, wanted.last_event_id.as_deref(), expires, timed_out)?;
     let state = StreamState { shared: shared.clone(), subscription, pending: VecDeque::new(), finished: false };
     let frames = futures_util::stream::unfold(state, |mut state| async move {
         let frame = state.next_frame().await?;

@@ -53,8 +53,8 @@ pub(crate) struct LeanStream<S> {
 struct Chunk {
     head: Bytes,
     frames: Vec<Bytes>,
-    /// Bytes of this chunk already written.
-    written: usize,
+    /// Bytes of this chunk already written (a chunk is at most a batch: far below 4 GiB).
+    written: u32,
     size_line: [u8; 20],
     size_len: u8,
     /// Events among `frames` (comments and goodbyes are not events); at most a batch.
@@ -174,7 +174,7 @@ impl Chunk {
         loop {
             let mut slices = [IoSlice::new(&[]); MAX_SLICES];
             let mut count = 0;
-            let mut skip = self.written;
+            let mut skip = self.written as usize;
             for part in self.parts() {
                 if skip >= part.len() {
                     skip -= part.len();
@@ -197,7 +197,7 @@ impl Chunk {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
                 Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
-                Poll::Ready(Ok(n)) => self.written += n,
+                Poll::Ready(Ok(n)) => self.written += u32::try_from(n).expect("one write is below 4 GiB"),
             }
         }
     }

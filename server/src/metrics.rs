@@ -26,6 +26,8 @@ pub enum DisconnectReason {
     Shutdown,
     /// A catch-up read from the store failed.
     StoreError,
+    /// The token that opened the stream (private topics) expired.
+    TokenExpired,
 }
 
 impl DisconnectReason {
@@ -38,6 +40,7 @@ impl DisconnectReason {
             DisconnectReason::HeaderTimeout => "header_timeout",
             DisconnectReason::Shutdown => "shutdown",
             DisconnectReason::StoreError => "store_error",
+            DisconnectReason::TokenExpired => "token_expired",
         }
     }
 }

@@ -24,7 +24,7 @@ use crate::listener::Listener;
 use crate::metrics::Metrics;
 use crate::rng::SeededRng;
 use crate::store::{DiskOptions, DiskStore, FsyncPolicy, MemoryStore, Retention, Store, StoreError, WriteFaults};
-use crate::subscription::Subscription;
+use crate::subscription::{StreamTimes, Subscription};
 use crate::tls::{self, Tls};
 
 /// Connections being refused at once; past it, over-limit connections wait in the
@@ -63,10 +63,13 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// Opens a stream on `topics`; `token_expires` (Unix seconds) is the `exp` of the
+    /// token that opened private topics, when it has one: the stream ends then.
     pub fn subscribe(
         &self,
         topics: &[String],
         last_event_id: Option<&str>,
+        token_expires: Option<u64>,
         write_timed_out: Arc<AtomicBool>,
     ) -> Result<Subscription, ApiError> {
         if self.hub.is_closing() {
@@ -77,8 +80,11 @@ impl Shared {
             self.metrics.clone(),
             topics,
             last_event_id,
-            self.config.retry,
-            self.config.heartbeat,
+            StreamTimes {
+                retry: self.config.retry,
+                heartbeat: self.config.heartbeat,
+                expires: token_expires.map(crate::access::jwt::stream_deadline),
+            },
             write_timed_out,
         )
     }

@@ -61,6 +61,9 @@ pub struct Subscription {
     write_timed_out: Arc<AtomicBool>,
     /// A store read in progress, while the cursor is behind the windows.
     catch_up: Option<CatchUp>,
+    /// When the token that opened private topics expires (boxed: most streams have
+    /// none, and every idle stream's size counts).
+    expires: Option<Box<Instant>>,
 }
 
 /// A store read in progress.
@@ -72,6 +75,17 @@ impl std::fmt::Debug for CatchUp {
     }
 }
 
+/// A stream's timing.
+#[derive(Debug, Clone, Copy)]
+pub struct StreamTimes {
+    /// The reconnection delay sent in the opening `retry:`.
+    pub retry: Duration,
+    /// Idle time before a heartbeat comment.
+    pub heartbeat: Duration,
+    /// When the token that opened private topics expires: the stream ends then.
+    pub expires: Option<Instant>,
+}
+
 impl Subscription {
     /// Registers a stream on `topics`, resuming after `last_event_id` when it can.
     pub fn open(
@@ -79,10 +93,10 @@ impl Subscription {
         metrics: Arc<Metrics>,
         topics: &[String],
         last_event_id: Option<&str>,
-        retry: Duration,
-        heartbeat: Duration,
+        times: StreamTimes,
         write_timed_out: Arc<AtomicBool>,
     ) -> Result<Subscription, crate::error::ApiError> {
+        let StreamTimes { retry, heartbeat, expires } = times;
         let signal = Arc::new(Signal::default());
         let (id, topics, start) = hub.subscribe(topics, last_event_id, &signal)?;
         let mut opening = BytesMut::from(&frame::retry(retry.as_millis() as u64)[..]);
@@ -106,6 +120,7 @@ impl Subscription {
             ended: DisconnectReason::ClientClosed,
             write_timed_out,
             catch_up: None,
+            expires: expires.map(Box::new),
         })
     }
 
@@ -118,6 +133,9 @@ impl Subscription {
         loop {
             if self.hub.is_closing() {
                 return Poll::Ready(Next::Shutdown);
+            }
+            if self.expires.as_deref().is_some_and(|at| Instant::now() >= *at) {
+                return Poll::Ready(Next::Disconnect(DisconnectReason::TokenExpired, frame::TOKEN_EXPIRED));
             }
             if let Some(read) = self.catch_up.as_mut() {
                 // While the store read waits (for one of the few read slots, or the disk),
@@ -163,11 +181,17 @@ impl Subscription {
                 continue;
             }
             if !self.idle_armed {
-                self.idle.as_mut().reset(Instant::now() + self.heartbeat);
+                // The idle timer also wakes the stream when its token expires.
+                let heartbeat_at = Instant::now() + self.heartbeat;
+                let wake_at = self.expires.as_deref().map_or(heartbeat_at, |at| heartbeat_at.min(*at));
+                self.idle.as_mut().reset(wake_at);
                 self.idle_armed = true;
             }
             if self.idle.as_mut().poll(cx).is_ready() {
                 self.idle_armed = false;
+                if self.expires.as_deref().is_some_and(|at| Instant::now() >= *at) {
+                    continue;
+                }
                 return Poll::Ready(Next::Heartbeat);
             }
             return Poll::Pending;
@@ -235,9 +259,7 @@ mod tests {
         }
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn a_stream_waiting_on_a_store_read_still_heartbeats_and_hears_the_shutdown() {
-        let store = Arc::new(StalledReads(MemoryStore::new(7, 100, 1 << 20, FsyncPolicy::Always)));
+    fn hub_on(store: Arc<dyn Store>) -> (Arc<Hub>, Arc<Metrics>) {
         let limits = HubLimits {
             window: 2,
             window_bytes: 1 << 20,
@@ -246,29 +268,45 @@ mod tests {
             max_buffered_bytes: usize::MAX,
         };
         let metrics = Arc::new(Metrics::new());
-        let hub = Arc::new(Hub::new(store, limits, metrics.clone()));
+        (Arc::new(Hub::new(store, limits, metrics.clone())), metrics)
+    }
+
+    const HEARTBEAT: Duration = Duration::from_secs(1);
+
+    fn open(hub: &Arc<Hub>, metrics: &Arc<Metrics>, resume: Option<&str>, expires: Option<Instant>) -> Subscription {
+        let timed_out = Arc::new(AtomicBool::new(false));
+        let times = StreamTimes { retry: HEARTBEAT, heartbeat: HEARTBEAT, expires };
+        Subscription::open(hub.clone(), metrics.clone(), &["t".into()], resume, times, timed_out).unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stream_waiting_on_a_store_read_still_heartbeats_and_hears_the_shutdown() {
+        let (hub, metrics) = hub_on(Arc::new(StalledReads(MemoryStore::new(7, 100, 1 << 20, FsyncPolicy::Always))));
         for _ in 0..5 {
             hub.publish("t", None, "x").await.unwrap();
         }
-        let heartbeat = Duration::from_secs(1);
-        let timed_out = Arc::new(AtomicBool::new(false));
         // Id 1 is behind the two-event window: the stream must read the store, which stalls.
-        let mut stream = Subscription::open(
-            hub.clone(),
-            metrics,
-            &["t".into()],
-            Some("00000007-1"),
-            heartbeat,
-            heartbeat,
-            timed_out,
-        )
-        .unwrap();
+        let mut stream = open(&hub, &metrics, Some("00000007-1"), None);
         assert!(matches!(stream.next().await, Next::Opening(_)));
-        let within = |n: u32| heartbeat * n;
-        let next = tokio::time::timeout(within(2), stream.next()).await;
+        let next = tokio::time::timeout(HEARTBEAT * 2, stream.next()).await;
         assert!(matches!(next, Ok(Next::Heartbeat)), "a heartbeat while the read waits: {next:?}");
         hub.close_streams();
-        let next = tokio::time::timeout(within(2), stream.next()).await;
+        let next = tokio::time::timeout(HEARTBEAT * 2, stream.next()).await;
         assert!(matches!(next, Ok(Next::Shutdown)), "the shutdown is heard while the read waits: {next:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stream_ends_when_its_token_expires_even_when_idle() {
+        let (hub, metrics) = hub_on(Arc::new(MemoryStore::new(7, 2, 1 << 20, FsyncPolicy::Always)));
+        let started = Instant::now();
+        let expires = started + Duration::from_millis(2500);
+        let mut stream = open(&hub, &metrics, None, Some(expires));
+        assert!(matches!(stream.next().await, Next::Opening(_)));
+        for _ in 0..2 {
+            assert!(matches!(stream.next().await, Next::Heartbeat), "heartbeats until the token expires");
+        }
+        let next = stream.next().await;
+        assert!(matches!(next, Next::Disconnect(DisconnectReason::TokenExpired, _)), "{next:?}");
+        assert_eq!(Instant::now() - started, Duration::from_millis(2500), "at the expiry, not a heartbeat later");
     }
 }

@@ -31,6 +31,8 @@ pub struct Grants {
     pub publish: Vec<TopicPattern>,
     /// Topics it may subscribe to, private ones included.
     pub subscribe: Vec<TopicPattern>,
+    /// The `exp` claim (Unix seconds), when present.
+    pub expires: Option<u64>,
 }
 
 impl Grants {
@@ -41,6 +43,17 @@ impl Grants {
     pub fn may_subscribe(&self, topic: &str) -> bool {
         self.subscribe.iter().any(|p| p.matches(topic))
     }
+}
+
+/// Seconds a token is still accepted after its `exp` (clock skew between issuer and
+/// server).
+pub const LEEWAY_SECS: u64 = 30;
+
+/// When a stream opened with a token expiring at `exp` (Unix seconds) must end: `exp`
+/// plus the leeway, on the runtime's clock.
+pub fn stream_deadline(exp: u64) -> tokio::time::Instant {
+    let left = (exp + LEEWAY_SECS).saturating_sub(jsonwebtoken::get_current_timestamp());
+    tokio::time::Instant::now() + std::time::Duration::from_secs(left)
 }
 
 /// Checks tokens signed with the configured key.
@@ -61,7 +74,7 @@ impl JwtVerifier {
         validation.required_spec_claims.clear();
         validation.validate_exp = true;
         validation.validate_nbf = true;
-        validation.leeway = 30;
+        validation.leeway = LEEWAY_SECS;
         JwtVerifier { key: DecodingKey::from_secret(secret.as_bytes()), validation }
     }
 
@@ -88,8 +101,9 @@ fn grants(claims: &Value) -> Option<Grants> {
         Some(Value::String(sub)) => Some(sub.clone()),
         Some(_) => return None,
     };
+    let expires = claims.get("exp").and_then(Value::as_u64);
     let rights = match claims.get("sse") {
-        None => return Some(Grants { subject, ..Grants::default() }),
+        None => return Some(Grants { subject, expires, ..Grants::default() }),
         Some(Value::Object(rights)) => rights,
         Some(_) => return None,
     };
@@ -102,7 +116,7 @@ fn grants(claims: &Value) -> Option<Grants> {
             Some(_) => None,
         }
     };
-    Some(Grants { subject, publish: patterns("publish")?, subscribe: patterns("subscribe")? })
+    Some(Grants { subject, publish: patterns("publish")?, subscribe: patterns("subscribe")?, expires })
 }
 
 #[cfg(test)]

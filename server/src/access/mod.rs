@@ -122,11 +122,16 @@ impl AccessPolicy {
     }
 
     /// Lets the request read `topics`: public ones need nothing; private ones need a JWT
-    /// whose `subscribe` claim covers every one of them.
-    pub fn authorize_subscribe(&self, credentials: &Credentials<'_>, topics: &[String]) -> Result<(), ApiError> {
+    /// whose `subscribe` claim covers every one of them. Returns that token's `exp`, when
+    /// it has one: the stream must end then.
+    pub fn authorize_subscribe(
+        &self,
+        credentials: &Credentials<'_>,
+        topics: &[String],
+    ) -> Result<Option<u64>, ApiError> {
         let private: Vec<&String> = topics.iter().filter(|t| self.private.iter().any(|p| p.matches(t))).collect();
         if private.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
         // A stale token in one place (an old cookie) must not hide a good one in another:
         // the first that covers every private topic wins; otherwise the first refusal.
@@ -134,13 +139,13 @@ impl AccessPolicy {
         for (i, token) in credentials.subscribe_tokens().enumerate() {
             let covered = self.verify(token).and_then(|grants| {
                 if private.iter().all(|topic| grants.may_subscribe(topic)) {
-                    Ok(())
+                    Ok(grants.expires)
                 } else {
                     Err(ApiError::Forbidden)
                 }
             });
             match covered {
-                Ok(()) => return Ok(()),
+                Ok(expires) => return Ok(expires),
                 Err(error) if i == 0 => refusal = error,
                 Err(_) => {}
             }

@@ -95,6 +95,30 @@ async fn private_topics_need_a_subscribe_token_from_a_header_a_cookie_or_the_que
     }
 }
 
+/// A stream opened with a token ends when the token expires (plus the 30 s leeway the
+/// check allows), on both stream paths, with a farewell saying why.
+#[tokio::test]
+async fn a_private_stream_ends_when_its_token_expires() {
+    let server = TestServer::start(secured(&["private/*"])).await;
+    // Expired 28 s ago: still accepted within the leeway, for about two more seconds.
+    let exp = jsonwebtoken::get_current_timestamp() - 28;
+    let token = sign(serde_json::json!({"exp": exp, "sse": {"subscribe": ["private/*"]}}));
+    let bearer = format!("Bearer {token}");
+    for proto in [Proto::Http1, Proto::Http2] {
+        let tcp = TcpStream::connect(server.addr).await.unwrap();
+        let mut stream =
+            StreamClient::with_headers(tcp, "/events?topic=private/x", &[("authorization", &bearer)], proto).await;
+        assert_eq!(stream.status, StatusCode::OK, "{proto:?}");
+        let text = stream.read_until(PATIENCE, |text| text.contains("token expired")).await;
+        assert!(text.contains(": disconnected: the access token expired"), "{proto:?}: {text}");
+    }
+    let metrics = server.metrics.clone();
+    let expired = sse_server::metrics::DisconnectReason::TokenExpired;
+    eventually("both streams counted as expired", || metrics.disconnects_total(expired) == 2).await;
+    let public = StreamClient::open(server.addr, "/events?topic=public", None, Proto::Http1).await;
+    assert_eq!(public.status, StatusCode::OK, "public streams have no expiry");
+}
+
 #[tokio::test]
 async fn allowed_origins_get_cors_headers_and_preflights_others_get_neither() {
     let origin = "https://app.example.com";
