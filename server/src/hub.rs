@@ -17,7 +17,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::FutureExt;
 
 use crate::error::ApiError;
 use crate::frame::{self, ResetReason};
@@ -246,30 +245,16 @@ impl Hub {
 
     /// Stores one event; once the store acknowledges it, it joins its topic's window and
     /// the topic's subscribers are woken (now, or after `coalesce`). Returns its id only
-    /// then. Dropping the future does not lose or stall anything: the acknowledgement is
-    /// awaited on a task of its own.
+    /// then. Dropping the future does not lose or stall anything: the rest of the wait
+    /// moves to a task of its own ([`Settlement`]).
     pub async fn publish(
         self: &Arc<Self>,
         topic: &str,
         event_type: Option<&str>,
         data: &str,
     ) -> Result<EventId, ApiError> {
-        let (id, mut stored) = self.hand_to_store(topic, event_type, data)?;
-        let outcome = match (&mut stored).now_or_never() {
-            Some(outcome) => {
-                self.settle(id.seq, outcome.is_ok());
-                outcome
-            }
-            None => {
-                let hub = self.clone();
-                let settled = tokio::spawn(async move {
-                    let outcome = stored.await;
-                    hub.settle(id.seq, outcome.is_ok());
-                    outcome
-                });
-                settled.await.unwrap_or(Err(StoreError::Closed))
-            }
-        };
+        let (id, stored) = self.hand_to_store(topic, event_type, data)?;
+        let outcome = Settlement { hub: self.clone(), seq: id.seq, stored: Some(stored) }.wait().await;
         match outcome {
             Ok(()) => {
                 self.metrics.published();
@@ -483,6 +468,39 @@ fn topic_limit() -> ApiError {
     ApiError::Unavailable("topic_limit", "the server holds its maximum number of topics", Duration::from_secs(5))
 }
 
+/// One handed-out event's acknowledgement, awaited where the publish waits. If the
+/// publish is dropped first (its client went away), the rest of the wait moves to a task
+/// of its own, so the event still settles and nothing behind it stalls. The common path
+/// spawns nothing.
+struct Settlement {
+    hub: Arc<Hub>,
+    seq: u64,
+    stored: Option<StoreFuture<()>>,
+}
+
+impl Settlement {
+    async fn wait(mut self) -> Result<(), StoreError> {
+        let outcome = self.stored.as_mut().expect("waited once").await;
+        self.stored = None;
+        self.hub.settle(self.seq, outcome.is_ok());
+        outcome
+    }
+}
+
+impl Drop for Settlement {
+    fn drop(&mut self) {
+        let Some(stored) = self.stored.take() else { return };
+        let (hub, seq) = (self.hub.clone(), self.seq);
+        // Without a runtime (the process is ending) there is nobody left to wait for it.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let outcome = stored.await;
+                hub.settle(seq, outcome.is_ok());
+            });
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -504,6 +522,65 @@ mod tests {
 
     fn seqs(batch: &[(u64, Bytes)]) -> Vec<u64> {
         batch.iter().map(|(s, _)| *s).collect()
+    }
+
+    /// A store that acknowledges nothing until its gate opens.
+    #[derive(Debug)]
+    struct GatedAppends {
+        inner: MemoryStore,
+        gate: tokio::sync::watch::Receiver<bool>,
+    }
+
+    impl Store for GatedAppends {
+        fn recover(&self, tail: TailLimits) -> crate::store::Recovery {
+            self.inner.recover(tail)
+        }
+        fn append(&self, record: Record) -> StoreFuture<()> {
+            let (stored, mut gate) = (self.inner.append(record), self.gate.clone());
+            Box::pin(async move {
+                let _ = gate.wait_for(|open| *open).await;
+                stored.await
+            })
+        }
+        fn read(&self, topics: Vec<Arc<str>>, after: u64, upto: u64) -> StoreFuture<ReadOutcome> {
+            self.inner.read(topics, after, upto)
+        }
+        fn trimmed_upto(&self, topic: &str) -> u64 {
+            self.inner.trimmed_upto(topic)
+        }
+        fn is_healthy(&self) -> bool {
+            true
+        }
+        fn close(&self) -> StoreFuture<()> {
+            self.inner.close()
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_publish_dropped_while_the_store_is_busy_still_settles_and_blocks_nothing() {
+        let (open, gate) = tokio::sync::watch::channel(false);
+        let store = Arc::new(GatedAppends { inner: MemoryStore::new(7, 10, 1 << 20, FsyncPolicy::Always), gate });
+        let hub = Arc::new(Hub::new(store, limits(10, usize::MAX), Arc::new(Metrics::new())));
+        let signal = Arc::new(Signal::default());
+        let (_, topics, _) = hub.subscribe(&["t".into()], None, &signal).unwrap();
+        // The first publisher leaves while its event waits for the store.
+        let first = tokio::time::timeout(Duration::from_millis(10), hub.publish("t", None, "first")).await;
+        assert!(first.is_err(), "the store holds the first publish");
+        let second = tokio::spawn({
+            let hub = hub.clone();
+            async move { hub.publish("t", None, "second").await }
+        });
+        open.send(true).unwrap();
+        assert_eq!(second.await.unwrap().unwrap().seq, 2);
+        let mut visible = Vec::new();
+        for _ in 0..100 {
+            visible = seqs(&hub.read_after(&topics, 0).unwrap());
+            if visible.len() == 2 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(visible, [1, 2], "the abandoned event settled, so the one behind it became visible");
     }
 
     #[tokio::test]
