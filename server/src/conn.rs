@@ -144,7 +144,7 @@ async fn serve_http<S>(
             return;
         }
         Ok(Err(HeadError::Closed)) => return,
-        Ok(Err(HeadError::Reject(error))) => return answer_error(&shared, &mut io, &error).await,
+        Ok(Err(HeadError::Reject(error))) => return answer_error(&shared, &mut io, &error, "").await,
         Ok(Ok(head)) => head,
     };
     let timed_out = Arc::new(AtomicBool::new(false));
@@ -160,11 +160,7 @@ async fn serve_http<S>(
                     let io = ConnIo::new(io, None, config.write_timeout, timed_out);
                     shared.tasks.spawn(LeanStream::new(shared.clone(), io, subscription, guard, &cors));
                 }
-                Err(error) => {
-                    shared.metrics.rejected(error.code());
-                    let answer = error.raw_http1_with(&cors);
-                    let _ = tokio::time::timeout(config.write_timeout, io.write_all(&answer)).await;
-                }
+                Err(error) => answer_error(&shared, &mut io, &error, &cors).await,
             }
         }
         Head::Http1(prefix) => {
@@ -192,10 +188,12 @@ fn origin_form(target: &str) -> &str {
     }
 }
 
-/// Answers an error and closes, bounded by the write timeout.
-async fn answer_error<S: AsyncWrite + Unpin>(shared: &Shared, io: &mut S, error: &ApiError) {
+/// Answers an error (with `more_headers`, whole header lines) and closes, bounded by the
+/// write timeout.
+async fn answer_error<S: AsyncWrite + Unpin>(shared: &Shared, io: &mut S, error: &ApiError, more_headers: &str) {
     shared.metrics.rejected(error.code());
-    let _ = tokio::time::timeout(shared.config.write_timeout, io.write_all(&error.raw_http1())).await;
+    let answer = error.raw_http1_with(more_headers);
+    let _ = tokio::time::timeout(shared.config.write_timeout, io.write_all(&answer)).await;
 }
 
 async fn read_head<S: AsyncRead + Unpin>(shared: &Shared, io: &mut S) -> Result<Head, HeadError> {
@@ -257,10 +255,7 @@ fn parse_http1(shared: &Shared, buf: &[u8]) -> Result<Option<Http1>, HeadError> 
             let cookies = request.headers.iter().filter(|h| h.name.eq_ignore_ascii_case("cookie")).map(|h| h.value);
             let credentials = Credentials::from_headers(header("authorization"), cookies);
             let parsed = request::parse_subscribe(query, header("last-event-id")).and_then(|wanted| {
-                let query_token = wanted.access_token.as_ref().map(|t| t.0.as_bytes());
-                let expires = shared
-                    .access
-                    .authorize_subscribe(&Credentials { query: query_token, ..credentials }, &wanted.topics)?;
+                let expires = shared.access.authorize_stream(credentials, &wanted)?;
                 Ok((wanted, expires))
             });
             Ok(Some(Http1::Stream(parsed, cors)))

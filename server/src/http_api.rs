@@ -142,7 +142,10 @@ fn credentials(headers: &http::HeaderMap) -> Credentials<'_> {
 
 async fn publish(shared: &Shared, req: Request<Incoming>, peer: SocketAddr) -> Result<Response<Body>, ApiError> {
     let target = request::parse_publish(req.uri().query())?;
-    let publisher = shared.access.authorize_publish(&credentials(req.headers()), &target.topic, peer.ip())?;
+    // Publishing reads the header only: no cookie is looked at.
+    let bearer =
+        Credentials::from_headers(req.headers().get(header::AUTHORIZATION).map(|v| v.as_bytes()), std::iter::empty());
+    let publisher = shared.access.authorize_publish(&bearer, &target.topic, peer.ip())?;
     if let Err(wait) = shared.publish_rate.take(&publisher) {
         return Err(ApiError::TooManyRequests("rate_limited", "too many publishes; slow down", wait));
     }
@@ -173,10 +176,7 @@ fn subscribe(
 ) -> Result<Response<Body>, ApiError> {
     let header_id = req.headers().get("last-event-id").map(|v| v.as_bytes());
     let wanted = request::parse_subscribe(req.uri().query(), header_id)?;
-    let query_token = wanted.access_token.as_ref().map(|t| t.0.as_bytes());
-    let expires = shared
-        .access
-        .authorize_subscribe(&Credentials { query: query_token, ..credentials(req.headers()) }, &wanted.topics)?;
+    let expires = shared.access.authorize_stream(credentials(req.headers()), &wanted)?;
     let subscription = shared.subscribe(&wanted.topics, wanted.last_event_id.as_deref(), expires, timed_out)?;
     let state = StreamState { shared: shared.clone(), subscription, pending: VecDeque::new(), finished: false };
     let frames = futures_util::stream::unfold(state, |mut state| async move {

@@ -254,7 +254,7 @@ impl Hub {
         data: &str,
     ) -> Result<EventId, ApiError> {
         let (id, stored) = self.hand_to_store(topic, event_type, data)?;
-        let outcome = Settlement { hub: self.clone(), seq: id.seq, stored: Some(stored) }.wait().await;
+        let outcome = Settlement { hub: self, seq: id.seq, stored: Some(stored) }.wait().await;
         match outcome {
             Ok(()) => {
                 self.metrics.published();
@@ -472,13 +472,13 @@ fn topic_limit() -> ApiError {
 /// publish is dropped first (its client went away), the rest of the wait moves to a task
 /// of its own, so the event still settles and nothing behind it stalls. The common path
 /// spawns nothing.
-struct Settlement {
-    hub: Arc<Hub>,
+struct Settlement<'a> {
+    hub: &'a Arc<Hub>,
     seq: u64,
     stored: Option<StoreFuture<()>>,
 }
 
-impl Settlement {
+impl Settlement<'_> {
     async fn wait(mut self) -> Result<(), StoreError> {
         let outcome = self.stored.as_mut().expect("waited once").await;
         self.stored = None;
@@ -487,7 +487,7 @@ impl Settlement {
     }
 }
 
-impl Drop for Settlement {
+impl Drop for Settlement<'_> {
     fn drop(&mut self) {
         let Some(stored) = self.stored.take() else { return };
         let (hub, seq) = (self.hub.clone(), self.seq);

@@ -42,8 +42,6 @@ pub(crate) struct LeanStream<S> {
     /// The response head (waiting in `out.head`) still has to go out, in front of the
     /// first chunk.
     head_pending: bool,
-    /// The chunk being written is the last one.
-    last: bool,
     _guard: ConnGuard,
 }
 
@@ -79,31 +77,29 @@ impl<S: AsyncRead + AsyncWrite + Unpin> LeanStream<S> {
             extra => Bytes::from([RESPONSE_HEAD_OPEN, extra.as_bytes(), CRLF].concat()),
         };
         let out = Chunk { head, ..Chunk::default() };
-        LeanStream { shared, io, subscription, out, head_pending: true, last: false, _guard: guard }
+        LeanStream { shared, io, subscription, out, head_pending: true, _guard: guard }
     }
 
     fn queue(&mut self, next: Next) {
         let head =
             if std::mem::take(&mut self.head_pending) { std::mem::take(&mut self.out.head) } else { Bytes::new() };
-        let (frames, events) = match next {
-            Next::Opening(opening) => (vec![opening], 0),
+        let (frames, events, last) = match next {
+            Next::Opening(opening) => (vec![opening], 0, false),
             Next::Events(frames) => {
                 let events = frames.len();
-                (frames, events)
+                (frames, events, false)
             }
-            Next::Heartbeat => (vec![Bytes::from_static(frame::HEARTBEAT)], 0),
+            Next::Heartbeat => (vec![Bytes::from_static(frame::HEARTBEAT)], 0, false),
             Next::Shutdown => {
                 self.subscription.end(DisconnectReason::Shutdown);
-                self.last = true;
-                (vec![self.shared.goodbye()], 0)
+                (vec![self.shared.goodbye()], 0, true)
             }
             Next::Disconnect(reason, farewell) => {
                 self.subscription.end(reason);
-                self.last = true;
-                (vec![Bytes::from_static(farewell)], 0)
+                (vec![Bytes::from_static(farewell)], 0, true)
             }
         };
-        self.out.set(head, frames, events, self.last);
+        self.out.set(head, frames, events, last);
     }
 
     /// The client closed, reset, or sent bytes after its request: the stream is over.
@@ -128,7 +124,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Future for LeanStream<S> {
                     Poll::Ready(Err(_)) => return Poll::Ready(()),
                     Poll::Ready(Ok(events)) => {
                         this.subscription.delivered(events);
-                        if this.last {
+                        // The last chunk (goodbye or farewell) ends the stream.
+                        if this.out.last_chunk {
                             return Poll::Ready(());
                         }
                     }

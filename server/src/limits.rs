@@ -48,8 +48,9 @@ impl ConnectionsPerIp {
         Some(Some(Box::new(IpSlot { table: self.clone(), ip })))
     }
 
-    /// Addresses with a connection open (for tests and metrics).
-    pub fn addresses(&self) -> usize {
+    /// Addresses with a connection open.
+    #[cfg(test)]
+    fn addresses(&self) -> usize {
         self.open.lock().expect("never poisoned").len()
     }
 }
@@ -106,7 +107,10 @@ impl<K: Ord + Clone> RateLimit<K> {
                 bucket.tokens < rate
             });
         }
-        let bucket = buckets.entry(key.clone()).or_insert(Bucket { tokens: rate, at: now });
+        let bucket = match buckets.get_mut(key) {
+            Some(bucket) => bucket,
+            None => buckets.entry(key.clone()).or_insert(Bucket { tokens: rate, at: now }),
+        };
         refill(bucket);
         if bucket.tokens >= 1.0 {
             bucket.tokens -= 1.0;
@@ -116,8 +120,9 @@ impl<K: Ord + Clone> RateLimit<K> {
         }
     }
 
-    /// Keys with a bucket (for tests).
-    pub fn keys(&self) -> usize {
+    /// Keys with a bucket.
+    #[cfg(test)]
+    fn keys(&self) -> usize {
         self.buckets.lock().expect("never poisoned").len()
     }
 }

@@ -115,20 +115,16 @@ impl Server {
     /// When `--tls-cert`/`--tls-key` are given and cannot be loaded ([`Server::open`]
     /// returns that as an error instead).
     pub fn new(config: Config) -> Server {
-        let rng = SeededRng::new(config.seed.unwrap_or(0));
-        let epoch = config.epoch.unwrap_or_else(|| rng.next_u64() as u32);
-        let store = MemoryStore::new(epoch, config.window.max(1), config.window_bytes, FsyncPolicy::Always);
-        Server::with_store(config, Arc::new(store))
+        let store = memory_store(&config);
+        Server::with_store(config, store)
     }
 
     /// A server on the store `config.store` names; opening a disk store recovers it and
     /// takes its lock.
     pub fn open(config: Config) -> Result<Server, StartError> {
-        if let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) {
-            tls::load(cert, key).map_err(StartError::Tls)?;
-        }
+        let tls = load_tls(&config).map_err(StartError::Tls)?;
         let store: Arc<dyn Store> = match config.store {
-            StoreKind::Memory => return Ok(Server::new(config)),
+            StoreKind::Memory => memory_store(&config),
             StoreKind::Disk => Arc::new(
                 DiskStore::open(DiskOptions {
                     dir: config.data_dir.clone(),
@@ -138,19 +134,25 @@ impl Server {
                         bytes: config.retain_bytes,
                         age: config.retain_age,
                     },
-                    new_epoch: config
-                        .epoch
-                        .unwrap_or_else(|| SeededRng::new(config.seed.unwrap_or(0)).next_u64() as u32),
+                    new_epoch: new_epoch(&config),
                     faults: WriteFaults::new(),
                 })
                 .map_err(StartError::Store)?,
             ),
         };
-        Ok(Server::with_store(config, store))
+        Ok(Server::build(config, store, tls))
     }
 
     /// A server on `store`, whose recovered history it continues.
+    ///
+    /// # Panics
+    /// As [`Server::new`].
     pub fn with_store(config: Config, store: Arc<dyn Store>) -> Server {
+        let tls = load_tls(&config).unwrap_or_else(|e| panic!("{e}"));
+        Server::build(config, store, tls)
+    }
+
+    fn build(config: Config, store: Arc<dyn Store>, tls: Option<Tls>) -> Server {
         let rng = SeededRng::new(config.seed.unwrap_or(0));
         let metrics = Arc::new(Metrics::new());
         let limits = HubLimits {
@@ -161,10 +163,6 @@ impl Server {
             max_buffered_bytes: config.max_buffered_bytes,
         };
         let hub = Arc::new(Hub::new(store, limits, metrics.clone()));
-        let tls = match (&config.tls_cert, &config.tls_key) {
-            (Some(cert), Some(key)) => Some(tls::load(cert, key).unwrap_or_else(|e| panic!("{e}"))),
-            _ => None,
-        };
         let shared = Shared {
             access: AccessPolicy::new(
                 config.publish_tokens.clone(),
@@ -297,6 +295,24 @@ impl Server {
         drop(listener);
         drain(&shared).await;
         Ok(())
+    }
+}
+
+/// The epoch of a store created now: `config.epoch`, or the seed's first draw.
+fn new_epoch(config: &Config) -> u32 {
+    config.epoch.unwrap_or_else(|| SeededRng::new(config.seed.unwrap_or(0)).next_u64() as u32)
+}
+
+/// The in-memory store `Server::new` runs on.
+fn memory_store(config: &Config) -> Arc<dyn Store> {
+    Arc::new(MemoryStore::new(new_epoch(config), config.window.max(1), config.window_bytes, FsyncPolicy::Always))
+}
+
+/// The TLS identity `--tls-cert`/`--tls-key` name, loaded once; `None` for cleartext.
+fn load_tls(config: &Config) -> Result<Option<Tls>, String> {
+    match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => tls::load(cert, key).map(Some),
+        _ => Ok(None),
     }
 }
 

@@ -134,7 +134,7 @@ impl Subscription {
             if self.hub.is_closing() {
                 return Poll::Ready(Next::Shutdown);
             }
-            if self.expires.as_deref().is_some_and(|at| Instant::now() >= *at) {
+            if self.expired() {
                 return Poll::Ready(Next::Disconnect(DisconnectReason::TokenExpired, frame::TOKEN_EXPIRED));
             }
             if let Some(read) = self.catch_up.as_mut() {
@@ -189,13 +189,18 @@ impl Subscription {
             }
             if self.idle.as_mut().poll(cx).is_ready() {
                 self.idle_armed = false;
-                if self.expires.as_deref().is_some_and(|at| Instant::now() >= *at) {
+                if self.expired() {
                     continue;
                 }
                 return Poll::Ready(Next::Heartbeat);
             }
             return Poll::Pending;
         }
+    }
+
+    /// Whether the token that opened the stream has expired (never, without one).
+    fn expired(&self) -> bool {
+        self.expires.as_deref().is_some_and(|at| Instant::now() >= *at)
     }
 
     /// Waits for what to write next (cancel-safe, as [`Subscription::poll_next`]).

@@ -13,7 +13,7 @@ use tokio_rustls::TlsAcceptor;
 
 /// ALPN protocol ids, in the server's order of preference.
 pub const ALPN_H2: &[u8] = b"h2";
-pub const ALPN_HTTP1: &[u8] = b"http/1.1";
+const ALPN_HTTP1: &[u8] = b"http/1.1";
 
 /// The server's TLS identity and settings.
 #[derive(Clone)]

@@ -22,6 +22,7 @@ use pattern::TopicPattern;
 use secret::Secret;
 
 use crate::error::ApiError;
+use crate::request::SubscribeRequest;
 
 /// The cookie a browser sends a subscribe token in.
 pub const TOKEN_COOKIE: &str = "sse_token";
@@ -119,6 +120,17 @@ impl AccessPolicy {
             return Err(ApiError::Forbidden);
         }
         Ok(grants.subject.map_or(Publisher::Address(peer), Publisher::Subject))
+    }
+
+    /// [`AccessPolicy::authorize_subscribe`] for a parsed stream request, its
+    /// `access_token` added to the header and cookie `credentials`.
+    pub fn authorize_stream(
+        &self,
+        credentials: Credentials<'_>,
+        wanted: &SubscribeRequest,
+    ) -> Result<Option<u64>, ApiError> {
+        let query = wanted.access_token.as_ref().map(|t| t.0.as_bytes());
+        self.authorize_subscribe(&Credentials { query, ..credentials }, &wanted.topics)
     }
 
     /// Lets the request read `topics`: public ones need nothing; private ones need a JWT
