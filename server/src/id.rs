@@ -25,7 +25,12 @@ impl EventId {
     /// Parses the textual form; `None` for anything we did not produce.
     pub fn parse(text: &str) -> Option<EventId> {
         let (epoch, seq) = text.split_once('-')?;
-        if epoch.len() != 8 || seq.is_empty() || seq.len() > 20 {
+        // Eight lowercase hex digits, as Display writes them (`from_str_radix` alone
+        // would also take upper case and a leading `+`).
+        if epoch.len() != 8 || !epoch.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            return None;
+        }
+        if seq.is_empty() || seq.len() > 20 {
             return None;
         }
         if !seq.bytes().all(|b| b.is_ascii_digit()) || (seq.len() > 1 && seq.starts_with('0')) {
@@ -55,6 +60,8 @@ mod tests {
             "deadbeef-1x",
             "zzzzzzzz-1",
             "deadbeef-99999999999999999999",
+            "DEADBEEF-42",
+            "+eadbeef-42",
         ] {
             assert_eq!(EventId::parse(bad), None, "{bad:?}");
         }
