@@ -51,7 +51,7 @@ async fn a_jwt_publishes_only_to_the_topics_its_claims_name() {
     .unwrap();
     let (status, body) = post(&server, "news", Some(&forged)).await;
     assert_eq!((status, body.contains("invalid_token")), (StatusCode::UNAUTHORIZED, true), "{body}");
-    assert!(!body.contains(&forged[..20]), "the token is not echoed");
+    assert!(!body.contains(forged.rsplit('.').next().unwrap()), "the token is not echoed");
     assert_eq!(post(&server, "news", None).await.0, StatusCode::UNAUTHORIZED);
 }
 
