@@ -394,6 +394,14 @@ fn heal(sim: &mut turmoil::Sim<'_>, host: &str, fault: &Fault, plan: &Plan, trac
         Fault::Partition { client: i, .. } => sim.repair(host, client(i).as_str()),
         Fault::Hold { client: i, .. } => sim.release(host, client(i).as_str()),
         Fault::Lag { client: i, .. } => sim.set_link_max_message_latency(host, client(i).as_str(), max_latency),
+        // One server process per host: a heal starts it if nothing runs there. When faults
+        // overlap (a crash of a server already down after a restart, two restarts), the
+        // first heal starts it and the later ones find it running and leave it alone; a
+        // heal never kills a server another heal started.
+        Fault::Crash { .. } | Fault::Restart { .. } if sim.is_host_running(host) => {
+            trace.log(now, "fault", format_args!("healed {fault:?}: the server already runs, nothing to start"));
+            return;
+        }
         Fault::Crash { .. } | Fault::Restart { .. } => sim.bounce(host),
         // The old host stays down; the service already runs on the other one.
         Fault::Move { .. } => {}

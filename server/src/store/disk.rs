@@ -106,8 +106,11 @@ impl DiskStore {
             }
             Ok((epoch, scan, read_trimmed(&db)?))
         })?;
-        let state = WriterState::new(options.fsync, options.retention, scan.stats, scan.last_seq, scan.reserved);
-        let floor = scan.last_seq.max(scan.reserved);
+        // Every id a previous process may have acknowledged lies at or below the floor:
+        // the durable reservation covers them, and ids retention removed or a damaged cut
+        // took out still count as handed out.
+        let floor = scan.last_seq.max(scan.reserved).max(trimmed.values().copied().max().unwrap_or(0));
+        let state = WriterState::new(options.fsync, options.retention, scan.stats, scan.last_seq, scan.reserved, floor);
         let topics = state.topics();
         info!(
             path = %path.display(),
@@ -131,6 +134,21 @@ impl DiskStore {
             shared,
             commands: Mutex::new(Some(commands)),
             opened: Mutex::new(Some(Opened { epoch, floor, topics })),
+        })
+    }
+
+    /// Stops the store as SIGKILL would stop its process: nothing more is committed and
+    /// the file is not shut down cleanly, so the next open recovers it as after a crash
+    /// (under `--fsync interval`, unsynced events are gone). For crash tests inside one
+    /// process; every later call fails with [`StoreError::Closed`].
+    #[doc(hidden)]
+    pub fn kill(&self) -> StoreFuture<()> {
+        let (done, killed) = oneshot::channel();
+        let sent = self.send(Command::Kill(done));
+        lock(&self.commands).take();
+        Box::pin(async move {
+            sent?;
+            killed.await.unwrap_or(Err(StoreError::Closed))
         })
     }
 
@@ -241,10 +259,11 @@ pub(super) fn scan(db: &Database) -> Result<Scan, StoreError> {
                 let stats = out.stats.entry(topic).or_default();
                 stats.count += 1;
                 stats.bytes += decoded.frame.len() as u64;
-                out.last_seq = out.last_seq.max(seq);
             }
             None => out.damaged.push((topic, seq)),
         }
+        // A damaged event's id was handed out all the same.
+        out.last_seq = out.last_seq.max(seq);
     }
     Ok(out)
 }

@@ -30,6 +30,10 @@ struct Inner {
     synced_upto: u64,
     /// Ids up to here may have been handed out (see [`SEQ_RESERVATION`]).
     reserved: u64,
+    /// The highest id this boot started above or appended: every id it may have
+    /// acknowledged lies at or below it. A clean close narrows the reservation down to it
+    /// and no further; each boot starts it afresh from the floor, as a process would.
+    handed_out: u64,
     sync_pending: bool,
 }
 
@@ -55,6 +59,7 @@ impl MemoryStore {
             last_seq: 0,
             synced_upto: 0,
             reserved: 0,
+            handed_out: 0,
             sync_pending: false,
         };
         MemoryStore { inner: Arc::new(Mutex::new(inner)), policy }
@@ -104,7 +109,10 @@ impl MemoryStore {
 
 impl Store for MemoryStore {
     fn recover(&self, limits: TailLimits) -> super::Recovery {
-        let inner = lock(&self.inner);
+        let mut inner = lock(&self.inner);
+        // What a disk store keeps across a crash: the events synced and the reservation.
+        let floor = inner.last_seq.max(inner.reserved);
+        inner.handed_out = floor;
         let per_topic = inner
             .topics
             .iter()
@@ -117,11 +125,7 @@ impl Store for MemoryStore {
                 (topic.clone(), records)
             })
             .collect();
-        Recovery {
-            epoch: inner.epoch,
-            floor: inner.last_seq.max(inner.reserved),
-            tail: newest_within(per_topic, limits),
-        }
+        Recovery { epoch: inner.epoch, floor, tail: newest_within(per_topic, limits) }
     }
 
     fn append(&self, record: Record) -> StoreFuture<()> {
@@ -136,6 +140,7 @@ impl Store for MemoryStore {
             log.trimmed_upto = seq;
         }
         inner.last_seq = record.seq;
+        inner.handed_out = inner.handed_out.max(record.seq);
         if record.seq > inner.reserved {
             inner.reserved = record.seq + SEQ_RESERVATION;
         }
@@ -181,7 +186,9 @@ impl Store for MemoryStore {
     fn close(&self) -> StoreFuture<()> {
         let mut inner = lock(&self.inner);
         inner.synced_upto = inner.last_seq;
-        inner.reserved = inner.last_seq;
+        // Never below an id this boot may have acknowledged or started above (a crash
+        // before this boot may have taken back events whose ids clients still hold).
+        inner.reserved = inner.handed_out.max(inner.last_seq);
         inner.sync_pending = false;
         Box::pin(std::future::ready(Ok::<(), StoreError>(())))
     }

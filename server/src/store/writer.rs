@@ -36,8 +36,11 @@ type Ack = oneshot::Sender<Result<(), StoreError>>;
 pub(super) enum Command {
     /// Store an event; answer once it is durable under the policy.
     Append(Record, Ack),
-    /// Sync, record a tight id reservation, close the file, answer.
+    /// Sync, narrow the id reservation to the highest id handed out, close the file, answer.
     Close(Ack),
+    /// Stop as SIGKILL stops the process: no commit, no clean shutdown of the file (the
+    /// next open repairs it), the lock released. Tests of crash recovery use it.
+    Kill(Ack),
 }
 
 /// What a topic holds on disk.
@@ -55,6 +58,11 @@ pub(super) struct WriterState {
     stats: BTreeMap<std::sync::Arc<str>, TopicStats>,
     last_seq: u64,
     reserved: u64,
+    /// The highest id this process started above or was asked to store: every id it may
+    /// have acknowledged lies at or below it. A clean close narrows the reservation down
+    /// to it and no further, so ids a crash took back before this process started, or a
+    /// reopen rolled back, are never handed out again.
+    handed_out: u64,
     /// Non-durable commits since the last durable one (interval policy).
     unsynced: bool,
     #[allow(clippy::disallowed_types)] // a real-time thread outside simulations
@@ -70,10 +78,22 @@ impl WriterState {
         stats: BTreeMap<Arc<str>, TopicStats>,
         last_seq: u64,
         reserved: u64,
+        floor: u64,
     ) -> WriterState {
         #[allow(clippy::disallowed_types)]
         let last_sync = std::time::Instant::now();
-        WriterState { policy, retention, stats, last_seq, reserved, unsynced: false, last_sync, age_cursor: None }
+        let handed_out = floor.max(last_seq).max(reserved);
+        WriterState {
+            policy,
+            retention,
+            stats,
+            last_seq,
+            reserved,
+            handed_out,
+            unsynced: false,
+            last_sync,
+            age_cursor: None,
+        }
     }
 
     pub fn topics(&self) -> Vec<Arc<str>> {
@@ -117,13 +137,15 @@ pub(super) fn spawn(
 
 fn run(shared: &DiskShared, mut state: WriterState, inbox: &mpsc::Receiver<Command>, lock_file: File) {
     let mut closing: Option<Option<Ack>> = None;
+    let mut killed: Option<Ack> = None;
     loop {
         let mut appends: Vec<(Record, Ack)> = Vec::new();
-        let take = |command: Command, appends: &mut Vec<(Record, Ack)>, closing: &mut Option<Option<Ack>>| match command
-        {
-            Command::Append(record, ack) => appends.push((record, ack)),
-            Command::Close(ack) => *closing = Some(Some(ack)),
-        };
+        let mut take =
+            |command: Command, appends: &mut Vec<(Record, Ack)>, closing: &mut Option<Option<Ack>>| match command {
+                Command::Append(record, ack) => appends.push((record, ack)),
+                Command::Close(ack) => *closing = Some(Some(ack)),
+                Command::Kill(ack) => killed = Some(ack),
+            };
         match inbox.recv_timeout(state.wait()) {
             Ok(command) => take(command, &mut appends, &mut closing),
             Err(mpsc::RecvTimeoutError::Timeout) => {}
@@ -131,9 +153,21 @@ fn run(shared: &DiskShared, mut state: WriterState, inbox: &mpsc::Receiver<Comma
         }
         while closing.is_none() && appends.len() < MAX_GROUP {
             match inbox.try_recv() {
+                Ok(command @ Command::Kill(_)) => {
+                    take(command, &mut appends, &mut closing);
+                    break;
+                }
                 Ok(command) => take(command, &mut appends, &mut closing),
                 Err(_) => break,
             }
+        }
+        if let Some(ack) = killed {
+            // The file is left as a killed process leaves it: never shut down cleanly.
+            std::mem::forget(shared.db.write().unwrap_or_else(|p| p.into_inner()).take());
+            drop(lock_file);
+            warn!(refused = appends.len(), "event store killed (a simulated crash)");
+            let _ = ack.send(Ok(()));
+            return;
         }
         let records: Vec<&Record> = appends.iter().map(|(record, _)| record).collect();
         let result = guarded(|| commit(shared, &mut state, &records, closing.is_some()));
@@ -181,8 +215,11 @@ fn commit(shared: &DiskShared, state: &mut WriterState, records: &[&Record], clo
     };
     let now = now_ms();
     let max_seq = records.last().map_or(state.last_seq, |r| r.seq);
+    // Counted before the commit: an id is handed out once a publish asked for it, whether
+    // or not this commit succeeds.
+    state.handed_out = state.handed_out.max(max_seq);
     let reserved = if closing {
-        state.last_seq.max(max_seq)
+        state.handed_out
     } else if max_seq > state.reserved {
         max_seq + SEQ_RESERVATION
     } else {
