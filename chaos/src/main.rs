@@ -5,9 +5,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use sse_chaos::bench::{fanout, idle, publish as publish_bench, resume as resume_bench};
+use sse_chaos::load::tls_client::TlsConnect;
 use sse_chaos::real::scenarios;
-use sse_chaos::tls_client::TlsConnect;
-use sse_chaos::{fanout, idle, publish_bench, resume_bench};
 
 #[derive(Debug, Parser)]
 #[command(name = "sse-chaos", about = "Load and benchmarks for sse-server")]

@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
+use crate::access::cors::CorsOrigin;
 use crate::access::pattern::TopicPattern;
 use crate::access::secret::Secret;
-use crate::cors::CorsOrigin;
 use crate::store::FsyncPolicy;
 
 /// File descriptors kept back from `--max-connections` for the listener, logs, metrics

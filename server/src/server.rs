@@ -5,27 +5,25 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-use crate::access::{AccessPolicy, Publisher};
+use crate::access::cors::CorsPolicy;
+use crate::access::AccessPolicy;
 use crate::config::{Config, StoreKind};
-use crate::conn;
-use crate::cors::CorsPolicy;
 use crate::error::ApiError;
-use crate::frame;
-use crate::hub::{Hub, HubLimits};
+use crate::http::conn;
+use crate::http::shared::Shared;
+use crate::http::tls::{self, Tls};
 use crate::limits::{ConnectionsPerIp, RateLimit};
 use crate::listener::Listener;
 use crate::metrics::Metrics;
 use crate::rng::SeededRng;
 use crate::store::{DiskOptions, DiskStore, FsyncPolicy, MemoryStore, Retention, Store, StoreError, WriteFaults};
-use crate::subscription::{StreamTimes, Subscription};
-use crate::tls::{self, Tls};
+use crate::stream::hub::{Hub, HubLimits};
 
 /// Connections being refused at once; past it, over-limit connections wait in the
 /// kernel's backlog instead of costing more descriptors.
@@ -34,72 +32,6 @@ const REJECT_SLOTS: usize = 64;
 const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
 /// How often the drain checks whether every stream has ended.
 const DRAIN_POLL: Duration = Duration::from_millis(10);
-
-/// What every connection task shares.
-#[derive(Debug)]
-pub(crate) struct Shared {
-    pub config: Config,
-    pub hub: Arc<Hub>,
-    pub metrics: Arc<Metrics>,
-    pub rng: SeededRng,
-    /// Cancelled once the streams are gone (or the drain deadline is near): kept-alive
-    /// connections finish their request and close. Until then they can still see
-    /// `/readyz` answer 503.
-    pub closing: CancellationToken,
-    /// Every connection and stream task, so the drain can wait for them.
-    pub tasks: TaskTracker,
-    /// `/readyz` answers 503 once set.
-    pub draining: AtomicBool,
-    /// Who may publish and read private topics.
-    pub access: AccessPolicy,
-    /// Browser origins allowed to read and publish.
-    pub cors: CorsPolicy,
-    /// Connections open per peer address.
-    pub per_ip: Arc<ConnectionsPerIp>,
-    /// Publishes per second per publisher.
-    pub publish_rate: RateLimit<Publisher>,
-    /// Present when serving TLS.
-    pub tls: Option<Tls>,
-}
-
-impl Shared {
-    /// Opens a stream on `topics`; `token_expires` (Unix seconds) is the `exp` of the
-    /// token that opened private topics, when it has one: the stream ends then.
-    pub fn subscribe(
-        &self,
-        topics: &[String],
-        last_event_id: Option<&str>,
-        token_expires: Option<u64>,
-        write_timed_out: Arc<AtomicBool>,
-    ) -> Result<Subscription, ApiError> {
-        if self.hub.is_closing() {
-            return Err(draining(self.config.retry));
-        }
-        Subscription::open(
-            self.hub.clone(),
-            self.metrics.clone(),
-            topics,
-            last_event_id,
-            StreamTimes {
-                retry: self.config.retry,
-                heartbeat: self.config.heartbeat,
-                expires: token_expires.map(crate::access::jwt::stream_deadline),
-            },
-            write_timed_out,
-        )
-    }
-
-    /// The goodbye sent to each stream on drain: a `retry:` with seeded jitter so that
-    /// clients spread their return.
-    pub fn goodbye(&self) -> Bytes {
-        let jitter = self.rng.up_to(self.config.retry_jitter.as_millis() as u64);
-        frame::retry(self.config.retry.as_millis() as u64 + jitter)
-    }
-}
-
-pub(crate) fn draining(retry: Duration) -> ApiError {
-    ApiError::Unavailable("draining", "the server is shutting down", retry)
-}
 
 /// A configured server, ready to run on a listener.
 #[derive(Debug)]

@@ -68,7 +68,7 @@ pub struct Outcome {
 #[derive(Default)]
 struct ServerView {
     metrics: RefCell<Option<Arc<Metrics>>>,
-    hub: RefCell<Option<Arc<sse_server::hub::Hub>>>,
+    hub: RefCell<Option<Arc<sse_server::stream::hub::Hub>>>,
     alive_tasks: Cell<usize>,
     /// Tasks alive on the first sample after the first boot: the baseline.
     baseline_tasks: Cell<Option<usize>>,

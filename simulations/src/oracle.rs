@@ -13,7 +13,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use sse_server::id::EventId;
+use sse_server::stream::id::EventId;
 
 use crate::publisher::Acked;
 use crate::subscriber::Seen;

@@ -13,7 +13,7 @@ use turmoil::net::TcpStream;
 use crate::service::ServiceAddress;
 use crate::trace::Trace;
 use crate::SERVER_PORT;
-use sse_server::wire::find;
+use sse_server::stream::wire::find;
 
 /// An event the server acknowledged with 201.
 #[derive(Debug, Clone, PartialEq, Eq)]

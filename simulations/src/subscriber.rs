@@ -13,7 +13,7 @@ use turmoil::net::TcpStream;
 use crate::service::ServiceAddress;
 use crate::trace::Trace;
 use crate::SERVER_PORT;
-use sse_server::wire::{find, Item, StreamDecoder};
+use sse_server::stream::wire::{find, Item, StreamDecoder};
 
 /// An event as the subscriber received it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -13,7 +13,7 @@ use nix::unistd::Pid;
 use tokio::time::Instant;
 
 use super::toxiproxy::Toxiproxy;
-use crate::publisher::metric;
+use crate::load::publisher::metric;
 
 /// A free loopback port (bound, then released).
 pub fn free_port() -> anyhow::Result<u16> {

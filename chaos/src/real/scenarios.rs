@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use bytes::Bytes;
 use nix::sys::signal::Signal;
-use sse_server::id::EventId;
+use sse_server::stream::id::EventId;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -20,8 +20,8 @@ use super::cgroup::MemoryCgroup;
 use super::processes::{ServerProcess, ToxiproxyServer};
 use super::subscriber::{self, Shared};
 use super::toxiproxy::{Direction, Toxic};
-use crate::publisher::{metric, metric_labelled, Publisher};
-use crate::stats::percentile;
+use crate::load::publisher::{metric, metric_labelled, Publisher};
+use crate::load::stats::percentile;
 
 /// Every scenario, in the order `run all` takes them.
 pub const SCENARIOS: [&str; 14] = [
@@ -153,7 +153,7 @@ impl Rig {
         args.extend(extra.iter().map(|a| (*a).to_owned()));
         let server = ServerProcess::start(&data.path().join("data"), &args, nofile).await?;
         let baseline_fds = server.open_fds()?;
-        let baseline_rss = crate::proc_stats::rss_bytes(server.pid())?;
+        let baseline_rss = crate::load::proc_stats::rss_bytes(server.pid())?;
         let proxy = toxiproxy.client.create_proxy(PROXY, server.addr).await?;
         let (stop, stopped) = watch::channel(false);
         let subscribers = (0..settings.clients)
@@ -523,7 +523,7 @@ async fn stalled_reader(rig: Rig, settings: &Settings, report: &mut Report) -> a
         buffered <= window_bound as f64,
         format!("buffered bytes {buffered} within the window bound {window_bound} after {} large events", acked.len()),
     );
-    let rss = crate::proc_stats::rss_bytes(rig.server.pid())?;
+    let rss = crate::load::proc_stats::rss_bytes(rig.server.pid())?;
     report.check(
         rss <= rig.baseline_rss + (96 << 20),
         format!("server RSS grew {} MiB (bound 96 MiB)", rss.saturating_sub(rig.baseline_rss) >> 20),
@@ -673,7 +673,7 @@ async fn memory_pressure(rig: Rig, settings: &Settings, report: &mut Report) -> 
     rig.judge(&acked, report);
     let alive = metric(rig.server.addr, "sse_streams").await.is_ok();
     report.check(alive, "the server is alive and answering");
-    let rss = crate::proc_stats::rss_bytes(rig.server.pid())?;
+    let rss = crate::load::proc_stats::rss_bytes(rig.server.pid())?;
     report.check(rss < MEMORY_LIMIT, format!("server RSS {} MiB under {} MiB", rss >> 20, MEMORY_LIMIT >> 20));
     if let Some(group) = &cgroup {
         let (peak, kills) = (group.peak()?, group.oom_kills()?);

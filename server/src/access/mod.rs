@@ -1,5 +1,6 @@
-//! Who may publish and who may read private topics.
+//! Who may publish, who may read private topics, and from which browser origins.
 //!
+//! - [`cors`]: the browser origin allowlist and preflights.
 //! - [`secret`]: configured tokens and keys, hidden from logs, compared in constant time.
 //! - [`pattern`]: topic patterns (`name`, `prefix*`, `*`).
 //! - [`jwt`]: HS256 tokens whose claims list topic patterns per right.
@@ -10,7 +11,10 @@
 //! Subscribing to a topic that a `--private-topic` pattern covers needs a JWT whose
 //! `subscribe` claim covers it, from the `Authorization` header, the `sse_token` cookie or
 //! the `access_token` query parameter (an `EventSource` can set no header).
+//!
+//! May import [`crate::stream::names`] and the crate's leaves; the front door imports it.
 
+pub mod cors;
 pub mod jwt;
 pub mod pattern;
 pub mod secret;
@@ -22,7 +26,6 @@ use pattern::TopicPattern;
 use secret::Secret;
 
 use crate::error::ApiError;
-use crate::request::SubscribeRequest;
 
 /// The cookie a browser sends a subscribe token in.
 pub const TOKEN_COOKIE: &str = "sse_token";
@@ -120,17 +123,6 @@ impl AccessPolicy {
             return Err(ApiError::Forbidden);
         }
         Ok(grants.subject.map_or(Publisher::Address(peer), Publisher::Subject))
-    }
-
-    /// [`AccessPolicy::authorize_subscribe`] for a parsed stream request, its
-    /// `access_token` added to the header and cookie `credentials`.
-    pub fn authorize_stream(
-        &self,
-        credentials: Credentials<'_>,
-        wanted: &SubscribeRequest,
-    ) -> Result<Option<u64>, ApiError> {
-        let query = wanted.access_token.as_ref().map(|t| t.0.as_bytes());
-        self.authorize_subscribe(&Credentials { query, ..credentials }, &wanted.topics)
     }
 
     /// Lets the request read `topics`: public ones need nothing; private ones need a JWT

@@ -4,7 +4,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::request::{validate_topic, MAX_TOPIC_LEN};
+use crate::stream::names::{validate_topic, MAX_TOPIC_LEN};
 
 /// One topic, or every topic under a prefix.
 #[derive(Clone, PartialEq, Eq)]

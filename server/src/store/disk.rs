@@ -12,35 +12,26 @@
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{mpsc, Arc, Mutex, RwLock};
 
 use bytes::Bytes;
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable};
 use tokio::sync::{oneshot, Semaphore};
 use tracing::{info, warn};
 
-use super::backend::{StoreFile, WriteFaults};
-use super::writer::{self, Command, TopicStats, WriterState};
+use super::backend::WriteFaults;
+use super::tables::{guarded, lock, open_database, redb_error, scan, DiskShared, EVENTS, META, META_EPOCH, TRIMMED};
+use super::writer::{self, Command, WriterState};
 use super::{
     codec, merge_slices, newest_within, take_slice, FsyncPolicy, ReadOutcome, Record, Recovery, Retention, Store,
     StoreError, StoreFuture, TailLimits,
 };
 
-pub(super) const EVENTS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("events");
-pub(super) const TRIMMED: TableDefinition<&str, u64> = TableDefinition::new("trimmed");
-pub(super) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
-pub(super) const META_EPOCH: &str = "epoch";
-pub(super) const META_RESERVED: &str = "reserved";
-
 /// Store reads running at once; the rest wait, so a reconnect herd cannot flood the
 /// blocking pool or hold many read snapshots.
 const CONCURRENT_READS: usize = 8;
-/// redb's page cache.
-const CACHE_BYTES: usize = 64 << 20;
-
 /// How to open a disk store.
 #[derive(Debug, Clone)]
 pub struct DiskOptions {
@@ -64,28 +55,12 @@ pub struct DiskStore {
     opened: Mutex<Option<Opened>>,
 }
 
-/// What the writer thread and readers share.
-#[derive(Debug)]
-pub(super) struct DiskShared {
-    /// `None` while the writer reopens the file after an I/O error, and once closed.
-    pub db: RwLock<Option<Database>>,
-    pub trimmed: Mutex<BTreeMap<Arc<str>, u64>>,
-    pub healthy: AtomicBool,
-    pub path: PathBuf,
-    pub faults: Arc<WriteFaults>,
-    readers: Semaphore,
-}
-
 /// Facts found at open, handed to [`Store::recover`].
 #[derive(Debug)]
 struct Opened {
     epoch: u32,
     floor: u64,
     topics: Vec<Arc<str>>,
-}
-
-pub(super) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl DiskStore {
@@ -175,34 +150,6 @@ fn take_lock(dir: &Path) -> Result<File, StoreError> {
     }
 }
 
-/// Opens the database file; redb repairs an interrupted commit here. A panic inside the
-/// database library on a damaged file becomes an error, never a crash loop.
-pub(super) fn open_database(path: &Path, faults: &Arc<WriteFaults>) -> Result<Database, StoreError> {
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(path)
-        .map_err(|e| StoreError::Io(format!("cannot open {}: {e}", path.display())))?;
-    let backend = StoreFile::new(file, faults.clone()).map_err(|e| StoreError::Io(e.to_string()))?;
-    let opened = catch_unwind(AssertUnwindSafe(|| {
-        let mut builder = Database::builder();
-        builder.set_cache_size(CACHE_BYTES).set_repair_callback(|_| {
-            warn!("the event store was not closed cleanly; rolling back to its last durable commit")
-        });
-        builder.create_with_backend(backend)
-    }));
-    match opened {
-        Ok(Ok(db)) => Ok(db),
-        Ok(Err(redb::DatabaseError::Storage(redb::StorageError::Io(e)))) => Err(StoreError::io(&e)),
-        Ok(Err(e)) => Err(StoreError::Corrupt(format!("cannot open {}: {e}", path.display()))),
-        Err(_) => {
-            Err(StoreError::Corrupt(format!("{} is damaged beyond repair (the reader panicked)", path.display())))
-        }
-    }
-}
-
 /// Reads the epoch (writing `new_epoch` into a new store).
 fn init_meta(db: &Database, new_epoch: u32) -> Result<u32, StoreError> {
     let txn = db.begin_write().map_err(redb_error)?;
@@ -223,49 +170,6 @@ fn init_meta(db: &Database, new_epoch: u32) -> Result<u32, StoreError> {
     txn.open_table(TRIMMED).map_err(redb_error)?;
     txn.commit().map_err(redb_error)?;
     Ok(epoch)
-}
-
-pub(super) struct Scan {
-    pub stats: BTreeMap<Arc<str>, TopicStats>,
-    pub last_seq: u64,
-    pub reserved: u64,
-    pub damaged: Vec<(Arc<str>, u64)>,
-}
-
-/// Runs `work` on the database file, turning a panic inside the database library (a
-/// damaged page it did not expect) into an error: a damaged file is never a crash loop.
-pub(super) fn guarded<T>(work: impl FnOnce() -> Result<T, StoreError>) -> Result<T, StoreError> {
-    catch_unwind(AssertUnwindSafe(work))
-        .unwrap_or_else(|_| Err(StoreError::Corrupt("the database file is damaged (its reader panicked)".into())))
-}
-
-/// Walks every event, verifying checksums and counting what each topic holds.
-pub(super) fn scan(db: &Database) -> Result<Scan, StoreError> {
-    let txn = db.begin_read().map_err(redb_error)?;
-    let events = txn.open_table(EVENTS).map_err(redb_error)?;
-    let meta = txn.open_table(META).map_err(redb_error)?;
-    let reserved = meta.get(META_RESERVED).map_err(redb_error)?.map_or(0, |v| v.value());
-    let mut out = Scan { stats: BTreeMap::new(), last_seq: 0, reserved, damaged: Vec::new() };
-    let mut current: Option<Arc<str>> = None;
-    for entry in events.iter().map_err(redb_error)? {
-        let (key, value) = entry.map_err(redb_error)?;
-        let (topic, seq) = key.value();
-        if current.as_deref() != Some(topic) {
-            current = Some(Arc::from(topic));
-        }
-        let topic = current.clone().expect("set above");
-        match codec::decode(&topic, seq, value.value()) {
-            Some(decoded) => {
-                let stats = out.stats.entry(topic).or_default();
-                stats.count += 1;
-                stats.bytes += decoded.frame.len() as u64;
-            }
-            None => out.damaged.push((topic, seq)),
-        }
-        // A damaged event's id was handed out all the same.
-        out.last_seq = out.last_seq.max(seq);
-    }
-    Ok(out)
 }
 
 /// Removes damaged events and marks their topics trimmed past them.
@@ -300,15 +204,6 @@ fn read_trimmed(db: &Database) -> Result<BTreeMap<Arc<str>, u64>, StoreError> {
         out.insert(Arc::from(topic.value()), upto.value());
     }
     Ok(out)
-}
-
-/// Maps any redb error to a store error (a full disk keeps its own kind).
-pub(super) fn redb_error(error: impl Into<redb::Error>) -> StoreError {
-    match error.into() {
-        redb::Error::Io(e) => StoreError::io(&e),
-        redb::Error::Corrupted(what) => StoreError::Corrupt(what),
-        other => StoreError::Io(other.to_string()),
-    }
 }
 
 fn read_blocking(shared: &DiskShared, topics: &[Arc<str>], after: u64, upto: u64) -> Result<ReadOutcome, StoreError> {

@@ -6,7 +6,13 @@
 //!   past a topic's window; [`Recovery`] is what a new process starts from.
 //! - [`memory`]: the window only, for tests and simulations; with `interval` syncing it
 //!   forgets what was not synced when a simulated crash happens.
-//! - `disk` (with `codec`, `writer`, `backend`): the embedded default, on redb.
+//! - `disk`: the embedded default, on redb. `writer` is its group-commit thread, `tables`
+//!   the file's tables and the state both share, `codec` an event's checksummed bytes,
+//!   `backend` the file under redb with its test fault switch. Imports run
+//!   `disk` → `writer` → `tables` → `codec`, `backend`.
+//!
+//! The store sits below the streams: it imports only its own modules and the crate's
+//! leaves.
 //!
 //! Sequence numbers are never reused: a store hands out a *floor* at recovery, and every
 //! id a previous process may have shown a client lies at or below it.
@@ -15,6 +21,7 @@ mod backend;
 mod codec;
 mod disk;
 pub mod memory;
+mod tables;
 mod writer;
 
 use std::collections::BTreeMap;
@@ -200,12 +207,26 @@ pub(crate) fn merge_slices(slices: Vec<TopicSlice>, upto: u64) -> ReadOutcome {
     let mut events: Vec<(u64, Bytes)> =
         slices.into_iter().flat_map(|s| s.events).filter(|(seq, _)| *seq <= complete_upto).collect();
     events.sort_unstable_by_key(|(seq, _)| *seq);
-    let keep = crate::frame::fitting(&events, READ_MAX_EVENTS, READ_MAX_BYTES);
+    let keep = fitting(&events, READ_MAX_EVENTS, READ_MAX_BYTES);
     if keep < events.len() {
         events.truncate(keep);
         complete_upto = events.last().map_or(complete_upto, |(seq, _)| *seq);
     }
     ReadOutcome::Events { events, complete_upto }
+}
+
+/// How many of `frames` (in order) fit one write or read step: at most `max_events`, and
+/// at most `max_bytes` unless the first alone is larger (at least one is always taken).
+pub fn fitting<T>(frames: &[(T, Bytes)], max_events: usize, max_bytes: usize) -> usize {
+    let mut bytes = 0;
+    frames
+        .iter()
+        .take(max_events)
+        .take_while(|(_, frame)| {
+            bytes += frame.len();
+            bytes == frame.len() || bytes <= max_bytes
+        })
+        .count()
 }
 
 /// Takes events from an id-ordered iterator of one topic within the read limits.

@@ -16,7 +16,9 @@ use redb::{Durability, ReadableTable};
 use tokio::sync::oneshot;
 use tracing::{info, warn};
 
-use super::disk::{guarded, lock, open_database, redb_error, scan, DiskShared, EVENTS, META, META_RESERVED, TRIMMED};
+use super::tables::{
+    guarded, lock, open_database, redb_error, scan, DiskShared, TopicStats, EVENTS, META, META_RESERVED, TRIMMED,
+};
 use super::{codec, FsyncPolicy, Record, Retention, StoreError, SEQ_RESERVATION};
 
 /// Most appends in one commit.
@@ -41,13 +43,6 @@ pub(super) enum Command {
     /// Stop as SIGKILL stops the process: no commit, no clean shutdown of the file (the
     /// next open repairs it), the lock released. Tests of crash recovery use it.
     Kill(Ack),
-}
-
-/// What a topic holds on disk.
-#[derive(Debug, Default, Clone, Copy)]
-pub(super) struct TopicStats {
-    pub count: u64,
-    pub bytes: u64,
 }
 
 /// The writer's view of the store, changed only after a successful commit.

@@ -22,12 +22,14 @@ use eventsource_stream::Eventsource;
 use futures_util::StreamExt;
 use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, RngAlgorithm, TestCaseError, TestRng, TestRunner};
+use sse_server::access::cors::CorsPolicy;
 use sse_server::access::jwt::JwtVerifier;
 use sse_server::access::pattern::TopicPattern;
 use sse_server::access::Credentials;
-use sse_server::cors::CorsPolicy;
-use sse_server::id::EventId;
-use sse_server::{frame, request, Config};
+use sse_server::http::request;
+use sse_server::stream::id::EventId;
+use sse_server::stream::{frame, names};
+use sse_server::Config;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::support::{config, MemServer};
@@ -185,12 +187,12 @@ fn fuzz_queries_and_resume_ids_keep_the_documented_invariants() {
             if let Ok(wanted) = request::parse_subscribe(Some(&query), resume.as_deref()) {
                 prop_assert!(!wanted.topics.is_empty() && wanted.topics.len() <= request::MAX_TOPICS_PER_STREAM);
                 prop_assert!(wanted.topics.windows(2).all(|w| w[0] < w[1]), "sorted, no duplicates");
-                prop_assert!(wanted.topics.iter().all(|t| request::validate_topic(t).is_ok()));
+                prop_assert!(wanted.topics.iter().all(|t| names::validate_topic(t).is_ok()));
                 prop_assert!(wanted.last_event_id.as_deref().is_none_or(|id| !id.is_empty()));
             }
             if let Ok(target) = request::parse_publish(Some(&query)) {
-                prop_assert!(request::validate_topic(&target.topic).is_ok());
-                prop_assert!(target.event_type.as_deref().is_none_or(|t| request::validate_event_type(t).is_ok()));
+                prop_assert!(names::validate_topic(&target.topic).is_ok());
+                prop_assert!(target.event_type.as_deref().is_none_or(|t| names::validate_event_type(t).is_ok()));
             }
             // Only the server's own form parses: what parses prints back as it was written.
             if let Some(resume) = resume.map(|r| text(&r)) {

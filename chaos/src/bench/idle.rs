@@ -7,10 +7,10 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::task::JoinSet;
 
-use crate::proc_stats;
-use crate::publisher;
-use crate::stream_client;
-use crate::tls_client::TlsConnect;
+use crate::load::proc_stats;
+use crate::load::publisher;
+use crate::load::stream_client;
+use crate::load::tls_client::TlsConnect;
 
 /// Connections being opened at once.
 const OPEN_CONCURRENCY: usize = 256;

@@ -7,8 +7,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::time::Instant;
 
-use crate::publisher::Publisher;
-use crate::stats::percentile_ms;
+use crate::load::publisher::Publisher;
+use crate::load::stats::percentile_ms;
 
 /// What to run.
 #[derive(Debug)]

@@ -6,7 +6,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::id::EventId;
+use crate::stream::id::EventId;
 
 /// Frames one event: `id:`, optional `event:`, one `data:` line per line of `data`.
 pub fn event(id: EventId, event_type: Option<&str>, data: &str) -> Bytes {
@@ -78,20 +78,6 @@ impl ResetReason {
             ResetReason::Unknown => "unknown",
         }
     }
-}
-
-/// How many of `frames` (in order) fit one write or read step: at most `max_events`, and
-/// at most `max_bytes` unless the first alone is larger (at least one is always taken).
-pub fn fitting<T>(frames: &[(T, Bytes)], max_events: usize, max_bytes: usize) -> usize {
-    let mut bytes = 0;
-    frames
-        .iter()
-        .take(max_events)
-        .take_while(|(_, frame)| {
-            bytes += frame.len();
-            bytes == frame.len() || bytes <= max_bytes
-        })
-        .count()
 }
 
 /// The stream's starting position as an `id:` with no data: per the HTML standard it sets

@@ -15,12 +15,12 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use tokio::time::{Instant, Sleep};
 
-use crate::frame;
-use crate::hub::{Gap, Hub, Topic};
-use crate::id::EventId;
 use crate::metrics::{DisconnectReason, Metrics};
-use crate::signal::Signal;
 use crate::store::{ReadOutcome, StoreFuture};
+use crate::stream::frame;
+use crate::stream::hub::{Gap, Hub, Topic};
+use crate::stream::id::EventId;
+use crate::stream::signal::Signal;
 
 /// What a stream writes next.
 #[derive(Debug)]
@@ -236,8 +236,8 @@ impl Drop for Subscription {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hub::HubLimits;
     use crate::store::{FsyncPolicy, MemoryStore, Record, Recovery, Store, TailLimits};
+    use crate::stream::hub::HubLimits;
 
     /// A store whose reads never finish: a catch-up stuck behind busy read slots.
     #[derive(Debug)]

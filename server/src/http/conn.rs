@@ -16,19 +16,15 @@ use tracing::debug;
 
 use crate::access::Credentials;
 use crate::error::ApiError;
-use crate::http_api;
-use crate::io::ConnIo;
-use crate::lean::LeanStream;
+use crate::http::api;
+use crate::http::io::ConnIo;
+use crate::http::lean::LeanStream;
+use crate::http::request::{self, SubscribeRequest};
+use crate::http::shared::{ConnGuard, Shared};
+use crate::http::tls::{Tls, ALPN_H2};
 use crate::limits::IpPlace;
-use crate::metrics::{DisconnectReason, Metrics};
-use crate::request::{self, SubscribeRequest};
-use crate::server::Shared;
-use crate::tls::{Tls, ALPN_H2};
+use crate::metrics::DisconnectReason;
 
-/// Largest request head read before answering 431.
-pub const MAX_HEAD_BYTES: usize = 16 << 10;
-/// Most header lines in a request head before answering 431.
-pub const MAX_HEADERS: usize = 64;
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// What the first bytes of a connection turned out to be.
@@ -45,27 +41,6 @@ enum Head {
 enum HeadError {
     Closed,
     Reject(ApiError),
-}
-
-/// Holds a connection's permit and keeps `sse_connections` true whichever way (and in
-/// whichever task) the connection ends.
-pub(crate) struct ConnGuard {
-    metrics: Arc<Metrics>,
-    _permit: OwnedSemaphorePermit,
-    _ip_place: IpPlace,
-}
-
-impl ConnGuard {
-    fn new(metrics: Arc<Metrics>, permit: OwnedSemaphorePermit, ip_place: IpPlace) -> ConnGuard {
-        metrics.connection_opened();
-        ConnGuard { metrics, _permit: permit, _ip_place: ip_place }
-    }
-}
-
-impl Drop for ConnGuard {
-    fn drop(&mut self) {
-        self.metrics.connection_closed();
-    }
 }
 
 /// Serves one accepted connection; the permit and the address slot are released when it
@@ -109,7 +84,7 @@ async fn serve_tls<S>(
         Ok(Ok(tls)) if tls.get_ref().1.alpn_protocol() == Some(ALPN_H2) => {
             let timed_out = Arc::new(AtomicBool::new(false));
             let io = ConnIo::new(tls, None, shared.config.write_timeout, timed_out.clone());
-            http_api::serve_http2(shared.clone(), io, timed_out, peer).await;
+            api::serve_http2(shared.clone(), io, timed_out, peer).await;
             drop(guard);
         }
         Ok(Ok(tls)) => serve_http(shared, tls, guard, peer, head_deadline).await,
@@ -165,12 +140,12 @@ async fn serve_http<S>(
         }
         Head::Http1(prefix) => {
             let io = ConnIo::new(io, Some(prefix), config.write_timeout, timed_out.clone());
-            http_api::serve_http1(shared.clone(), io, timed_out, peer).await;
+            api::serve_http1(shared.clone(), io, timed_out, peer).await;
             drop(guard);
         }
         Head::Http2(prefix) => {
             let io = ConnIo::new(io, Some(prefix), config.write_timeout, timed_out.clone());
-            http_api::serve_http2(shared.clone(), io, timed_out, peer).await;
+            api::serve_http2(shared.clone(), io, timed_out, peer).await;
             drop(guard);
         }
     }
@@ -200,10 +175,10 @@ async fn read_head<S: AsyncRead + Unpin>(shared: &Shared, io: &mut S) -> Result<
     let mut buf = BytesMut::with_capacity(1024);
     loop {
         if buf.len() == buf.capacity() {
-            if buf.len() >= MAX_HEAD_BYTES {
+            if buf.len() >= request::MAX_HEAD_BYTES {
                 return Err(HeadError::Reject(ApiError::HeadersTooLarge));
             }
-            buf.reserve(buf.len().min(MAX_HEAD_BYTES - buf.len()));
+            buf.reserve(buf.len().min(request::MAX_HEAD_BYTES - buf.len()));
         }
         match io.read_buf(&mut buf).await {
             Ok(0) | Err(_) => return Err(HeadError::Closed),
@@ -234,7 +209,7 @@ enum Http1 {
 
 /// `Some` once a whole head is in `buf`.
 fn parse_http1(shared: &Shared, buf: &[u8]) -> Result<Option<Http1>, HeadError> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut headers = [httparse::EMPTY_HEADER; request::MAX_HEADERS];
     let mut request = httparse::Request::new(&mut headers);
     match request.parse(buf) {
         Ok(httparse::Status::Partial) => Ok(None),
@@ -255,7 +230,7 @@ fn parse_http1(shared: &Shared, buf: &[u8]) -> Result<Option<Http1>, HeadError> 
             let cookies = request.headers.iter().filter(|h| h.name.eq_ignore_ascii_case("cookie")).map(|h| h.value);
             let credentials = Credentials::from_headers(header("authorization"), cookies);
             let parsed = request::parse_subscribe(query, header("last-event-id")).and_then(|wanted| {
-                let expires = shared.access.authorize_stream(credentials, &wanted)?;
+                let expires = wanted.authorize(&shared.access, credentials)?;
                 Ok((wanted, expires))
             });
             Ok(Some(Http1::Stream(parsed, cors)))

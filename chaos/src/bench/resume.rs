@@ -7,14 +7,14 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use bytes::Bytes;
-use sse_server::id::EventId;
+use sse_server::stream::id::EventId;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use crate::proc_stats;
-use crate::publisher::Publisher;
-use crate::stream_client::DataLines;
+use crate::load::proc_stats;
+use crate::load::publisher::Publisher;
+use crate::load::stream_client::DataLines;
 
 /// Publishes `events` events of `size` bytes to `topic` and prints `RESUME_FROM=<id>`,
 /// the id just before the first of them.

@@ -12,13 +12,12 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::conn::ConnGuard;
-use crate::frame;
-use crate::hub::MAX_BATCH_EVENTS;
-use crate::io::ConnIo;
+use crate::http::io::ConnIo;
+use crate::http::shared::{ConnGuard, Shared};
 use crate::metrics::DisconnectReason;
-use crate::server::Shared;
-use crate::subscription::{Next, Subscription};
+use crate::stream::frame;
+use crate::stream::hub::MAX_BATCH_EVENTS;
+use crate::stream::subscription::{Next, Subscription};
 
 const RESPONSE_HEAD: &[u8] = b"HTTP/1.1 200 OK\r\n\
 content-type: text/event-stream\r\n\

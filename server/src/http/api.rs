@@ -18,15 +18,15 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use crate::access::cors;
 use crate::access::Credentials;
-use crate::cors;
 use crate::error::ApiError;
-use crate::frame;
-use crate::io::ConnIo;
+use crate::http::io::ConnIo;
+use crate::http::request;
+use crate::http::shared::{draining, Shared};
 use crate::metrics::DisconnectReason;
-use crate::request;
-use crate::server::{draining, Shared};
-use crate::subscription::{Next, Subscription};
+use crate::stream::frame;
+use crate::stream::subscription::{Next, Subscription};
 
 type Body = UnsyncBoxBody<Bytes, Infallible>;
 
@@ -45,7 +45,7 @@ where
     let connection = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(shared.config.header_timeout)
-        .max_buf_size(crate::conn::MAX_HEAD_BYTES.max(8192))
+        .max_buf_size(request::MAX_HEAD_BYTES.max(8192))
         .serve_connection(TokioIo::new(io), service);
     tokio::pin!(connection);
     tokio::select! {
@@ -176,7 +176,7 @@ fn subscribe(
 ) -> Result<Response<Body>, ApiError> {
     let header_id = req.headers().get("last-event-id").map(|v| v.as_bytes());
     let wanted = request::parse_subscribe(req.uri().query(), header_id)?;
-    let expires = shared.access.authorize_stream(credentials(req.headers()), &wanted)?;
+    let expires = wanted.authorize(&shared.access, credentials(req.headers()))?;
     let subscription = shared.subscribe(&wanted.topics, wanted.last_event_id.as_deref(), expires, timed_out)?;
     let state = StreamState { shared: shared.clone(), subscription, pending: VecDeque::new(), finished: false };
     let frames = futures_util::stream::unfold(state, |mut state| async move {

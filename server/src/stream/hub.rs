@@ -19,11 +19,11 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use crate::error::ApiError;
-use crate::frame::{self, ResetReason};
-use crate::id::EventId;
 use crate::metrics::Metrics;
-use crate::signal::Signal;
 use crate::store::{ReadOutcome, Record, Store, StoreError, StoreFuture, TailLimits};
+use crate::stream::frame::{self, ResetReason};
+use crate::stream::id::EventId;
+use crate::stream::signal::Signal;
 
 /// Most events handed to one write.
 pub const MAX_BATCH_EVENTS: usize = 256;
@@ -246,7 +246,7 @@ impl Hub {
     /// Stores one event; once the store acknowledges it, it joins its topic's window and
     /// the topic's subscribers are woken (now, or after `coalesce`). Returns its id only
     /// then. Dropping the future does not lose or stall anything: the rest of the wait
-    /// moves to a task of its own ([`Settlement`]).
+    /// moves to a task of its own (`Settlement`).
     pub async fn publish(
         self: &Arc<Self>,
         topic: &str,
@@ -435,7 +435,7 @@ impl Hub {
         if topics.len() > 1 {
             batch.sort_unstable_by_key(|(seq, _)| *seq);
         }
-        batch.truncate(frame::fitting(&batch, MAX_BATCH_EVENTS, MAX_BATCH_BYTES));
+        batch.truncate(crate::store::fitting(&batch, MAX_BATCH_EVENTS, MAX_BATCH_BYTES));
         Ok(batch)
     }
 

@@ -11,11 +11,11 @@ use tokio::io::AsyncReadExt;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::idle::wait_for_streams;
-use crate::proc_stats;
-use crate::publisher::{metric, Publisher};
-use crate::stats::percentile_ms;
-use crate::stream_client::{self, DataLines};
+use crate::bench::idle::wait_for_streams;
+use crate::load::proc_stats;
+use crate::load::publisher::{metric, Publisher};
+use crate::load::stats::percentile_ms;
+use crate::load::stream_client::{self, DataLines};
 
 /// What to run.
 #[derive(Debug, Clone)]

@@ -1,0 +1,12 @@
+//! The benchmarks `sse-chaos` runs (the README's results table quotes them).
+//!
+//! - [`idle`]: open many idle streams and measure the server's memory per stream.
+//! - [`fanout`]: many subscribers, a paced publisher; deliveries per server CPU-second and
+//!   delivery latency percentiles.
+//! - [`publish`]: acknowledged publishes per second and their latency.
+//! - [`resume`]: a reconnect herd resuming a topic's history after a restart.
+
+pub mod fanout;
+pub mod idle;
+pub mod publish;
+pub mod resume;

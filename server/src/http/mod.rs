@@ -1,0 +1,22 @@
+//! The front door: from an accepted socket to a request, and both ways of serving it.
+//!
+//! - `conn`: one connection from accept to close: the TLS handshake, the request head
+//!   within the header timeout, then the lean path or hyper.
+//! - `lean`: the lean HTTP/1.1 event-stream path that owns the socket.
+//! - `api`: hyper for publish, health, readiness, metrics, the demo page and HTTP/2.
+//! - [`request`]: what clients send, parsed and limited (queries, resume ids, head sizes).
+//! - [`io`]: replayed head bytes and the write deadline under every connection.
+//! - [`tls`]: rustls with ALPN (`h2`, `http/1.1`).
+//! - `shared`: the state every connection sees and the connection guard.
+//!
+//! Imports run `conn` → `lean`, `api` → `shared`, `request`, `io`, `tls`. This folder
+//! may import [`crate::stream`], [`crate::access`], [`crate::store`] and the crate's
+//! leaves (config, error, metrics, limits, rng); nothing below imports it.
+
+mod api;
+pub(crate) mod conn;
+pub mod io;
+mod lean;
+pub mod request;
+pub(crate) mod shared;
+pub mod tls;
