@@ -13,8 +13,6 @@ use sse_server::store::{FsyncPolicy, MemoryStore};
 use sse_server::{Config, Server};
 use tokio::sync::watch;
 
-use crate::oracle;
-use crate::plan::{Fault, Plan, StoreMode, TimedFault};
 use crate::publisher::{self, Acked, PublisherConfig};
 use crate::service::ServiceAddress;
 use crate::sim_listener::SimListener;
@@ -22,6 +20,8 @@ use crate::slowloris;
 use crate::subscriber::{self, SubscriberConfig, SubscriberState};
 use crate::trace::Trace;
 use crate::SERVER_PORT;
+use sse_plan::oracle;
+use sse_plan::{Fault, Plan, StoreMode, TimedFault};
 
 const SERVER: &str = "server";
 /// The second server host, where the service moves.

@@ -1,15 +1,13 @@
 //! Deterministic simulations of `sse-server` under turmoil: the unmodified server on a
 //! simulated host, EventSource-like subscribers, a recording publisher, faults applied
 //! in simulated time, and an oracle checked on every run. One seed reproduces a run
-//! exactly.
+//! exactly. Plans, their generator, shrinking and the oracle live in `sse-plan`, shared
+//! with the real tier; this crate is the simulation backend.
 //!
 //! Modules:
 //! - [`harness`]: builds the simulation for a seed and a plan, applies faults, judges.
-//! - [`plan`]: fault plans as data (text form for `fixtures/`).
-//! - [`generate`]: proptest strategies for plans (swarm testing) and shrinking.
 //! - [`swarm`]: a generated plan per seed, shrunk when it fails.
 //! - [`seeds`]: the fixed seeds and `SIM_SEEDS` fresh ones.
-//! - [`oracle`]: loss, duplication, order and catch-up checks.
 //! - [`subscriber`]: the simulated EventSource client.
 //! - [`publisher`]: the simulated publisher that records acknowledgements.
 //! - [`slowloris`]: connections that never finish their request head.
@@ -18,10 +16,7 @@
 //! - [`server_log`]: the server's log lines, captured into the trace.
 //! - [`service`]: the host clients connect to (repointed when the service moves).
 
-pub mod generate;
 pub mod harness;
-pub mod oracle;
-pub mod plan;
 pub mod publisher;
 pub mod seeds;
 pub mod server_log;

@@ -8,7 +8,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use sse_simulations::plan::Plan;
+use sse_plan::Plan;
 use sse_simulations::trace::Trace;
 use sse_simulations::{harness, replay_command, swarm};
 

@@ -10,19 +10,12 @@ use sse_server::rng::SeededRng;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use turmoil::net::TcpStream;
 
+pub use sse_plan::record::Acked;
+
 use crate::service::ServiceAddress;
 use crate::trace::Trace;
 use crate::SERVER_PORT;
 use sse_server::stream::wire::find;
-
-/// An event the server acknowledged with 201.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Acked {
-    pub at: Duration,
-    pub id: String,
-    pub topic: String,
-    pub data: String,
-}
 
 /// What the publisher does.
 #[derive(Debug, Clone)]

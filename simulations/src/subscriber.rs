@@ -10,25 +10,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 use turmoil::net::TcpStream;
 
+pub use sse_plan::record::{Received, Seen};
+
 use crate::service::ServiceAddress;
 use crate::trace::Trace;
 use crate::SERVER_PORT;
 use sse_server::stream::wire::{find, Item, StreamDecoder};
-
-/// An event as the subscriber received it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Received {
-    pub at: Duration,
-    pub id: String,
-    pub data: String,
-}
-
-/// What happened on one subscriber, in order.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Seen {
-    Event(Received),
-    Reset { at: Duration, reason: String },
-}
 
 /// Shared state between a subscriber and the harness.
 #[derive(Debug, Default)]

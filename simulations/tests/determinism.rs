@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
+use sse_plan::{Fault, Plan};
 use sse_simulations::harness;
-use sse_simulations::plan::{Fault, Plan};
 use sse_simulations::trace::Trace;
 
 #[test]

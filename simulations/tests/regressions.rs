@@ -3,8 +3,8 @@
 
 use std::path::Path;
 
+use sse_plan::Plan;
 use sse_simulations::harness;
-use sse_simulations::plan::Plan;
 use sse_simulations::replay_command;
 use sse_simulations::trace::Trace;
 

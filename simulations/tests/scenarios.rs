@@ -6,8 +6,8 @@ mod support;
 
 use std::time::Duration;
 
+use sse_plan::{Fault, Plan, StoreMode};
 use sse_simulations::harness::{catch_up_bound, server_config};
-use sse_simulations::plan::{Fault, Plan, StoreMode};
 use support::check;
 
 fn secs(s: u64) -> Duration {

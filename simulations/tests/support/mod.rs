@@ -1,7 +1,7 @@
 //! Running a plan under a seed and failing with everything needed to reproduce it.
 
+use sse_plan::Plan;
 use sse_simulations::harness::{self, Outcome};
-use sse_simulations::plan::Plan;
 use sse_simulations::replay_command;
 use sse_simulations::trace::Trace;
 

@@ -15,8 +15,7 @@ use std::time::Duration;
 
 use sse_server::stream::id::EventId;
 
-use crate::publisher::Acked;
-use crate::subscriber::Seen;
+use crate::record::{Acked, Seen};
 
 /// One client's verdict.
 #[derive(Debug, Default)]
@@ -107,7 +106,7 @@ fn excused_by_reset(seen: &[Seen], id: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::subscriber::Received;
+    use crate::record::Received;
 
     fn ev(id: &str, data: &str) -> Seen {
         Seen::Event(Received { at: Duration::from_secs(1), id: id.into(), data: data.into() })
