@@ -33,6 +33,9 @@ pub enum Fault {
     Stall { client: usize, duration: Duration },
     /// Connections that send part of a request head and trickle the rest.
     Slowloris { connections: usize },
+    /// The link to one client closes after `after_bytes` more bytes reach it (once): a
+    /// stream cut inside its opening lines, inside a replay or inside live events.
+    Cut { client: usize, after_bytes: usize },
 }
 
 /// What the server's store keeps across a crash or restart.
@@ -75,7 +78,7 @@ impl Fault {
                 restart_after
             }
             Fault::Stall { duration, .. } | Fault::Lag { duration, .. } => duration,
-            Fault::Drop { .. } | Fault::DropAll | Fault::Slowloris { .. } => Duration::ZERO,
+            Fault::Drop { .. } | Fault::DropAll | Fault::Slowloris { .. } | Fault::Cut { .. } => Duration::ZERO,
         }
     }
 }
@@ -168,6 +171,7 @@ impl fmt::Display for Plan {
                 Fault::DropAll => writeln!(f, "drop_all")?,
                 Fault::Stall { client, duration } => writeln!(f, "stall {client} {}", ms(*duration))?,
                 Fault::Slowloris { connections } => writeln!(f, "slowloris {connections}")?,
+                Fault::Cut { client, after_bytes } => writeln!(f, "cut {client} {after_bytes}")?,
             }
         }
         Ok(())
@@ -221,6 +225,7 @@ impl FromStr for Plan {
                         Some("drop_all") => Fault::DropAll,
                         Some("stall") => Fault::Stall { client: num(3)? as usize, duration: dur(4)? },
                         Some("slowloris") => Fault::Slowloris { connections: num(3)? as usize },
+                        Some("cut") => Fault::Cut { client: num(3)? as usize, after_bytes: num(4)? as usize },
                         _ => return Err(format!("line {}: unknown fault: {line}", n + 1)),
                     };
                     plan.faults.push(TimedFault { at, fault });
@@ -249,7 +254,8 @@ mod tests {
             .with(4700, Fault::Move { restart_after: Duration::from_secs(3) })
             .with(4800, Fault::Lag { client: 2, latency: Duration::from_millis(300), duration: Duration::from_secs(2) })
             .with(5000, Fault::Stall { client: 0, duration: Duration::from_secs(2) })
-            .with(5500, Fault::Slowloris { connections: 5 });
+            .with(5500, Fault::Slowloris { connections: 5 })
+            .with(5600, Fault::Cut { client: 2, after_bytes: 700 });
         assert_eq!(plan.to_string().parse::<Plan>().unwrap(), plan);
         assert!("clients 0".parse::<Plan>().is_err());
         assert!("at_ms 5 explode".parse::<Plan>().is_err());

@@ -383,6 +383,7 @@ fn apply(
         Fault::DropAll => clients.iter().for_each(|c| c.2.drop_now.set(true)),
         Fault::Stall { client: i, duration } => client(i).2.stall_until.set(now + *duration),
         Fault::Slowloris { .. } => {}
+        Fault::Cut { client: i, after_bytes } => client(i).2.cut_after.set(Some(*after_bytes)),
     }
 }
 
@@ -405,7 +406,9 @@ fn heal(sim: &mut turmoil::Sim<'_>, host: &str, fault: &Fault, plan: &Plan, trac
         Fault::Crash { .. } | Fault::Restart { .. } => sim.bounce(host),
         // The old host stays down; the service already runs on the other one.
         Fault::Move { .. } => {}
-        Fault::Drop { .. } | Fault::DropAll | Fault::Stall { .. } | Fault::Slowloris { .. } => return,
+        Fault::Drop { .. } | Fault::DropAll | Fault::Stall { .. } | Fault::Slowloris { .. } | Fault::Cut { .. } => {
+            return
+        }
     }
     trace.log(now, "fault", format_args!("healed {fault:?}"));
 }

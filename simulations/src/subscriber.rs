@@ -25,6 +25,10 @@ pub struct SubscriberState {
     pub stall_until: Cell<Duration>,
     /// Drop the connection at once (an abrupt disconnect); cleared by the subscriber.
     pub drop_now: Cell<bool>,
+    /// The link closes after this many more bytes reach the subscriber (once): what a
+    /// Toxiproxy `limit_data` does for real. Counted over the connection open when it is
+    /// set, else over the next one; cleared when it fires.
+    pub cut_after: Cell<Option<usize>>,
     pub connects: Cell<u32>,
 }
 
@@ -115,11 +119,29 @@ async fn stream_once(
             Ok(Ok(0)) => return "closed by the server".into(),
             Ok(Ok(n)) => n,
         };
+        // A cut delivers the bytes before it, then the link is gone (a half event is
+        // never dispatched: the decoder only yields whole events).
+        let (n, cut) = match state.cut_after.get() {
+            Some(left) if left <= n => {
+                state.cut_after.set(None);
+                (left, true)
+            }
+            Some(left) => {
+                state.cut_after.set(Some(left - n));
+                (n, false)
+            }
+            None => (n, false),
+        };
         let fed = if head_done {
             feed(&mut decoder, &buf[..n], config, state, trace, last_id, retry)
         } else {
             head.extend_from_slice(&buf[..n]);
-            let Some(end) = find(&head, b"\r\n\r\n") else { continue };
+            let Some(end) = find(&head, b"\r\n\r\n") else {
+                if cut {
+                    return "cut by the link inside the response head".into();
+                }
+                continue;
+            };
             if !head.starts_with(b"HTTP/1.1 200") {
                 return format!("refused: {}", String::from_utf8_lossy(&head[..head.len().min(12)]));
             }
@@ -129,6 +151,9 @@ async fn stream_once(
         };
         if let Err(error) = fed {
             return error;
+        }
+        if cut {
+            return "cut by the link".into();
         }
         if decoder.finished() {
             return "stream finished by the server".into();

@@ -171,3 +171,25 @@ fn coalesced_topics_keep_order_and_completeness_under_faults() {
         .with(3_000, Fault::Partition { client: 1, heal_after: secs(4) });
     check(7, &plan);
 }
+
+#[test]
+fn streams_cut_inside_the_head_a_replay_or_live_events_resume_without_loss_or_a_half_event() {
+    // Client 0's link closes 5 bytes into its next connection (inside the response head);
+    // client 1's inside live events; client 2's just after a stall, while it drains what
+    // piled up behind a small window.
+    let plan = Plan { window: 4, store: StoreMode::Durable, ..Plan::calm(3) }
+        .with(2_000, Fault::Drop { client: 0 })
+        .with(2_000, Fault::Cut { client: 0, after_bytes: 5 })
+        .with(3_000, Fault::Cut { client: 1, after_bytes: 300 })
+        .with(4_000, Fault::Stall { client: 2, duration: secs(2) })
+        .with(4_500, Fault::Cut { client: 2, after_bytes: 700 });
+    let outcome = check(3, &plan);
+    let trace = outcome.trace.text();
+    for client in 0..3 {
+        assert!(
+            trace.contains(&format!("client-{client}     stream ended: cut by the link")),
+            "client {client}: {trace}"
+        );
+    }
+    assert!(outcome.recoveries.iter().all(|r| *r <= bound(&plan)), "{:?}", outcome.recoveries);
+}
