@@ -4,10 +4,12 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 use sse_chaos::bench::{fanout, idle, publish as publish_bench, resume as resume_bench};
 use sse_chaos::load::tls_client::TlsConnect;
-use sse_chaos::real::scenarios;
+use sse_chaos::real::{plan_run, scenarios};
+use sse_plan::search::{self, Shrink};
 
 #[derive(Debug, Parser)]
 #[command(name = "sse-chaos", about = "Load and benchmarks for sse-server")]
@@ -75,6 +77,31 @@ enum Command {
         duration: Duration,
     },
     /// Run a real chaos scenario (or `all`): the sse-server binary behind Toxiproxy.
+    /// Run one plan for real (the fixtures format, the same file `sse-simulations replay
+    /// --plan` takes) and judge it with the oracle.
+    Replay {
+        /// The plan file.
+        #[arg(long)]
+        plan: String,
+        /// Seeds the clients' topics, the publisher and Toxiproxy.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+    /// Run the plans the generator draws for seeds `from..from+seeds` for real; shrink a
+    /// failure (a step fails if it fails in `k` of `n` runs) and print its plan.
+    Swarm {
+        #[arg(long, default_value_t = 10)]
+        seeds: u64,
+        #[arg(long, default_value_t = 1)]
+        from: u64,
+        /// Real runs one shrink may spend.
+        #[arg(long, default_value_t = 12)]
+        shrink_budget: usize,
+        #[arg(long, default_value_t = 2)]
+        k: usize,
+        #[arg(long, default_value_t = 3)]
+        n: usize,
+    },
     Run {
         /// A scenario (`latency`, `slicer`, `bandwidth`, `slow_close`, `reset_peer`, `storm`,
         /// `limit_data`, `blackhole`,
@@ -172,6 +199,54 @@ fn main() -> anyhow::Result<()> {
                     anyhow::bail!("{failed} scenarios failed");
                 }
             }
+            Command::Replay { plan, seed } => {
+                let text = std::fs::read_to_string(&plan).with_context(|| format!("read {plan}"))?;
+                let parsed: sse_plan::Plan = text.parse().map_err(|e| anyhow::anyhow!("{plan}: {e}"))?;
+                println!("seed {seed}\nplan:\n{parsed}");
+                let outcome = plan_run::run(seed, &parsed).await?;
+                print_outcome(&outcome);
+                if !outcome.passed() {
+                    anyhow::bail!("the plan failed; replay: cargo run -p sse-chaos -- replay --plan {plan} --seed {seed}");
+                }
+            }
+            Command::Swarm { seeds, from, shrink_budget, k, n } => {
+                let handle = tokio::runtime::Handle::current();
+                let shrink = Shrink { budget: shrink_budget, k, n };
+                let mut failed = 0;
+                for seed in from..from + seeds {
+                    let started = tokio::time::Instant::now();
+                    let result = tokio::task::block_in_place(|| {
+                        search::check_seed(
+                            seed,
+                            Some(shrink),
+                            |plan| handle.block_on(plan_run::run(seed, plan)),
+                            |outcome| match outcome {
+                                Ok(outcome) => outcome.failures.clone(),
+                                Err(error) => vec![format!("the run could not complete: {error:#}")],
+                            },
+                        )
+                    });
+                    match result {
+                        Ok(outcome) => {
+                            let outcome = outcome?;
+                            println!("PASS seed {seed} in {:.1?} ({} acked, skipped: {:?})", started.elapsed(), outcome.acked, outcome.skipped);
+                        }
+                        Err(failure) => {
+                            failed += 1;
+                            let file = format!("fixtures/real-regressions/seed-{seed}.plan");
+                            println!(
+                                "FAIL seed {seed}: {}\nshrunk plan (k={k} of n={n}):\n{}save it as {file}, then replay: cargo run -p sse-chaos -- replay --plan {file} --seed {seed}",
+                                failure.failures.join("\n  "),
+                                failure.plan
+                            );
+                        }
+                    }
+                }
+                println!("{} passed, {failed} failed", seeds - failed);
+                if failed > 0 {
+                    anyhow::bail!("{failed} seeds failed");
+                }
+            }
             Command::History { addr, topic, events, size } => resume_bench::history(addr, &topic, events, size).await?,
             Command::Resume { addr, server_pid, topic, from, clients, events, timeout } => {
                 resume_bench::run(resume_bench::Plan { addr, server_pid, topic, from, clients, events, timeout })
@@ -180,4 +255,23 @@ fn main() -> anyhow::Result<()> {
         }
         Ok(())
     })
+}
+
+fn print_outcome(outcome: &plan_run::RealOutcome) {
+    for line in &outcome.trace {
+        println!("{line}");
+    }
+    for skipped in &outcome.skipped {
+        println!("SKIPPED {skipped}");
+    }
+    println!(
+        "{} events acknowledged in {:.1?}; recovery per client: {:?}",
+        outcome.acked, outcome.took, outcome.recoveries
+    );
+    if outcome.passed() {
+        println!("PASS");
+    }
+    for failure in &outcome.failures {
+        println!("FAIL {failure}");
+    }
 }

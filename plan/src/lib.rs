@@ -8,6 +8,7 @@
 //! - [`search`]: the plan for a seed, and shrinking a failing one (k of n for real runs).
 //! - [`record`]: what backends record: acknowledgements, each client's events and resets.
 //! - [`oracle`]: loss, duplication, order, id reuse and catch-up, judged from the records.
+//! - [`timing`]: the server timing plans run with, and the catch-up bound it implies.
 //!
 //! It depends on the server library only for its id parser, and on proptest: neither
 //! tier's machinery (turmoil, Toxiproxy, hyper) comes along.
@@ -17,5 +18,7 @@ pub mod oracle;
 pub mod plan;
 pub mod record;
 pub mod search;
+pub mod timing;
 
 pub use plan::{Fault, Plan, StoreMode, TimedFault};
+pub use timing::Timing;

@@ -2,9 +2,12 @@
 //! timed faults. Plans are data: generated from a seed, shrunk by proptest, stored in
 //! `fixtures/` as text, one item per line.
 
+use std::collections::BTreeSet;
 use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
+
+use sse_server::rng::SeededRng;
 
 /// One fault from the vocabulary, applied at a simulated time.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -129,6 +132,27 @@ impl Plan {
     pub fn with(mut self, at_ms: u64, fault: Fault) -> Plan {
         self.faults.push(TimedFault { at: Duration::from_millis(at_ms), fault });
         self
+    }
+
+    /// The topics' names: `t0`, `t1`, ….
+    pub fn topic_names(&self) -> Vec<String> {
+        (0..self.topics).map(|t| format!("t{t}")).collect()
+    }
+
+    /// The topics each client follows: one or two of the plan's, drawn from `rng`. Every
+    /// backend draws them the same way, so a seed and a plan mean the same clients.
+    pub fn client_topics(&self, rng: &SeededRng) -> Vec<BTreeSet<String>> {
+        let names = self.topic_names();
+        let pick = || names[rng.up_to(self.topics as u64 - 1) as usize].clone();
+        (0..self.clients)
+            .map(|_| {
+                let mut topics = BTreeSet::from([pick()]);
+                if rng.up_to(1) == 1 {
+                    topics.insert(pick());
+                }
+                topics
+            })
+            .collect()
     }
 
     /// When publishing stops.

@@ -21,7 +21,7 @@ use crate::subscriber::{self, SubscriberConfig, SubscriberState};
 use crate::trace::Trace;
 use crate::SERVER_PORT;
 use sse_plan::oracle;
-use sse_plan::{Fault, Plan, StoreMode, TimedFault};
+use sse_plan::{Fault, Plan, StoreMode, TimedFault, Timing};
 
 const SERVER: &str = "server";
 /// The second server host, where the service moves.
@@ -29,13 +29,14 @@ const STANDBY: &str = "server-b";
 
 /// The server configuration every simulation uses (short timeouts keep runs short).
 pub fn server_config(plan: &Plan, seed: u64, epoch: u32) -> Config {
+    let timing = Timing::PLANS;
     Config {
-        heartbeat: Duration::from_secs(1),
-        retry: Duration::from_millis(500),
-        retry_jitter: Duration::from_millis(500),
-        write_timeout: Duration::from_secs(3),
-        header_timeout: Duration::from_secs(2),
-        drain_timeout: Duration::from_secs(2),
+        heartbeat: timing.heartbeat,
+        retry: timing.retry,
+        retry_jitter: timing.retry_jitter,
+        write_timeout: timing.write_timeout,
+        header_timeout: timing.header_timeout,
+        drain_timeout: timing.drain_timeout,
         window: plan.window,
         coalesce: Duration::from_millis(plan.coalesce_ms),
         max_connections: Some(1000),
@@ -45,11 +46,10 @@ pub fn server_config(plan: &Plan, seed: u64, epoch: u32) -> Config {
     }
 }
 
-/// How long after the last fault heals every client must have caught up: a dead stream
-/// is noticed after three heartbeats, the reconnect waits at most `retry + jitter`, and
-/// the server's write timeout frees the old stream.
+/// How long after the last fault heals every client must have caught up ([`Timing::catch_up_bound`]).
 pub fn catch_up_bound(config: &Config) -> Duration {
-    config.heartbeat * 3 + config.retry + config.retry_jitter + config.write_timeout + Duration::from_secs(1)
+    let Config { heartbeat, retry, retry_jitter, write_timeout, header_timeout, drain_timeout, .. } = *config;
+    Timing { heartbeat, retry, retry_jitter, write_timeout, header_timeout, drain_timeout }.catch_up_bound()
 }
 
 /// What a run found.
@@ -155,15 +155,9 @@ pub fn run(seed: u64, plan: &Plan, trace: Trace) -> Outcome {
         });
     }
     let (stop_tx, stop_rx) = watch::channel(false);
-    let topic_names: Vec<String> = (0..plan.topics).map(|t| format!("t{t}")).collect();
+    let topic_names = plan.topic_names();
     let mut clients = Vec::new();
-    for i in 0..plan.clients {
-        // One or two topics each, chosen by the seed.
-        let mut topics = BTreeSet::new();
-        topics.insert(topic_names[rng.up_to(plan.topics as u64 - 1) as usize].clone());
-        if rng.up_to(1) == 1 {
-            topics.insert(topic_names[rng.up_to(plan.topics as u64 - 1) as usize].clone());
-        }
+    for (i, topics) in plan.client_topics(&rng).into_iter().enumerate() {
         let state = Rc::new(SubscriberState::default());
         let name = format!("client-{i}");
         let config = SubscriberConfig {

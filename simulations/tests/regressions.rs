@@ -32,3 +32,23 @@ fn stored_regressions_still_pass() {
         );
     }
 }
+
+/// The plans in `fixtures/plans/`, which the real tier runs too, pass here under seed 1.
+#[test]
+fn stored_plans_pass_in_the_simulation() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/plans");
+    let mut files: Vec<_> = std::fs::read_dir(&dir).expect("the plans folder").map(|e| e.unwrap().path()).collect();
+    files.sort();
+    assert!(files.len() >= 2, "plans in {}", dir.display());
+    for file in files {
+        let name = file.file_name().unwrap().to_string_lossy().into_owned();
+        let plan: Plan = std::fs::read_to_string(&file).unwrap().parse().unwrap_or_else(|e| panic!("{name}: {e}"));
+        let outcome = harness::run(1, &plan, Trace::default());
+        assert!(
+            outcome.failures.is_empty(),
+            "{name}: {:?}\nreplay: {}",
+            outcome.failures,
+            replay_command(1, Some(&format!("fixtures/plans/{name}")))
+        );
+    }
+}

@@ -4,9 +4,12 @@
 //! - [`processes`]: the Toxiproxy server and `sse-server` children, signals via `nix`.
 //! - [`cgroup`]: a memory cgroup for the server under test.
 //! - [`subscriber`]: an EventSource-like client that resumes with `Last-Event-ID`.
+//! - [`plan_run`]: the real backend for plans: one proxy per client, faults as toxics and
+//!   signals, the same records and oracle as the simulation.
 //! - [`scenarios`]: the scenarios, their oracle and leak checks, and their reports.
 
 pub mod cgroup;
+pub mod plan_run;
 pub mod processes;
 pub mod scenarios;
 pub mod subscriber;

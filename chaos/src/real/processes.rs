@@ -169,6 +169,11 @@ impl ServerProcess {
         kill(Pid::from_raw(self.child.id() as i32), signal).context("send a signal")
     }
 
+    /// The exit status, once the process has exited.
+    pub fn exited(&mut self) -> anyhow::Result<Option<ExitStatus>> {
+        Ok(self.child.try_wait()?)
+    }
+
     /// Waits up to `within` for the process to exit.
     pub async fn wait_exit(&mut self, within: Duration) -> anyhow::Result<ExitStatus> {
         let deadline = Instant::now() + within;
@@ -189,6 +194,16 @@ impl ServerProcess {
         let (addr, dir, args, nofile) = (self.addr, self.data_dir.clone(), self.args.clone(), self.nofile);
         drop(self);
         Self::start_on(addr, &dir, &args, nofile).await
+    }
+
+    /// Starts the process again on the same port, data directory and flags, once this one
+    /// exited or was killed.
+    pub async fn start_again(&mut self) -> anyhow::Result<()> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let (addr, dir, args) = (self.addr, self.data_dir.clone(), self.args.clone());
+        *self = Self::start_on(addr, &dir, &args, self.nofile).await?;
+        Ok(())
     }
 
     /// Open file descriptors, counted in `/proc/PID/fd` (independently of `/metrics`).

@@ -159,8 +159,13 @@ impl Rig {
         let subscribers = (0..settings.clients)
             .map(|_| {
                 let record = Shared::default();
-                let task =
-                    tokio::spawn(subscriber::run(proxy, TOPIC.into(), HEARTBEAT, record.clone(), stopped.clone()));
+                let task = tokio::spawn(subscriber::run(
+                    proxy,
+                    vec![TOPIC.into()],
+                    HEARTBEAT,
+                    record.clone(),
+                    stopped.clone(),
+                ));
                 (record, task)
             })
             .collect();
@@ -400,8 +405,13 @@ async fn bandwidth(mut rig: Rig, settings: &Settings, report: &mut Report) -> an
     let slow: Vec<_> = (0..2)
         .map(|_| {
             let record = Shared::default();
-            let task =
-                tokio::spawn(subscriber::run(slow_proxy, TOPIC.into(), HEARTBEAT * 20, record.clone(), stop.clone()));
+            let task = tokio::spawn(subscriber::run(
+                slow_proxy,
+                vec![TOPIC.into()],
+                HEARTBEAT * 20,
+                record.clone(),
+                stop.clone(),
+            ));
             (record, task)
         })
         .collect();

@@ -12,6 +12,8 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use sse_plan::record::Seen;
+
 /// An event as received.
 #[derive(Debug, Clone)]
 pub struct Received {
@@ -26,19 +28,46 @@ pub struct Record {
     pub events: Vec<Received>,
     /// Reset notices (their data).
     pub resets: Vec<String>,
+    /// For each reset notice: how many events had arrived before it, and when it came.
+    pub reset_positions: Vec<(usize, Instant)>,
     pub connects: u32,
     /// Why each stream ended.
     pub ends: Vec<String>,
+    /// Read nothing until then (a stalled reader; the plan's `stall`).
+    pub stall_until: Option<Instant>,
+}
+
+impl Record {
+    /// Events and reset notices in arrival order, timed from `origin`, for the oracle.
+    pub fn seen(&self, origin: Instant) -> Vec<Seen> {
+        let since = |at: Instant| at.saturating_duration_since(origin);
+        let mut resets = self.resets.iter().zip(&self.reset_positions).peekable();
+        let mut seen = Vec::with_capacity(self.events.len() + self.resets.len());
+        for (index, event) in self.events.iter().enumerate() {
+            while let Some((reason, (_, at))) = resets.next_if(|(_, (before, _))| *before <= index) {
+                seen.push(Seen::Reset { at: since(*at), reason: reason.clone() });
+            }
+            seen.push(Seen::Event(sse_plan::record::Received {
+                at: since(event.at),
+                id: event.id.clone(),
+                data: event.data.clone(),
+            }));
+        }
+        for (reason, (_, at)) in resets {
+            seen.push(Seen::Reset { at: since(*at), reason: reason.clone() });
+        }
+        seen
+    }
 }
 
 /// Shared view of a subscriber's record.
 pub type Shared = Arc<Mutex<Record>>;
 
-/// Follows `topic` through `addr` until `stop` turns true, reconnecting as a browser
+/// Follows `topics` through `addr` until `stop` turns true, reconnecting as a browser
 /// would.
 pub async fn run(
     addr: SocketAddr,
-    topic: String,
+    topics: Vec<String>,
     heartbeat: Duration,
     record: Shared,
     mut stop: watch::Receiver<bool>,
@@ -47,7 +76,7 @@ pub async fn run(
     let mut retry = Duration::from_millis(500);
     while !*stop.borrow() {
         let ended = tokio::select! {
-            ended = stream_once(addr, &topic, heartbeat, &record, &mut last_id, &mut retry) => ended,
+            ended = stream_once(addr, &topics, heartbeat, &record, &mut last_id, &mut retry) => ended,
             _ = stop.changed() => return,
         };
         record.lock().unwrap().ends.push(ended);
@@ -60,7 +89,7 @@ pub async fn run(
 
 async fn stream_once(
     addr: SocketAddr,
-    topic: &str,
+    topics: &[String],
     heartbeat: Duration,
     record: &Shared,
     last_id: &mut Option<String>,
@@ -72,7 +101,8 @@ async fn stream_once(
         Ok(Err(error)) => return format!("connect failed: {error}"),
         Err(_) => return "connect timed out".into(),
     };
-    let mut request = format!("GET /events?topic={topic} HTTP/1.1\r\nhost: chaos\r\n");
+    let query: Vec<String> = topics.iter().map(|t| format!("topic={t}")).collect();
+    let mut request = format!("GET /events?{} HTTP/1.1\r\nhost: chaos\r\n", query.join("&"));
     if let Some(id) = last_id.as_deref() {
         request += &format!("last-event-id: {id}\r\n");
     }
@@ -86,6 +116,11 @@ async fn stream_once(
     let mut head: Option<Vec<u8>> = Some(Vec::new());
     let mut buf = vec![0u8; 16 << 10];
     loop {
+        let stalled = record.lock().unwrap().stall_until.filter(|until| *until > Instant::now());
+        if let Some(until) = stalled {
+            tokio::time::sleep_until(until).await;
+            continue;
+        }
         let n = match tokio::time::timeout(silence, tcp.read(&mut buf)).await {
             Err(_) => return "silent for three heartbeats".into(),
             Ok(Err(error)) => return format!("read failed: {error}"),
@@ -114,7 +149,11 @@ async fn stream_once(
             match item {
                 Item::Retry(ms) => *retry = Duration::from_millis(ms),
                 Item::Position(id) => *last_id = Some(id),
-                Item::Event { event, data, .. } if event == "reset" => record.resets.push(data),
+                Item::Event { event, data, .. } if event == "reset" => {
+                    let position = (record.events.len(), Instant::now());
+                    record.reset_positions.push(position);
+                    record.resets.push(data);
+                }
                 Item::Event { id, data, .. } => {
                     *last_id = Some(id.clone());
                     record.events.push(Received { id, data, at: Instant::now() });

@@ -41,6 +41,11 @@ pub struct Toxic {
 }
 
 impl Toxic {
+    /// A toxic with its own name (several of one kind on a proxy).
+    pub fn named(name: String, kind: &'static str, stream: Direction, attributes: &[(&'static str, u64)]) -> Toxic {
+        Toxic { name, kind, stream, attributes: attributes.to_vec() }
+    }
+
     /// A toxic acting on every connection of the proxy.
     pub fn new(kind: &'static str, stream: Direction, attributes: &[(&'static str, u64)]) -> Toxic {
         Toxic { name: format!("{kind}_{}", stream.as_str()), kind, stream, attributes: attributes.to_vec() }
@@ -125,6 +130,18 @@ impl Toxiproxy {
             bail!("toxic {name} is still applied after removal: {list}");
         }
         Ok(())
+    }
+
+    /// Points a proxy at another upstream (a service that moved), reads it back, and
+    /// returns where it listens now (it must be where it listened before).
+    pub async fn set_upstream(&self, name: &str, upstream: SocketAddr) -> anyhow::Result<SocketAddr> {
+        let body = json!({ "upstream": upstream.to_string() });
+        self.call(Method::POST, &format!("/proxies/{name}"), Some(body)).await?;
+        let (_, proxy) = self.call(Method::GET, &format!("/proxies/{name}"), None).await?;
+        if proxy["upstream"] != upstream.to_string() || proxy["enabled"] != true {
+            bail!("proxy {name} is not on {upstream} after the update: {proxy}");
+        }
+        Ok(proxy["listen"].as_str().context("the proxy's listen address")?.parse()?)
     }
 
     /// Deletes a proxy.

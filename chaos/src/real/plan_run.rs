@@ -1,0 +1,614 @@
+//! The real backend for plans: one plan from `sse-plan`, run against the `sse-server`
+//! binary, real sockets and a real Toxiproxy, recorded in the same records as the
+//! simulation and judged by the same oracle.
+//!
+//! Each client reaches the server through a Toxiproxy proxy of its own (`c<N>`), so a
+//! client's fault is that client's; the publisher talks to the server directly. Times in
+//! the plan are from the run's start; each fault is applied when due (the trace records
+//! the actual time, and one applied more than [`TOLERANCE`] late is reported) and every
+//! toxic is read back from the API before it counts. The mapping:
+//!
+//! | plan | here |
+//! |---|---|
+//! | max_latency | `latency` L/2 ± L/2 downstream on every client's link, all run long |
+//! | partition | `timeout` 0 both ways; on heal, a connection that lived through it is reset (it lost bytes, which TCP never does, so it must not be read on) |
+//! | hold | `latency` of the hold's length downstream, removed at release (what was held arrives then) |
+//! | lag | `latency` L/2 ± L/2 downstream |
+//! | drop, drop_all | a one-shot `reset_peer`, removed once the client's stream ended |
+//! | cut | a one-shot `limit_data` of N bytes, removed once the stream ended |
+//! | stall | the client stops reading |
+//! | crash | SIGKILL, restart on the same data directory when it heals |
+//! | restart | SIGTERM; the process must have exited 0 (drained) by the heal, then restarts |
+//! | move | SIGTERM; once it exited, a second process on the same data directory and a new port, every proxy repointed through the API, the publisher follows |
+//! | slowloris | raw connections to the server that trickle a request head; each must be closed within the header timeout (+ 500 ms) |
+//!
+//! The store: `fresh` runs `--store memory` (a restart is a new history), `durable` the
+//! disk store with `--fsync always`, `interval` the disk store with `--fsync
+//! interval:200ms`, whose crash may take back what was acknowledged in the last 200 ms
+//! (the oracle excuses acknowledgements in that window, as the simulation excuses the
+//! events its power cut forgot).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use nix::sys::signal::Signal;
+use sse_plan::record::Acked;
+use sse_plan::{oracle, Fault, Plan, StoreMode, Timing};
+use sse_server::rng::SeededRng;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::processes::{ServerProcess, ToxiproxyServer};
+use super::subscriber::{self, Shared};
+use super::toxiproxy::{Direction, Toxic, Toxiproxy};
+use crate::load::publisher::metric;
+
+/// How late a fault may be applied before the report says so.
+pub const TOLERANCE: Duration = Duration::from_millis(250);
+/// The interval store's sync period (the simulation's interval store syncs as often).
+const INTERVAL_SYNC: Duration = Duration::from_millis(200);
+
+/// What a real run of a plan found.
+#[derive(Debug, Default)]
+pub struct RealOutcome {
+    pub seed: u64,
+    /// The oracle's and the run's own failures; empty: the plan passed.
+    pub failures: Vec<String>,
+    /// Plan items this backend did not apply, and why.
+    pub skipped: Vec<String>,
+    /// Faults applied and healed, with their actual times from the run's start.
+    pub trace: Vec<String>,
+    /// Per client, from the last heal until caught up.
+    pub recoveries: Vec<Duration>,
+    pub acked: usize,
+    pub took: Duration,
+}
+
+impl RealOutcome {
+    pub fn passed(&self) -> bool {
+        self.failures.is_empty()
+    }
+}
+
+/// The server process slot: one process on the service's data directory at a time.
+struct Slot {
+    server: ServerProcess,
+    boot: u32,
+    /// Boots signalled with SIGTERM, and those of them that exited 0 by themselves.
+    signalled: Vec<u32>,
+    drained: Vec<u32>,
+    /// Boots a crash ended.
+    crashed: Vec<u32>,
+    /// The boot a move is draining.
+    moving: Option<u32>,
+    /// The boot a restart is draining.
+    draining: Option<u32>,
+    /// When each crash happened (for the interval store's window).
+    crashes: Vec<Duration>,
+}
+
+impl Slot {
+    fn running(&mut self) -> bool {
+        matches!(self.server.exited(), Ok(None))
+    }
+
+    /// Notes a clean exit of a signalled boot.
+    fn note_exit(&mut self) {
+        if let Ok(Some(status)) = self.server.exited() {
+            if status.code() == Some(0) && self.signalled.contains(&self.boot) && !self.drained.contains(&self.boot) {
+                self.drained.push(self.boot);
+            }
+        }
+    }
+}
+
+/// Everything one run shares between its parts.
+struct Run {
+    origin: Instant,
+    toxiproxy: Toxiproxy,
+    clients: Vec<Client>,
+    trace: Mutex<Vec<String>>,
+    failures: Mutex<Vec<String>>,
+}
+
+struct Client {
+    proxy: String,
+    record: Shared,
+}
+
+impl Run {
+    fn now(&self) -> Duration {
+        self.origin.elapsed()
+    }
+
+    fn log(&self, what: impl std::fmt::Display) {
+        let line = format!("{:>9.3}s {what}", self.now().as_secs_f64());
+        self.trace.lock().unwrap().push(line);
+    }
+
+    fn fail(&self, what: String) {
+        self.failures.lock().unwrap().push(what);
+    }
+
+    fn ends(&self, client: usize) -> usize {
+        self.clients[client].record.lock().unwrap().ends.len()
+    }
+
+    /// Adds a toxic (read back by the API client) that must end the client's current
+    /// stream, waits until it did (or `until`), and removes it.
+    async fn one_shot(self: &Arc<Run>, client: usize, toxic: Toxic, until: Instant) {
+        let proxy = self.clients[client].proxy.clone();
+        let before = self.ends(client);
+        if let Err(error) = self.toxiproxy.add_toxic(&proxy, &toxic).await {
+            return self.fail(format!("{} on {proxy}: {error:#}", toxic.name));
+        }
+        self.log(format_args!("applied {} on {proxy}", toxic.kind));
+        while self.ends(client) == before && Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let ended = self.ends(client) > before;
+        if let Err(error) = self.toxiproxy.remove_toxic(&proxy, &toxic.name).await {
+            return self.fail(format!("remove {} on {proxy}: {error:#}", toxic.name));
+        }
+        self.log(format_args!(
+            "removed {} on {proxy} ({})",
+            toxic.kind,
+            if ended { "the stream ended" } else { "the stream outlived it" }
+        ));
+    }
+}
+
+fn flags(plan: &Plan, seed: u64, timing: &Timing) -> Vec<String> {
+    let ms = |d: Duration| format!("{}ms", d.as_millis());
+    let mut args = vec![
+        ("--heartbeat", ms(timing.heartbeat)),
+        ("--retry", ms(timing.retry)),
+        ("--retry-jitter", ms(timing.retry_jitter)),
+        ("--write-timeout", ms(timing.write_timeout)),
+        ("--header-timeout", ms(timing.header_timeout)),
+        ("--drain-timeout", ms(timing.drain_timeout)),
+        ("--window", plan.window.to_string()),
+        ("--coalesce", format!("{}ms", plan.coalesce_ms)),
+        ("--seed", seed.to_string()),
+    ];
+    match plan.store {
+        StoreMode::Fresh => args.push(("--store", "memory".into())),
+        StoreMode::Durable => args.push(("--fsync", "always".into())),
+        StoreMode::Interval => args.push(("--fsync", format!("interval:{}", ms(INTERVAL_SYNC)))),
+    }
+    args.into_iter().flat_map(|(k, v)| [k.to_owned(), v]).collect()
+}
+
+/// Publishes from 1 s until the plan's end, every `publish_every`, to a seeded topic at a
+/// time, each event on a fresh connection to wherever the service is now; records every
+/// `201`. An attempt that got no answer is never repeated with the same data.
+async fn publish(plan: Plan, seed: u64, origin: Instant, service: watch::Receiver<SocketAddr>) -> Vec<Acked> {
+    let rng = SeededRng::new(seed);
+    let topics = plan.topic_names();
+    let mut acked = Vec::new();
+    tokio::time::sleep_until(origin + Duration::from_secs(1)).await;
+    let mut n = 0u64;
+    while origin.elapsed() < plan.publish_until() {
+        let next = Instant::now() + plan.publish_every;
+        let topic = &topics[rng.up_to(topics.len() as u64 - 1) as usize];
+        let data = format!("{topic}#{n}");
+        n += 1;
+        let addr = *service.borrow();
+        let attempt = tokio::time::timeout(Duration::from_secs(1), post(addr, topic, &data)).await;
+        if let Ok(Ok(id)) = attempt {
+            acked.push(Acked { at: origin.elapsed(), id, topic: topic.clone(), data });
+        }
+        tokio::time::sleep_until(next).await;
+    }
+    acked
+}
+
+/// One publish on a fresh connection; the acknowledged id.
+async fn post(addr: SocketAddr, topic: &str, data: &str) -> anyhow::Result<String> {
+    let mut tcp = TcpStream::connect(addr).await?;
+    let head = format!(
+        "POST /events?topic={topic} HTTP/1.1\r\nhost: chaos\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{data}",
+        data.len()
+    );
+    tcp.write_all(head.as_bytes()).await?;
+    let mut answer = Vec::new();
+    tcp.read_to_end(&mut answer).await?;
+    let answer = String::from_utf8_lossy(&answer);
+    anyhow::ensure!(answer.starts_with("HTTP/1.1 201"), "not acknowledged");
+    let id = answer.split("\"id\":\"").nth(1).and_then(|r| r.split('"').next()).context("an id")?;
+    Ok(id.to_owned())
+}
+
+/// Runs `plan` for real under `seed`.
+pub async fn run(seed: u64, plan: &Plan) -> anyhow::Result<RealOutcome> {
+    let timing = Timing::PLANS;
+    let toxiproxy = ToxiproxyServer::start(seed).await?;
+    let data = tempfile::tempdir()?;
+    let dir = data.path().join("data");
+    let args = flags(plan, seed, &timing);
+    let server = ServerProcess::start(&dir, &args, None).await?;
+    let baseline_fds = server.open_fds()?;
+    let (service_tx, service) = watch::channel(server.addr);
+    let rng = SeededRng::new(seed);
+    let topics = plan.client_topics(&rng);
+    let (stop_tx, stop) = watch::channel(false);
+    let origin = Instant::now();
+    let mut clients = Vec::new();
+    let mut tasks = Vec::new();
+    for (i, topics) in topics.iter().enumerate() {
+        let proxy = format!("c{i}");
+        let listen = toxiproxy.client.create_proxy(&proxy, server.addr).await?;
+        // The plan's link jitter, on every client's link for the whole run.
+        let half = (plan.max_latency.as_millis() / 2) as u64;
+        if half > 0 {
+            let jitter =
+                Toxic::named("jitter".into(), "latency", Direction::Downstream, &[("latency", half), ("jitter", half)]);
+            toxiproxy.client.add_toxic(&proxy, &jitter).await?;
+        }
+        let record = Shared::default();
+        let topics = topics.iter().cloned().collect();
+        tasks.push(tokio::spawn(subscriber::run(listen, topics, timing.heartbeat, record.clone(), stop.clone())));
+        clients.push(Client { proxy, record });
+    }
+    let run = Arc::new(Run {
+        origin,
+        toxiproxy: toxiproxy.client,
+        clients,
+        trace: Mutex::default(),
+        failures: Mutex::default(),
+    });
+    let publisher = tokio::spawn(publish(plan.clone(), rng.next_u64(), origin, service.clone()));
+    let budget = (plan.topics * plan.window * 128) as f64;
+    let sampler = tokio::spawn(sample_buffered(service.clone(), stop.clone()));
+    let mut slot = Slot {
+        server,
+        boot: 1,
+        signalled: Vec::new(),
+        drained: Vec::new(),
+        crashed: Vec::new(),
+        moving: None,
+        draining: None,
+        crashes: Vec::new(),
+    };
+
+    // The timeline: each fault's start, then its heal (a start before a heal at one instant).
+    let mut events: Vec<(Duration, bool, usize)> = Vec::new();
+    for (i, fault) in plan.faults.iter().enumerate() {
+        events.push((fault.at, false, i));
+        if !fault.fault.duration().is_zero() {
+            events.push((fault.heals_at(), true, i));
+        }
+    }
+    events.sort_by_key(|(at, heal, i)| (*at, *heal, *i));
+    let calm_from = plan.calm_from();
+    let publish_end = origin + plan.publish_until();
+    let mut next = 0;
+    let skipped = Vec::new();
+    let mut attacks = Vec::new();
+    // Ends of each partitioned client's streams when its partition began.
+    let mut partitioned: BTreeMap<usize, usize> = BTreeMap::new();
+    // The boot each restart or move signalled.
+    let mut signalled: BTreeMap<usize, u32> = BTreeMap::new();
+    while next < events.len() || slot.moving.is_some() {
+        slot.note_exit();
+        if let Some(boot) = slot.moving.filter(|_| !slot.running()) {
+            let moved = ServerProcess::start(&dir, &args, None).await?;
+            run.log(format_args!("boot {boot} exited: the service moves to {}", moved.addr));
+            slot.server = moved;
+            slot.boot += 1;
+            slot.moving = None;
+            for client in &run.clients {
+                run.toxiproxy.set_upstream(&client.proxy, slot.server.addr).await?;
+            }
+            let _ = service_tx.send(slot.server.addr);
+            run.log(format_args!("boot {}: every proxy and the publisher follow", slot.boot));
+        }
+        let Some(&(at, heal, i)) = events.get(next) else {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            continue;
+        };
+        if origin.elapsed() < at {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            continue;
+        }
+        next += 1;
+        let late = origin.elapsed().saturating_sub(at);
+        if late > TOLERANCE {
+            run.fail(format!(
+                "fault {i} ({:?}) {} {late:?} late",
+                plan.faults[i].fault,
+                if heal { "healed" } else { "applied" }
+            ));
+        }
+        let fault = &plan.faults[i].fault;
+        let client = |c: &usize| *c % plan.clients;
+        let proxy = |c: &usize| run.clients[client(c)].proxy.clone();
+        if heal {
+            run.log(format_args!("heal {fault:?}"));
+            match fault {
+                Fault::Partition { client: c, .. } => {
+                    for way in ["up", "down"] {
+                        run.toxiproxy.remove_toxic(&proxy(c), &format!("partition{i}_{way}")).await?;
+                    }
+                    // Toxiproxy usually closes such a connection as the toxic goes.
+                    let survived = partitioned.remove(&client(c)) == Some(run.ends(client(c)));
+                    run.log(format_args!(
+                        "the stream {} the partition",
+                        if survived { "lived through" } else { "ended in" }
+                    ));
+                    if survived {
+                        let reset = Toxic::named(
+                            format!("partition{i}_reset"),
+                            "reset_peer",
+                            Direction::Downstream,
+                            &[("timeout", 0)],
+                        );
+                        run.one_shot(client(c), reset, Instant::now() + Duration::from_secs(2)).await;
+                    }
+                }
+                Fault::Hold { client: c, .. } => run.toxiproxy.remove_toxic(&proxy(c), &format!("hold{i}")).await?,
+                Fault::Lag { client: c, .. } => run.toxiproxy.remove_toxic(&proxy(c), &format!("lag{i}")).await?,
+                Fault::Crash { .. } | Fault::Restart { .. } => {
+                    if let Some(boot) = signalled.remove(&i) {
+                        check_drained(&run, &mut slot, boot, fault);
+                    }
+                    if slot.moving.is_none() && !slot.running() {
+                        slot.server.start_again().await?;
+                        slot.boot += 1;
+                        run.log(format_args!("boot {} started on {}", slot.boot, slot.server.addr));
+                    } else {
+                        run.log("the server already runs: nothing to start");
+                    }
+                }
+                Fault::Move { .. } => {
+                    if let Some(boot) = signalled.remove(&i) {
+                        check_drained(&run, &mut slot, boot, fault);
+                    }
+                }
+                _ => {}
+            }
+            continue;
+        }
+        run.log(format_args!("apply {fault:?}"));
+        match fault {
+            Fault::Partition { client: c, .. } => {
+                partitioned.insert(client(c), run.ends(client(c)));
+                for (way, stream) in [("up", Direction::Upstream), ("down", Direction::Downstream)] {
+                    let toxic = Toxic::named(format!("partition{i}_{way}"), "timeout", stream, &[("timeout", 0)]);
+                    run.toxiproxy.add_toxic(&proxy(c), &toxic).await?;
+                }
+            }
+            Fault::Hold { client: c, release_after } => {
+                let ms = release_after.as_millis() as u64;
+                let toxic = Toxic::named(
+                    format!("hold{i}"),
+                    "latency",
+                    Direction::Downstream,
+                    &[("latency", ms), ("jitter", 0)],
+                );
+                run.toxiproxy.add_toxic(&proxy(c), &toxic).await?;
+            }
+            Fault::Lag { client: c, latency, .. } => {
+                let half = (latency.as_millis() / 2) as u64;
+                let toxic = Toxic::named(
+                    format!("lag{i}"),
+                    "latency",
+                    Direction::Downstream,
+                    &[("latency", half), ("jitter", half)],
+                );
+                run.toxiproxy.add_toxic(&proxy(c), &toxic).await?;
+            }
+            Fault::Drop { client: c } => {
+                let reset = Toxic::named(format!("drop{i}"), "reset_peer", Direction::Downstream, &[("timeout", 0)]);
+                let (run, c) = (run.clone(), client(c));
+                tokio::spawn(async move { run.one_shot(c, reset, Instant::now() + Duration::from_secs(2)).await });
+            }
+            Fault::DropAll => {
+                for c in 0..plan.clients {
+                    let reset =
+                        Toxic::named(format!("drop{i}_{c}"), "reset_peer", Direction::Downstream, &[("timeout", 0)]);
+                    let run = run.clone();
+                    tokio::spawn(async move { run.one_shot(c, reset, Instant::now() + Duration::from_secs(2)).await });
+                }
+            }
+            Fault::Cut { client: c, after_bytes } => {
+                let cut = Toxic::named(
+                    format!("cut{i}"),
+                    "limit_data",
+                    Direction::Downstream,
+                    &[("bytes", *after_bytes as u64)],
+                );
+                let (run, c) = (run.clone(), client(c));
+                tokio::spawn(async move { run.one_shot(c, cut, publish_end).await });
+            }
+            Fault::Stall { client: c, duration } => {
+                run.clients[client(c)].record.lock().unwrap().stall_until = Some(Instant::now() + *duration);
+            }
+            Fault::Crash { .. } => {
+                if slot.running() {
+                    slot.crashed.push(slot.boot);
+                    slot.crashes.push(origin.elapsed());
+                    slot.server.signal(Signal::SIGKILL)?;
+                    let status = slot.server.wait_exit(Duration::from_secs(5)).await?;
+                    anyhow::ensure!(
+                        std::os::unix::process::ExitStatusExt::signal(&status) == Some(9),
+                        "the crash did not kill the server: {status}"
+                    );
+                    run.log(format_args!("boot {} killed", slot.boot));
+                } else {
+                    run.log("the server is down: nothing to kill");
+                }
+            }
+            Fault::Restart { .. } | Fault::Move { .. } => {
+                if !slot.running() || slot.moving.is_some() {
+                    run.log("restart skipped: the server is down or moving");
+                    continue;
+                }
+                slot.server.signal(Signal::SIGTERM)?;
+                signalled.insert(i, slot.boot);
+                slot.signalled.push(slot.boot);
+                if matches!(fault, Fault::Move { .. }) {
+                    slot.moving = Some(slot.boot);
+                } else {
+                    slot.draining = Some(slot.boot);
+                }
+            }
+            Fault::Slowloris { connections } => {
+                // As in the simulation: an attack on a server that is down or draining,
+                // or that closes its listener within a header timeout, is not judged.
+                let at = plan.faults[i].at;
+                let closes_soon = plan.faults.iter().any(|f| {
+                    matches!(f.fault, Fault::Restart { .. } | Fault::Move { .. })
+                        && f.at >= at
+                        && f.at <= at + timing.header_timeout
+                });
+                let judged = slot.running() && slot.draining.is_none() && slot.moving.is_none() && !closes_soon;
+                let allowed = timing.header_timeout + SLOWLORIS_SLACK;
+                for n in 0..*connections {
+                    let (run, addr) = (run.clone(), *service.borrow());
+                    attacks.push(tokio::spawn(async move {
+                        let held = trickle(addr, allowed + Duration::from_secs(3)).await;
+                        match held {
+                            Some(held) if held <= allowed => {}
+                            _ if !judged => {}
+                            held => run.fail(format!(
+                                "slowloris connection {n} of fault {i} held {held:?}, header timeout {:?}",
+                                timing.header_timeout
+                            )),
+                        }
+                    }));
+                }
+                if !judged {
+                    run.log("slowloris against a server that is down, draining or about to close: not judged");
+                }
+            }
+        }
+    }
+
+    for attack in attacks {
+        let _ = attack.await;
+    }
+    // Every client must be caught up within the bound after the last heal.
+    let check_at = origin + calm_from + timing.catch_up_bound();
+    let acked = publisher.await.context("the publisher")?;
+    let mut forgotten = BTreeMap::new();
+    if plan.store == StoreMode::Interval {
+        // What a crash may take back: acknowledged in the sync period before it.
+        for crash in &slot.crashes {
+            let window =
+                crash.saturating_sub(INTERVAL_SYNC + Duration::from_millis(100))..=*crash + Duration::from_millis(50);
+            for a in acked.iter().filter(|a| window.contains(&a.at)) {
+                forgotten.insert(a.id.clone(), calm_from);
+            }
+        }
+    }
+    let judge = |run: &Run| {
+        let mut failures = oracle::reused_ids(&acked);
+        let mut recoveries = Vec::new();
+        for (i, (client, topics)) in run.clients.iter().zip(&topics).enumerate() {
+            let seen = client.record.lock().unwrap().seen(origin);
+            let report = oracle::judge(&format!("client-{i}"), topics, &seen, &acked, &forgotten, calm_from);
+            failures.extend(report.failures);
+            recoveries.push(report.recovery);
+        }
+        (failures, recoveries)
+    };
+    let (mut failures, mut recoveries) = judge(&run);
+    while !failures.is_empty() && Instant::now() < check_at {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        (failures, recoveries) = judge(&run);
+    }
+
+    // Clients leave; the server must return to its baseline.
+    let _ = stop_tx.send(true);
+    for task in &tasks {
+        task.abort();
+    }
+    let max_buffered = sampler.await.unwrap_or(0.0);
+    if max_buffered > budget {
+        failures.push(format!("buffered bytes reached {max_buffered}, over the windows' budget {budget}"));
+    }
+    let bound = timing.write_timeout + timing.heartbeat + Duration::from_secs(1);
+    let deadline = Instant::now() + bound;
+    let addr = slot.server.addr;
+    let (mut streams, mut connections, mut fds);
+    loop {
+        streams = metric(addr, "sse_streams").await.unwrap_or(-1.0);
+        connections = metric(addr, "sse_connections").await.unwrap_or(-1.0) - 1.0;
+        fds = slot.server.open_fds().unwrap_or(usize::MAX);
+        if (streams == 0.0 && connections <= 0.0 && fds <= baseline_fds + 1) || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    if !(streams == 0.0 && connections <= 0.0 && fds <= baseline_fds + 1) {
+        failures.push(format!(
+            "after clients left (bound {bound:?}): {streams} streams, {connections} connections, {fds} fds (baseline {baseline_fds})"
+        ));
+    }
+    failures.extend(run.failures.lock().unwrap().drain(..));
+    let trace = std::mem::take(&mut *run.trace.lock().unwrap());
+    Ok(RealOutcome { seed, failures, skipped, trace, recoveries, acked: acked.len(), took: origin.elapsed() })
+}
+
+/// How much later than the header timeout a real server may close a slowloris
+/// connection (the timer's granularity and a loaded machine).
+const SLOWLORIS_SLACK: Duration = Duration::from_millis(500);
+
+/// Sends part of a request head, then a byte every 300 ms; how long until the server
+/// closed the connection (`None`: still open after `give_up`).
+async fn trickle(addr: SocketAddr, give_up: Duration) -> Option<Duration> {
+    let opened = Instant::now();
+    let Ok(mut tcp) = TcpStream::connect(addr).await else { return Some(Duration::ZERO) };
+    if tcp.write_all(b"GET /events?topic=t0 HTTP/1.1\r\nhost: x\r\n").await.is_err() {
+        return Some(opened.elapsed());
+    }
+    let mut byte = [0u8; 64];
+    while opened.elapsed() < give_up {
+        tokio::select! {
+            read = tcp.read(&mut byte) => if !matches!(read, Ok(n) if n > 0) { return Some(opened.elapsed()) },
+            _ = tokio::time::sleep(Duration::from_millis(300)) => {
+                if tcp.write_all(b"x").await.is_err() {
+                    return Some(opened.elapsed());
+                }
+            }
+        }
+    }
+    None
+}
+
+/// Records a failure unless `boot`, which a restart or move signalled, exited 0 by the
+/// heal (a crash of that boot meanwhile excuses it).
+fn check_drained(run: &Run, slot: &mut Slot, boot: u32, fault: &Fault) {
+    slot.note_exit();
+    if slot.crashed.contains(&boot) {
+        run.log("restart check skipped: the signalled boot crashed");
+    } else if !slot.drained.contains(&boot) {
+        run.fail(format!("graceful shutdown had not finished {:?} after the signal", fault.duration()));
+    }
+    if slot.draining == Some(boot) {
+        slot.draining = None;
+    }
+}
+
+/// The highest `sse_buffered_bytes` seen, sampled every 100 ms wherever the service is,
+/// until `stop`.
+async fn sample_buffered(service: watch::Receiver<SocketAddr>, mut stop: watch::Receiver<bool>) -> f64 {
+    let mut max: f64 = 0.0;
+    while !*stop.borrow() {
+        let addr = *service.borrow();
+        if let Ok(bytes) = metric(addr, "sse_buffered_bytes").await {
+            max = max.max(bytes);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            _ = stop.changed() => {}
+        }
+    }
+    max
+}
