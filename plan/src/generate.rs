@@ -30,8 +30,15 @@ fn fault(clients: usize) -> impl Strategy<Value = Fault> {
         1 => (1usize..=20).prop_map(|connections| Fault::Slowloris { connections }),
         1 => (client.clone(), 100u64..5_000).prop_map(|(client, ms)| Fault::Stall { client, duration: Duration::from_millis(ms) }),
         // From a few bytes (inside the response head) to many events.
-        1 => (client, prop_oneof![1usize..200, 200usize..2_000, 2_000usize..20_000])
+        1 => (client.clone(), prop_oneof![1usize..200, 200usize..2_000, 2_000usize..20_000])
             .prop_map(|(client, after_bytes)| Fault::Cut { client, after_bytes }),
+        1 => (500u64..4_000).prop_map(|ms| Fault::Freeze { duration: Duration::from_millis(ms) }),
+        1 => (client.clone(), 500u64..4_000).prop_map(|(client, ms)| Fault::Slicer { client, duration: Duration::from_millis(ms) }),
+        1 => (client, 1u64..64, 500u64..4_000).prop_map(|(client, kbps, ms)| Fault::Bandwidth {
+            client,
+            kbps,
+            duration: Duration::from_millis(ms)
+        }),
     ]
 }
 

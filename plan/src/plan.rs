@@ -39,6 +39,25 @@ pub enum Fault {
     /// The link to one client closes after `after_bytes` more bytes reach it (once): a
     /// stream cut inside its opening lines, inside a replay or inside live events.
     Cut { client: usize, after_bytes: usize },
+    /// The server freezes (SIGSTOP, then SIGCONT; simulated: every link of the server
+    /// held, then released). A restart or move of a frozen server is skipped: it cannot
+    /// act on a signal until it thaws.
+    Freeze { duration: Duration },
+    /// Real only: one client's stream arrives in pieces of 1 to 15 bytes, 1 ms apart
+    /// (Toxiproxy `slicer`); turmoil delivers what was written whole.
+    Slicer { client: usize, duration: Duration },
+    /// Real only: one client's link limited to `kbps` KB/s (Toxiproxy `bandwidth`);
+    /// turmoil has no per-link rate.
+    Bandwidth { client: usize, kbps: u64, duration: Duration },
+}
+
+/// Which backends can apply a fault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reach {
+    /// The simulation and the real run.
+    Both,
+    /// Only the real run (a real kernel, Toxiproxy); the simulation lists it as skipped.
+    RealOnly,
 }
 
 /// What the server's store keeps across a crash or restart.
@@ -80,8 +99,20 @@ impl Fault {
             Fault::Crash { restart_after } | Fault::Restart { restart_after } | Fault::Move { restart_after } => {
                 restart_after
             }
-            Fault::Stall { duration, .. } | Fault::Lag { duration, .. } => duration,
+            Fault::Stall { duration, .. }
+            | Fault::Lag { duration, .. }
+            | Fault::Freeze { duration }
+            | Fault::Slicer { duration, .. }
+            | Fault::Bandwidth { duration, .. } => duration,
             Fault::Drop { .. } | Fault::DropAll | Fault::Slowloris { .. } | Fault::Cut { .. } => Duration::ZERO,
+        }
+    }
+
+    /// Which backends can apply it.
+    pub fn reach(&self) -> Reach {
+        match self {
+            Fault::Slicer { .. } | Fault::Bandwidth { .. } => Reach::RealOnly,
+            _ => Reach::Both,
         }
     }
 }
@@ -155,6 +186,19 @@ impl Plan {
             .collect()
     }
 
+    /// Whether something other than the server's header timeout may decide when a
+    /// connection opened at `at` closes within `within`: a restart or move closes the
+    /// listener (unaccepted connections hang in turmoil until the host restarts), a
+    /// freeze stops the server from closing anything. Slowloris attacks then are not
+    /// judged, in either backend.
+    pub fn listener_disturbed(&self, at: Duration, within: Duration) -> bool {
+        self.faults.iter().any(|f| match f.fault {
+            Fault::Restart { .. } | Fault::Move { .. } => f.at >= at && f.at <= at + within,
+            Fault::Freeze { .. } => f.at <= at + within && f.heals_at() >= at,
+            _ => false,
+        })
+    }
+
     /// When publishing stops.
     pub fn publish_until(&self) -> Duration {
         Duration::from_secs(1) + self.publish_for
@@ -196,6 +240,11 @@ impl fmt::Display for Plan {
                 Fault::Stall { client, duration } => writeln!(f, "stall {client} {}", ms(*duration))?,
                 Fault::Slowloris { connections } => writeln!(f, "slowloris {connections}")?,
                 Fault::Cut { client, after_bytes } => writeln!(f, "cut {client} {after_bytes}")?,
+                Fault::Freeze { duration } => writeln!(f, "freeze {}", ms(*duration))?,
+                Fault::Slicer { client, duration } => writeln!(f, "slicer {client} {}", ms(*duration))?,
+                Fault::Bandwidth { client, kbps, duration } => {
+                    writeln!(f, "bandwidth {client} {kbps} {}", ms(*duration))?
+                }
             }
         }
         Ok(())
@@ -250,6 +299,11 @@ impl FromStr for Plan {
                         Some("stall") => Fault::Stall { client: num(3)? as usize, duration: dur(4)? },
                         Some("slowloris") => Fault::Slowloris { connections: num(3)? as usize },
                         Some("cut") => Fault::Cut { client: num(3)? as usize, after_bytes: num(4)? as usize },
+                        Some("freeze") => Fault::Freeze { duration: dur(3)? },
+                        Some("slicer") => Fault::Slicer { client: num(3)? as usize, duration: dur(4)? },
+                        Some("bandwidth") => {
+                            Fault::Bandwidth { client: num(3)? as usize, kbps: num(4)?, duration: dur(5)? }
+                        }
                         _ => return Err(format!("line {}: unknown fault: {line}", n + 1)),
                     };
                     plan.faults.push(TimedFault { at, fault });
@@ -279,7 +333,10 @@ mod tests {
             .with(4800, Fault::Lag { client: 2, latency: Duration::from_millis(300), duration: Duration::from_secs(2) })
             .with(5000, Fault::Stall { client: 0, duration: Duration::from_secs(2) })
             .with(5500, Fault::Slowloris { connections: 5 })
-            .with(5600, Fault::Cut { client: 2, after_bytes: 700 });
+            .with(5600, Fault::Cut { client: 2, after_bytes: 700 })
+            .with(5700, Fault::Freeze { duration: Duration::from_secs(1) })
+            .with(5800, Fault::Slicer { client: 1, duration: Duration::from_secs(2) })
+            .with(5900, Fault::Bandwidth { client: 0, kbps: 4, duration: Duration::from_secs(2) });
         assert_eq!(plan.to_string().parse::<Plan>().unwrap(), plan);
         assert!("clients 0".parse::<Plan>().is_err());
         assert!("at_ms 5 explode".parse::<Plan>().is_err());

@@ -21,7 +21,7 @@ use crate::subscriber::{self, SubscriberConfig, SubscriberState};
 use crate::trace::Trace;
 use crate::SERVER_PORT;
 use sse_plan::oracle;
-use sse_plan::{Fault, Plan, StoreMode, TimedFault, Timing};
+use sse_plan::{Fault, Plan, Reach, StoreMode, TimedFault, Timing};
 
 const SERVER: &str = "server";
 /// The second server host, where the service moves.
@@ -62,6 +62,8 @@ pub struct Outcome {
     pub recoveries: Vec<Duration>,
     pub acked: usize,
     pub simulated: Duration,
+    /// Plan items the simulation cannot apply (real-only ones), and why.
+    pub skipped: Vec<String>,
 }
 
 /// Shared view of the server host, across restarts.
@@ -210,6 +212,8 @@ pub fn run(seed: u64, plan: &Plan, trace: Trace) -> Outcome {
     let mut attacks_while_down = BTreeSet::new();
     // The boot that was told to shut down: it stopped accepting.
     let mut draining_boot = None;
+    let mut frozen_until = Duration::ZERO;
+    let mut skipped = Vec::new();
     while sim.elapsed() < check_at {
         let now = sim.elapsed();
         if let Some((to, from)) = moving.filter(|(_, from)| !sim.is_host_running(*from)) {
@@ -224,10 +228,19 @@ pub fn run(seed: u64, plan: &Plan, trace: Trace) -> Outcome {
             let fault = pending.remove(0);
             let host = active.get();
             trace.log(now, "fault", format_args!("{:?}", fault.fault));
+            if fault.fault.reach() == Reach::RealOnly {
+                trace.log(now, "fault", "skipped: only a real run can apply it");
+                skipped.push(format!("{:?} at {:?}: real only", fault.fault, fault.at));
+                continue;
+            }
+            if let Fault::Freeze { .. } = fault.fault {
+                frozen_until = frozen_until.max(fault.heals_at());
+            }
             if matches!(fault.fault, Fault::Restart { .. } | Fault::Move { .. }) {
-                // Like SIGTERM to a dead process: a server that is down cannot drain.
-                if !sim.is_host_running(host) || moving.is_some() {
-                    trace.log(now, "fault", "restart skipped: the server is down or moving");
+                // Like SIGTERM to a dead process: a server that is down cannot drain; a
+                // frozen one acts on nothing until it thaws.
+                if !sim.is_host_running(host) || moving.is_some() || frozen_until > now {
+                    trace.log(now, "fault", "restart skipped: the server is down, moving or frozen");
                     continue;
                 }
                 restart_tx.send_modify(|generation| *generation += 1);
@@ -241,11 +254,7 @@ pub fn run(seed: u64, plan: &Plan, trace: Trace) -> Outcome {
             // Connections the listener has not accepted when it closes for a graceful
             // restart hang in turmoil until the host restarts (a real kernel resets
             // them), so an attack that starts within a header timeout of one is not judged.
-            let closes_soon = plan.faults.iter().any(|f| {
-                matches!(f.fault, Fault::Restart { .. } | Fault::Move { .. })
-                    && f.at >= fault.at
-                    && f.at <= fault.at + config.header_timeout
-            });
+            let closes_soon = plan.listener_disturbed(fault.at, config.header_timeout);
             let accepting = sim.is_host_running(address.host())
                 && active.get() == address.host()
                 && draining_boot != Some(view.boots.get())
@@ -356,7 +365,7 @@ pub fn run(seed: u64, plan: &Plan, trace: Trace) -> Outcome {
         }
     }
     trace.log(sim.elapsed(), "harness", format_args!("done: {} acked, {} failures", acked.len(), failures.len()));
-    Outcome { seed, trace, failures, recoveries, acked: acked.len(), simulated: sim.elapsed() }
+    Outcome { seed, trace, failures, recoveries, acked: acked.len(), simulated: sim.elapsed(), skipped }
 }
 
 fn apply(
@@ -378,6 +387,12 @@ fn apply(
         Fault::Stall { client: i, duration } => client(i).2.stall_until.set(now + *duration),
         Fault::Slowloris { .. } => {}
         Fault::Cut { client: i, after_bytes } => client(i).2.cut_after.set(Some(*after_bytes)),
+        // A frozen server: nothing it sends or is sent moves until it thaws.
+        Fault::Freeze { .. } => {
+            clients.iter().for_each(|c| sim.hold(host, c.0.as_str()));
+            sim.hold(host, "publisher");
+        }
+        Fault::Slicer { .. } | Fault::Bandwidth { .. } => unreachable!("real-only faults are skipped before apply"),
     }
 }
 
@@ -398,6 +413,11 @@ fn heal(sim: &mut turmoil::Sim<'_>, host: &str, fault: &Fault, plan: &Plan, trac
             return;
         }
         Fault::Crash { .. } | Fault::Restart { .. } => sim.bounce(host),
+        Fault::Freeze { .. } => {
+            (0..plan.clients).for_each(|i| sim.release(host, client(&i).as_str()));
+            sim.release(host, "publisher");
+        }
+        Fault::Slicer { .. } | Fault::Bandwidth { .. } => return,
         // The old host stays down; the service already runs on the other one.
         Fault::Move { .. } => {}
         Fault::Drop { .. } | Fault::DropAll | Fault::Stall { .. } | Fault::Slowloris { .. } | Fault::Cut { .. } => {

@@ -59,6 +59,7 @@ fn main() -> ExitCode {
             let outcome = harness::run(seed, &plan, Trace::echoing());
             println!("simulated {:?}; {} events acknowledged", outcome.simulated, outcome.acked);
             println!("recovery per client: {:?}", outcome.recoveries);
+            outcome.skipped.iter().for_each(|s| println!("SKIPPED {s}"));
             if outcome.failures.is_empty() {
                 println!("PASS");
                 ExitCode::SUCCESS

@@ -20,6 +20,9 @@
 //! | crash | SIGKILL, restart on the same data directory when it heals |
 //! | restart | SIGTERM; the process must have exited 0 (drained) by the heal, then restarts |
 //! | move | SIGTERM; once it exited, a second process on the same data directory and a new port, every proxy repointed through the API, the publisher follows |
+//! | freeze | SIGSTOP, read back from `/proc/PID/stat`; SIGCONT at the heal |
+//! | slicer (real only) | `slicer` 8 ± 7 bytes, 1 ms apart, for the duration |
+//! | bandwidth (real only) | `bandwidth` of the plan's KB/s for the duration |
 //! | slowloris | raw connections to the server that trickle a request head; each must be closed within the header timeout (+ 500 ms) |
 //!
 //! The store: `fresh` runs `--store memory` (a restart is a new history), `durable` the
@@ -90,6 +93,8 @@ struct Slot {
     draining: Option<u32>,
     /// When each crash happened (for the interval store's window).
     crashes: Vec<Duration>,
+    /// The boot a freeze stopped.
+    frozen: Option<u32>,
 }
 
 impl Slot {
@@ -274,6 +279,7 @@ pub async fn run(seed: u64, plan: &Plan) -> anyhow::Result<RealOutcome> {
         moving: None,
         draining: None,
         crashes: Vec::new(),
+        frozen: None,
     };
 
     // The timeline: each fault's start, then its heal (a start before a heal at one instant).
@@ -365,6 +371,18 @@ pub async fn run(seed: u64, plan: &Plan) -> anyhow::Result<RealOutcome> {
                         run.log("the server already runs: nothing to start");
                     }
                 }
+                Fault::Freeze { .. } => {
+                    let frozen = slot.frozen.take();
+                    if frozen == Some(slot.boot) && slot.running() {
+                        slot.server.signal(Signal::SIGCONT)?;
+                        wait_state(&slot.server, |state| state != 'T').await?;
+                        run.log(format_args!("boot {} thawed (read back: running)", slot.boot));
+                    }
+                }
+                Fault::Slicer { client: c, .. } => run.toxiproxy.remove_toxic(&proxy(c), &format!("slicer{i}")).await?,
+                Fault::Bandwidth { client: c, .. } => {
+                    run.toxiproxy.remove_toxic(&proxy(c), &format!("bandwidth{i}")).await?
+                }
                 Fault::Move { .. } => {
                     if let Some(boot) = signalled.remove(&i) {
                         check_drained(&run, &mut slot, boot, fault);
@@ -432,6 +450,7 @@ pub async fn run(seed: u64, plan: &Plan) -> anyhow::Result<RealOutcome> {
             Fault::Crash { .. } => {
                 if slot.running() {
                     slot.crashed.push(slot.boot);
+                    slot.frozen = None;
                     slot.crashes.push(origin.elapsed());
                     slot.server.signal(Signal::SIGKILL)?;
                     let status = slot.server.wait_exit(Duration::from_secs(5)).await?;
@@ -445,8 +464,8 @@ pub async fn run(seed: u64, plan: &Plan) -> anyhow::Result<RealOutcome> {
                 }
             }
             Fault::Restart { .. } | Fault::Move { .. } => {
-                if !slot.running() || slot.moving.is_some() {
-                    run.log("restart skipped: the server is down or moving");
+                if !slot.running() || slot.moving.is_some() || slot.frozen.is_some() {
+                    run.log("restart skipped: the server is down, moving or frozen");
                     continue;
                 }
                 slot.server.signal(Signal::SIGTERM)?;
@@ -458,15 +477,31 @@ pub async fn run(seed: u64, plan: &Plan) -> anyhow::Result<RealOutcome> {
                     slot.draining = Some(slot.boot);
                 }
             }
+            Fault::Freeze { .. } => {
+                if slot.running() && slot.frozen.is_none() {
+                    slot.server.signal(Signal::SIGSTOP)?;
+                    wait_state(&slot.server, |state| state == 'T').await?;
+                    slot.frozen = Some(slot.boot);
+                    run.log(format_args!("boot {} frozen (read back: stopped)", slot.boot));
+                } else {
+                    run.log("the server is down or frozen already: nothing to freeze");
+                }
+            }
+            Fault::Slicer { client: c, .. } => {
+                let attributes = [("average_size", 8), ("size_variation", 7), ("delay", 1000)];
+                let toxic = Toxic::named(format!("slicer{i}"), "slicer", Direction::Downstream, &attributes);
+                run.toxiproxy.add_toxic(&proxy(c), &toxic).await?;
+            }
+            Fault::Bandwidth { client: c, kbps, .. } => {
+                let toxic =
+                    Toxic::named(format!("bandwidth{i}"), "bandwidth", Direction::Downstream, &[("rate", *kbps)]);
+                run.toxiproxy.add_toxic(&proxy(c), &toxic).await?;
+            }
             Fault::Slowloris { connections } => {
                 // As in the simulation: an attack on a server that is down or draining,
                 // or that closes its listener within a header timeout, is not judged.
                 let at = plan.faults[i].at;
-                let closes_soon = plan.faults.iter().any(|f| {
-                    matches!(f.fault, Fault::Restart { .. } | Fault::Move { .. })
-                        && f.at >= at
-                        && f.at <= at + timing.header_timeout
-                });
+                let closes_soon = plan.listener_disturbed(at, timing.header_timeout + SLOWLORIS_SLACK);
                 let judged = slot.running() && slot.draining.is_none() && slot.moving.is_none() && !closes_soon;
                 let allowed = timing.header_timeout + SLOWLORIS_SLACK;
                 for n in 0..*connections {
@@ -538,8 +573,8 @@ pub async fn run(seed: u64, plan: &Plan) -> anyhow::Result<RealOutcome> {
     let addr = slot.server.addr;
     let (mut streams, mut connections, mut fds);
     loop {
-        streams = metric(addr, "sse_streams").await.unwrap_or(-1.0);
-        connections = metric(addr, "sse_connections").await.unwrap_or(-1.0) - 1.0;
+        streams = metric_within(addr, "sse_streams").await.unwrap_or(-1.0);
+        connections = metric_within(addr, "sse_connections").await.unwrap_or(-1.0) - 1.0;
         fds = slot.server.open_fds().unwrap_or(usize::MAX);
         if (streams == 0.0 && connections <= 0.0 && fds <= baseline_fds + 1) || Instant::now() > deadline {
             break;
@@ -554,6 +589,28 @@ pub async fn run(seed: u64, plan: &Plan) -> anyhow::Result<RealOutcome> {
     failures.extend(run.failures.lock().unwrap().drain(..));
     let trace = std::mem::take(&mut *run.trace.lock().unwrap());
     Ok(RealOutcome { seed, failures, skipped, trace, recoveries, acked: acked.len(), took: origin.elapsed() })
+}
+
+/// A metric from `/metrics`, or `None` if the server does not answer within a second
+/// (down, or frozen): no wait in a run is unbounded.
+async fn metric_within(addr: SocketAddr, name: &str) -> Option<f64> {
+    tokio::time::timeout(Duration::from_secs(1), metric(addr, name)).await.ok()?.ok()
+}
+
+/// Waits (bounded) until the process's state letter in `/proc/PID/stat` satisfies `ok`:
+/// a signal that stops or continues the server is read back before it counts.
+async fn wait_state(server: &ServerProcess, ok: impl Fn(char) -> bool) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", server.pid()))?;
+        // The state follows the command name, which is in parentheses.
+        let state = stat.rsplit_once(") ").and_then(|(_, rest)| rest.chars().next()).unwrap_or('?');
+        if ok(state) {
+            return Ok(());
+        }
+        anyhow::ensure!(Instant::now() < deadline, "the server's state stayed {state}");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
 }
 
 /// How much later than the header timeout a real server may close a slowloris
@@ -602,7 +659,7 @@ async fn sample_buffered(service: watch::Receiver<SocketAddr>, mut stop: watch::
     let mut max: f64 = 0.0;
     while !*stop.borrow() {
         let addr = *service.borrow();
-        if let Ok(bytes) = metric(addr, "sse_buffered_bytes").await {
+        if let Some(bytes) = metric_within(addr, "sse_buffered_bytes").await {
             max = max.max(bytes);
         }
         tokio::select! {
