@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The nightly tier: long real chaos runs against the release binary behind Toxiproxy,
-# many SIGKILL crash seeds, damaged-store copies, fresh simulation seeds and long fuzz
+# generated fault plans run for real, many SIGKILL crash seeds, damaged-store copies, fresh simulation seeds and long fuzz
 # runs. Writes $OUT/report.jsonl (one JSON object per real scenario run) and
 # $OUT/summary.txt.
 #
@@ -23,6 +23,9 @@ nightly() {
     target/release/sse-chaos run all --seed "$seed" --clients 64 --events 2000 --report "$out/report.jsonl" \
       || status=1
   done
+  # Generated plans for real (the simulation's generator), about 13 s each; a failure is
+  # shrunk (2 of 3 runs, at most 12 runs) and printed with its plan and replay command.
+  target/release/sse-chaos swarm --seeds $((rounds * 20)) --from "$base" || status=1
   SSE_CRASH_SEEDS=50 SSE_CRASH_SEED_BASE=$base SSE_CORRUPTION_SEEDS=500 \
     cargo test --release --locked -p sse-server --test http --test store -- sigkill damaged || status=1
   SIM_SEEDS=2000 SIM_SEED_BASE=$base cargo test --release --locked -p sse-simulations --test swarm || status=1

@@ -3,7 +3,8 @@
 //! simulation and judged by the same oracle.
 //!
 //! Each client reaches the server through a Toxiproxy proxy of its own (`c<N>`), so a
-//! client's fault is that client's; the publisher talks to the server directly. Times in
+//! client's fault is that client's; [`PUBLISHERS`] publishers talk to the server
+//! directly, concurrently, each at the plan's pace. Times in
 //! the plan are from the run's start; each fault is applied when due (the trace records
 //! the actual time, and one applied more than [`TOLERANCE`] late is reported) and every
 //! toxic is read back from the API before it counts. The mapping:
@@ -189,10 +190,20 @@ fn flags(plan: &Plan, seed: u64, timing: &Timing) -> Vec<String> {
     args.into_iter().flat_map(|(k, v)| [k.to_owned(), v]).collect()
 }
 
-/// Publishes from 1 s until the plan's end, every `publish_every`, to a seeded topic at a
-/// time, each event on a fresh connection to wherever the service is now; records every
-/// `201`. An attempt that got no answer is never repeated with the same data.
-async fn publish(plan: Plan, seed: u64, origin: Instant, service: watch::Receiver<SocketAddr>) -> Vec<Acked> {
+/// Publishers running at once, each at the plan's pace: a crash lands inside a storm of
+/// concurrent publishes, so an acknowledgement that ran ahead of the store's sync shows.
+pub const PUBLISHERS: usize = 4;
+
+/// One publisher: from 1 s until the plan's end, every `publish_every`, to a seeded topic
+/// at a time, each event on a fresh connection to wherever the service is now; records
+/// every `201`. An attempt that got no answer is never repeated with the same data.
+async fn publish(
+    plan: Plan,
+    seed: u64,
+    tag: usize,
+    origin: Instant,
+    service: watch::Receiver<SocketAddr>,
+) -> Vec<Acked> {
     let rng = SeededRng::new(seed);
     let topics = plan.topic_names();
     let mut acked = Vec::new();
@@ -201,7 +212,7 @@ async fn publish(plan: Plan, seed: u64, origin: Instant, service: watch::Receive
     while origin.elapsed() < plan.publish_until() {
         let next = Instant::now() + plan.publish_every;
         let topic = &topics[rng.up_to(topics.len() as u64 - 1) as usize];
-        let data = format!("{topic}#{n}");
+        let data = format!("{topic}#p{tag}.{n}");
         n += 1;
         let addr = *service.borrow();
         let attempt = tokio::time::timeout(Duration::from_secs(1), post(addr, topic, &data)).await;
@@ -267,7 +278,9 @@ pub async fn run(seed: u64, plan: &Plan) -> anyhow::Result<RealOutcome> {
         trace: Mutex::default(),
         failures: Mutex::default(),
     });
-    let publisher = tokio::spawn(publish(plan.clone(), rng.next_u64(), origin, service.clone()));
+    let publishers: Vec<_> = (0..PUBLISHERS)
+        .map(|tag| tokio::spawn(publish(plan.clone(), rng.next_u64(), tag, origin, service.clone())))
+        .collect();
     let budget = (plan.topics * plan.window * 128) as f64;
     let sampler = tokio::spawn(sample_buffered(service.clone(), stop.clone()));
     let mut slot = Slot {
@@ -530,7 +543,11 @@ pub async fn run(seed: u64, plan: &Plan) -> anyhow::Result<RealOutcome> {
     }
     // Every client must be caught up within the bound after the last heal.
     let check_at = origin + calm_from + timing.catch_up_bound();
-    let acked = publisher.await.context("the publisher")?;
+    let mut acked = Vec::new();
+    for publisher in publishers {
+        acked.extend(publisher.await.context("a publisher")?);
+    }
+    acked.sort_by_key(|a| a.at);
     let mut forgotten = BTreeMap::new();
     if plan.store == StoreMode::Interval {
         // What a crash may take back: acknowledged in the sync period before it.
