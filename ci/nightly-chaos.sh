@@ -26,6 +26,8 @@ nightly() {
   # Generated plans for real (the simulation's generator), about 13 s each; a failure is
   # shrunk (2 of 3 runs, at most 12 runs) and printed with its plan and replay command.
   target/release/sse-chaos swarm --seeds $((rounds * 20)) --from "$base" || status=1
+  # One hour of generated client-side faults on one server: availability and leak slopes.
+  target/release/sse-chaos soak --duration "${SOAK:-1h}" --seed "$base" --report "$out/report.jsonl" || status=1
   SSE_CRASH_SEEDS=50 SSE_CRASH_SEED_BASE=$base SSE_CORRUPTION_SEEDS=500 \
     cargo test --release --locked -p sse-server --test http --test store -- sigkill damaged || status=1
   SIM_SEEDS=2000 SIM_SEED_BASE=$base cargo test --release --locked -p sse-simulations --test swarm || status=1

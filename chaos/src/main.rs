@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use sse_chaos::bench::{fanout, idle, publish as publish_bench, resume as resume_bench};
 use sse_chaos::load::tls_client::TlsConnect;
-use sse_chaos::real::{plan_run, scenarios};
+use sse_chaos::real::{plan_run, scenarios, soak};
 use sse_plan::search::{self, Shrink};
 
 #[derive(Debug, Parser)]
@@ -101,6 +101,20 @@ enum Command {
         k: usize,
         #[arg(long, default_value_t = 3)]
         n: usize,
+    },
+    /// A long run: client-side faults drawn from the generator for `duration` on one
+    /// server; reports availability and leak slopes, fails on loss, a leak or
+    /// availability under 99.99%.
+    Soak {
+        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+        duration: Duration,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        #[arg(long, default_value_t = 8)]
+        clients: usize,
+        /// Also append the report as a JSON line to this file.
+        #[arg(long)]
+        report: Option<String>,
     },
     Run {
         /// A scenario (`latency`, `slicer`, `bandwidth`, `slow_close`, `reset_peer`, `storm`,
@@ -245,6 +259,18 @@ fn main() -> anyhow::Result<()> {
                 println!("{} passed, {failed} failed", seeds - failed);
                 if failed > 0 {
                     anyhow::bail!("{failed} seeds failed");
+                }
+            }
+            Command::Soak { duration, seed, clients, report } => {
+                let soak = soak::run(seed, duration, clients).await?;
+                print!("{soak}");
+                if let Some(path) = report {
+                    use std::io::Write;
+                    let mut file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+                    writeln!(file, "{}", soak.to_json())?;
+                }
+                if !soak.passed() {
+                    anyhow::bail!("the soak failed; repeat: cargo run -p sse-chaos -- soak --duration {} --seed {seed} --clients {clients}", humantime::format_duration(duration));
                 }
             }
             Command::History { addr, topic, events, size } => resume_bench::history(addr, &topic, events, size).await?,

@@ -1,47 +1,9 @@
 //! The real chaos tier in its short setting: the `sse-server` binary behind a real
 //! Toxiproxy (installed by `ci/install-toxiproxy.sh`, or `TOXIPROXY_URL`), each fault read
 //! back from the API, the oracle and the leak checks at the end. `CHAOS_SEED` pins the
-//! seed; otherwise each scenario has a fixed one. Plans (`fixtures/plans/`, and a plan the
-//! simulation found) run through the real backend and the one oracle.
+//! seed; otherwise each scenario has a fixed one.
 
-use std::path::Path;
-
-use sse_chaos::real::plan_run;
 use sse_chaos::real::scenarios::{self, Settings};
-use sse_plan::Plan;
-
-/// Runs a plan file for real and fails with its trace unless the oracle passed it, every
-/// fault was applied (none skipped) and each has its `apply` line in the trace.
-async fn plan(file: &str, seed: u64) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(file);
-    let plan: Plan = std::fs::read_to_string(&path).unwrap().parse().unwrap_or_else(|e| panic!("{file}: {e}"));
-    let outcome = plan_run::run(seed, &plan).await.unwrap_or_else(|error| panic!("{file} could not run: {error:#}"));
-    let trace = outcome.trace.join("\n");
-    let replay = format!("replay: cargo run -p sse-chaos -- replay --plan {file} --seed {seed}");
-    assert!(outcome.passed(), "{file}: {:?}\n{trace}\n{replay}", outcome.failures);
-    assert!(outcome.skipped.is_empty(), "{file}: skipped {:?}", outcome.skipped);
-    let applied = trace.lines().filter(|l| l.contains(" apply ")).count();
-    assert_eq!(applied, plan.faults.len(), "{file}: every fault applied\n{trace}");
-    assert!(outcome.acked > 50, "{file}: the publisher published ({})", outcome.acked);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn client_faults_from_a_plan_file_hold_the_oracle_for_real() {
-    plan("fixtures/plans/client-faults.plan", 21).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn process_faults_from_a_plan_file_hold_the_oracle_for_real() {
-    plan("fixtures/plans/process-faults.plan", 22).await;
-}
-
-/// A plan the simulation swarm found (an id handed out twice after a crash and a clean
-/// restart). Run for real with that bug planted back, it failed with ids acknowledged
-/// twice; it must pass now.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_plan_the_simulation_found_replays_for_real() {
-    plan("fixtures/sim-regressions/seed-90000762.plan", 90000762).await;
-}
 
 async fn scenario(name: &str, seed: u64) {
     let seed = std::env::var("CHAOS_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(seed);

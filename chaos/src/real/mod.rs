@@ -4,13 +4,18 @@
 //! - [`processes`]: the Toxiproxy server and `sse-server` children, signals via `nix`.
 //! - [`cgroup`]: a memory cgroup for the server under test.
 //! - [`subscriber`]: an EventSource-like client that resumes with `Last-Event-ID`.
+//! - [`observe`]: availability samples per client and the server's gauges during a run,
+//!   and the leak-slope fit.
 //! - [`plan_run`]: the real backend for plans: one proxy per client, faults as toxics and
 //!   signals, the same records and oracle as the simulation.
+//! - [`soak`]: a long run of generated client-side faults: availability and leak slopes.
 //! - [`scenarios`]: the scenarios, their oracle and leak checks, and their reports.
 
 pub mod cgroup;
+pub mod observe;
 pub mod plan_run;
 pub mod processes;
 pub mod scenarios;
+pub mod soak;
 pub mod subscriber;
 pub mod toxiproxy;

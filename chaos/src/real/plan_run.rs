@@ -16,7 +16,7 @@
 //! | hold | `latency` of the hold's length downstream, removed at release (what was held arrives then) |
 //! | lag | `latency` L/2 ± L/2 downstream |
 //! | drop, drop_all | a one-shot `reset_peer`, removed once the client's stream ended |
-//! | cut | a one-shot `limit_data` of N bytes, removed once the stream ended |
+//! | cut | the client closes its connection after N more bytes (as the simulated client does). Not Toxiproxy's `limit_data`: behind another toxic on the same link it deadlocks Toxiproxy's chain (a `latency` toxic blocks handing data to a `limit_data` that stopped reading, and removing it hangs); the `limit_data` scenario covers Toxiproxy's own cut |
 //! | stall | the client stops reading |
 //! | crash | SIGKILL, restart on the same data directory when it heals |
 //! | restart | SIGTERM; the process must have exited 0 (drained) by the heal, then restarts |
@@ -32,7 +32,7 @@
 //! (the oracle excuses acknowledgements in that window, as the simulation excuses the
 //! events its power cut forgot).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -44,9 +44,10 @@ use sse_plan::{oracle, Fault, Plan, StoreMode, Timing};
 use sse_server::rng::SeededRng;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
+use super::observe;
 use super::processes::{ServerProcess, ToxiproxyServer};
 use super::subscriber::{self, Shared};
 use super::toxiproxy::{Direction, Toxic, Toxiproxy};
@@ -71,6 +72,10 @@ pub struct RealOutcome {
     pub recoveries: Vec<Duration>,
     pub acked: usize,
     pub took: Duration,
+    /// Availability samples and the server's gauges over the run.
+    pub observed: observe::Observed,
+    /// The topics each client followed.
+    pub client_topics: Vec<BTreeSet<String>>,
 }
 
 impl RealOutcome {
@@ -125,6 +130,27 @@ struct Run {
 struct Client {
     proxy: String,
     record: Shared,
+    /// Toxiproxy work for this client's link, done in order by a task of its own, so a
+    /// slow API call (removing a toxic waits for the data it holds) never stalls the
+    /// timeline.
+    link: mpsc::UnboundedSender<LinkOp>,
+}
+
+/// Work on one client's link.
+enum LinkOp {
+    Add(Toxic),
+    Remove(String),
+    /// Add, wait until the client's stream ended (or two seconds), remove.
+    OneShot(Toxic),
+    /// A partition's heal: remove its toxics; a stream that lived through it (its end
+    /// count still `ends_at_apply`) lost bytes and is reset.
+    HealPartition {
+        names: [String; 2],
+        ends_at_apply: usize,
+        reset: Toxic,
+    },
+    /// Answers once everything queued before it is done.
+    Flush(oneshot::Sender<()>),
 }
 
 impl Run {
@@ -143,6 +169,56 @@ impl Run {
 
     fn ends(&self, client: usize) -> usize {
         self.clients[client].record.lock().unwrap().ends.len()
+    }
+
+    /// Does the link work of client `client`, in order, until its queue closes.
+    async fn link_worker(self: Arc<Run>, client: usize, mut ops: mpsc::UnboundedReceiver<LinkOp>) {
+        let proxy = self.clients[client].proxy.clone();
+        while let Some(op) = ops.recv().await {
+            let done = match op {
+                LinkOp::Add(toxic) => {
+                    let added = self.toxiproxy.add_toxic(&proxy, &toxic).await;
+                    added.map(|()| self.log(format_args!("applied {} on {proxy} (read back)", toxic.name)))
+                }
+                LinkOp::Remove(name) => {
+                    let removed = self.toxiproxy.remove_toxic(&proxy, &name).await;
+                    removed.map(|()| self.log(format_args!("removed {name} on {proxy}")))
+                }
+                LinkOp::OneShot(toxic) => {
+                    self.one_shot(client, toxic, Instant::now() + Duration::from_secs(2)).await;
+                    Ok(())
+                }
+                LinkOp::HealPartition { names, ends_at_apply, reset } => {
+                    let mut result = Ok(());
+                    for name in &names {
+                        result = result.and(self.toxiproxy.remove_toxic(&proxy, name).await);
+                    }
+                    // Toxiproxy usually closes such a connection as the toxic goes.
+                    let survived = self.ends(client) == ends_at_apply;
+                    self.log(format_args!(
+                        "{proxy}: the stream {} the partition",
+                        if survived { "lived through" } else { "ended in" }
+                    ));
+                    if survived {
+                        self.one_shot(client, reset, Instant::now() + Duration::from_secs(2)).await;
+                    }
+                    result
+                }
+                LinkOp::Flush(done) => {
+                    let _ = done.send(());
+                    Ok(())
+                }
+            };
+            if let Err(error) = done {
+                self.fail(format!("{proxy}: {error:#}"));
+            }
+        }
+    }
+
+    /// Queues work on a client's link.
+    fn link(&self, client: usize, op: LinkOp) {
+        // The worker lives as long as the run.
+        let _ = self.clients[client].link.send(op);
     }
 
     /// Adds a toxic (read back by the API client) that must end the client's current
@@ -203,10 +279,10 @@ async fn publish(
     tag: usize,
     origin: Instant,
     service: watch::Receiver<SocketAddr>,
-) -> Vec<Acked> {
+    acked: Arc<Mutex<Vec<Acked>>>,
+) {
     let rng = SeededRng::new(seed);
     let topics = plan.topic_names();
-    let mut acked = Vec::new();
     tokio::time::sleep_until(origin + Duration::from_secs(1)).await;
     let mut n = 0u64;
     while origin.elapsed() < plan.publish_until() {
@@ -217,11 +293,12 @@ async fn publish(
         let addr = *service.borrow();
         let attempt = tokio::time::timeout(Duration::from_secs(1), post(addr, topic, &data)).await;
         if let Ok(Ok(id)) = attempt {
+            let mut acked = acked.lock().unwrap();
+            // Stamped under the lock, so the list stays in time order.
             acked.push(Acked { at: origin.elapsed(), id, topic: topic.clone(), data });
         }
         tokio::time::sleep_until(next).await;
     }
-    acked
 }
 
 /// One publish on a fresh connection; the acknowledged id.
@@ -255,6 +332,7 @@ pub async fn run(seed: u64, plan: &Plan) -> anyhow::Result<RealOutcome> {
     let (stop_tx, stop) = watch::channel(false);
     let origin = Instant::now();
     let mut clients = Vec::new();
+    let mut link_queues = Vec::new();
     let mut tasks = Vec::new();
     for (i, topics) in topics.iter().enumerate() {
         let proxy = format!("c{i}");
@@ -269,7 +347,9 @@ pub async fn run(seed: u64, plan: &Plan) -> anyhow::Result<RealOutcome> {
         let record = Shared::default();
         let topics = topics.iter().cloned().collect();
         tasks.push(tokio::spawn(subscriber::run(listen, topics, timing.heartbeat, record.clone(), stop.clone())));
-        clients.push(Client { proxy, record });
+        let (link, ops) = mpsc::unbounded_channel();
+        clients.push(Client { proxy, record, link });
+        link_queues.push(ops);
     }
     let run = Arc::new(Run {
         origin,
@@ -278,9 +358,18 @@ pub async fn run(seed: u64, plan: &Plan) -> anyhow::Result<RealOutcome> {
         trace: Mutex::default(),
         failures: Mutex::default(),
     });
+    for (client, ops) in link_queues.into_iter().enumerate() {
+        tokio::spawn(run.clone().link_worker(client, ops));
+    }
+    let acked_live: Arc<Mutex<Vec<Acked>>> = Arc::default();
     let publishers: Vec<_> = (0..PUBLISHERS)
-        .map(|tag| tokio::spawn(publish(plan.clone(), rng.next_u64(), tag, origin, service.clone())))
+        .map(|tag| {
+            let publisher = publish(plan.clone(), rng.next_u64(), tag, origin, service.clone(), acked_live.clone());
+            tokio::spawn(publisher)
+        })
         .collect();
+    let watched = run.clients.iter().zip(&topics).map(|(c, t)| (c.record.clone(), t.clone())).collect();
+    let observer = tokio::spawn(observe::watch(origin, service.clone(), acked_live.clone(), watched, stop.clone()));
     let budget = (plan.topics * plan.window * 128) as f64;
     let sampler = tokio::spawn(sample_buffered(service.clone(), stop.clone()));
     let mut slot = Slot {
@@ -305,7 +394,6 @@ pub async fn run(seed: u64, plan: &Plan) -> anyhow::Result<RealOutcome> {
     }
     events.sort_by_key(|(at, heal, i)| (*at, *heal, *i));
     let calm_from = plan.calm_from();
-    let publish_end = origin + plan.publish_until();
     let mut next = 0;
     let skipped = Vec::new();
     let mut attacks = Vec::new();
@@ -346,32 +434,22 @@ pub async fn run(seed: u64, plan: &Plan) -> anyhow::Result<RealOutcome> {
         }
         let fault = &plan.faults[i].fault;
         let client = |c: &usize| *c % plan.clients;
-        let proxy = |c: &usize| run.clients[client(c)].proxy.clone();
         if heal {
             run.log(format_args!("heal {fault:?}"));
             match fault {
                 Fault::Partition { client: c, .. } => {
-                    for way in ["up", "down"] {
-                        run.toxiproxy.remove_toxic(&proxy(c), &format!("partition{i}_{way}")).await?;
-                    }
-                    // Toxiproxy usually closes such a connection as the toxic goes.
-                    let survived = partitioned.remove(&client(c)) == Some(run.ends(client(c)));
-                    run.log(format_args!(
-                        "the stream {} the partition",
-                        if survived { "lived through" } else { "ended in" }
-                    ));
-                    if survived {
-                        let reset = Toxic::named(
-                            format!("partition{i}_reset"),
-                            "reset_peer",
-                            Direction::Downstream,
-                            &[("timeout", 0)],
-                        );
-                        run.one_shot(client(c), reset, Instant::now() + Duration::from_secs(2)).await;
-                    }
+                    let names = [format!("partition{i}_up"), format!("partition{i}_down")];
+                    let ends_at_apply = partitioned.remove(&client(c)).unwrap_or(usize::MAX);
+                    let reset = Toxic::named(
+                        format!("partition{i}_reset"),
+                        "reset_peer",
+                        Direction::Downstream,
+                        &[("timeout", 0)],
+                    );
+                    run.link(client(c), LinkOp::HealPartition { names, ends_at_apply, reset });
                 }
-                Fault::Hold { client: c, .. } => run.toxiproxy.remove_toxic(&proxy(c), &format!("hold{i}")).await?,
-                Fault::Lag { client: c, .. } => run.toxiproxy.remove_toxic(&proxy(c), &format!("lag{i}")).await?,
+                Fault::Hold { client: c, .. } => run.link(client(c), LinkOp::Remove(format!("hold{i}"))),
+                Fault::Lag { client: c, .. } => run.link(client(c), LinkOp::Remove(format!("lag{i}"))),
                 Fault::Crash { .. } | Fault::Restart { .. } => {
                     if let Some(boot) = signalled.remove(&i) {
                         check_drained(&run, &mut slot, boot, fault);
@@ -392,10 +470,8 @@ pub async fn run(seed: u64, plan: &Plan) -> anyhow::Result<RealOutcome> {
                         run.log(format_args!("boot {} thawed (read back: running)", slot.boot));
                     }
                 }
-                Fault::Slicer { client: c, .. } => run.toxiproxy.remove_toxic(&proxy(c), &format!("slicer{i}")).await?,
-                Fault::Bandwidth { client: c, .. } => {
-                    run.toxiproxy.remove_toxic(&proxy(c), &format!("bandwidth{i}")).await?
-                }
+                Fault::Slicer { client: c, .. } => run.link(client(c), LinkOp::Remove(format!("slicer{i}"))),
+                Fault::Bandwidth { client: c, .. } => run.link(client(c), LinkOp::Remove(format!("bandwidth{i}"))),
                 Fault::Move { .. } => {
                     if let Some(boot) = signalled.remove(&i) {
                         check_drained(&run, &mut slot, boot, fault);
@@ -411,7 +487,7 @@ pub async fn run(seed: u64, plan: &Plan) -> anyhow::Result<RealOutcome> {
                 partitioned.insert(client(c), run.ends(client(c)));
                 for (way, stream) in [("up", Direction::Upstream), ("down", Direction::Downstream)] {
                     let toxic = Toxic::named(format!("partition{i}_{way}"), "timeout", stream, &[("timeout", 0)]);
-                    run.toxiproxy.add_toxic(&proxy(c), &toxic).await?;
+                    run.link(client(c), LinkOp::Add(toxic));
                 }
             }
             Fault::Hold { client: c, release_after } => {
@@ -422,7 +498,7 @@ pub async fn run(seed: u64, plan: &Plan) -> anyhow::Result<RealOutcome> {
                     Direction::Downstream,
                     &[("latency", ms), ("jitter", 0)],
                 );
-                run.toxiproxy.add_toxic(&proxy(c), &toxic).await?;
+                run.link(client(c), LinkOp::Add(toxic));
             }
             Fault::Lag { client: c, latency, .. } => {
                 let half = (latency.as_millis() / 2) as u64;
@@ -432,30 +508,21 @@ pub async fn run(seed: u64, plan: &Plan) -> anyhow::Result<RealOutcome> {
                     Direction::Downstream,
                     &[("latency", half), ("jitter", half)],
                 );
-                run.toxiproxy.add_toxic(&proxy(c), &toxic).await?;
+                run.link(client(c), LinkOp::Add(toxic));
             }
             Fault::Drop { client: c } => {
                 let reset = Toxic::named(format!("drop{i}"), "reset_peer", Direction::Downstream, &[("timeout", 0)]);
-                let (run, c) = (run.clone(), client(c));
-                tokio::spawn(async move { run.one_shot(c, reset, Instant::now() + Duration::from_secs(2)).await });
+                run.link(client(c), LinkOp::OneShot(reset));
             }
             Fault::DropAll => {
                 for c in 0..plan.clients {
                     let reset =
                         Toxic::named(format!("drop{i}_{c}"), "reset_peer", Direction::Downstream, &[("timeout", 0)]);
-                    let run = run.clone();
-                    tokio::spawn(async move { run.one_shot(c, reset, Instant::now() + Duration::from_secs(2)).await });
+                    run.link(c, LinkOp::OneShot(reset));
                 }
             }
             Fault::Cut { client: c, after_bytes } => {
-                let cut = Toxic::named(
-                    format!("cut{i}"),
-                    "limit_data",
-                    Direction::Downstream,
-                    &[("bytes", *after_bytes as u64)],
-                );
-                let (run, c) = (run.clone(), client(c));
-                tokio::spawn(async move { run.one_shot(c, cut, publish_end).await });
+                run.clients[client(c)].record.lock().unwrap().cut_after = Some(*after_bytes);
             }
             Fault::Stall { client: c, duration } => {
                 run.clients[client(c)].record.lock().unwrap().stall_until = Some(Instant::now() + *duration);
@@ -503,12 +570,12 @@ pub async fn run(seed: u64, plan: &Plan) -> anyhow::Result<RealOutcome> {
             Fault::Slicer { client: c, .. } => {
                 let attributes = [("average_size", 8), ("size_variation", 7), ("delay", 1000)];
                 let toxic = Toxic::named(format!("slicer{i}"), "slicer", Direction::Downstream, &attributes);
-                run.toxiproxy.add_toxic(&proxy(c), &toxic).await?;
+                run.link(client(c), LinkOp::Add(toxic));
             }
             Fault::Bandwidth { client: c, kbps, .. } => {
                 let toxic =
                     Toxic::named(format!("bandwidth{i}"), "bandwidth", Direction::Downstream, &[("rate", *kbps)]);
-                run.toxiproxy.add_toxic(&proxy(c), &toxic).await?;
+                run.link(client(c), LinkOp::Add(toxic));
             }
             Fault::Slowloris { connections } => {
                 // As in the simulation: an attack on a server that is down or draining,
@@ -541,13 +608,18 @@ pub async fn run(seed: u64, plan: &Plan) -> anyhow::Result<RealOutcome> {
     for attack in attacks {
         let _ = attack.await;
     }
+    // Every link's queued work done (each API call is bounded, so this is too).
+    for c in 0..run.clients.len() {
+        let (done, flushed) = oneshot::channel();
+        run.link(c, LinkOp::Flush(done));
+        let _ = flushed.await;
+    }
     // Every client must be caught up within the bound after the last heal.
     let check_at = origin + calm_from + timing.catch_up_bound();
-    let mut acked = Vec::new();
     for publisher in publishers {
-        acked.extend(publisher.await.context("a publisher")?);
+        publisher.await.context("a publisher")?;
     }
-    acked.sort_by_key(|a| a.at);
+    let acked = acked_live.lock().unwrap().clone();
     let mut forgotten = BTreeMap::new();
     if plan.store == StoreMode::Interval {
         // What a crash may take back: acknowledged in the sync period before it.
@@ -582,6 +654,7 @@ pub async fn run(seed: u64, plan: &Plan) -> anyhow::Result<RealOutcome> {
         task.abort();
     }
     let max_buffered = sampler.await.unwrap_or(0.0);
+    let observed = observer.await.unwrap_or_default();
     if max_buffered > budget {
         failures.push(format!("buffered bytes reached {max_buffered}, over the windows' budget {budget}"));
     }
@@ -605,7 +678,17 @@ pub async fn run(seed: u64, plan: &Plan) -> anyhow::Result<RealOutcome> {
     }
     failures.extend(run.failures.lock().unwrap().drain(..));
     let trace = std::mem::take(&mut *run.trace.lock().unwrap());
-    Ok(RealOutcome { seed, failures, skipped, trace, recoveries, acked: acked.len(), took: origin.elapsed() })
+    Ok(RealOutcome {
+        seed,
+        failures,
+        skipped,
+        trace,
+        recoveries,
+        acked: acked.len(),
+        took: origin.elapsed(),
+        observed,
+        client_topics: topics,
+    })
 }
 
 /// A metric from `/metrics`, or `None` if the server does not answer within a second

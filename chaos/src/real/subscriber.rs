@@ -35,6 +35,9 @@ pub struct Record {
     pub ends: Vec<String>,
     /// Read nothing until then (a stalled reader; the plan's `stall`).
     pub stall_until: Option<Instant>,
+    /// Close the connection after this many more bytes arrive (once; the plan's `cut`),
+    /// as the simulated subscriber does.
+    pub cut_after: Option<usize>,
 }
 
 impl Record {
@@ -127,11 +130,32 @@ async fn stream_once(
             Ok(Ok(0)) => return "closed by the server".into(),
             Ok(Ok(n)) => n,
         };
+        // A cut keeps the bytes before it and closes the link; the decoder never yields
+        // the half event the cut leaves.
+        let (n, cut) = {
+            let mut record = record.lock().unwrap();
+            match record.cut_after {
+                Some(left) if left <= n => {
+                    record.cut_after = None;
+                    (left, true)
+                }
+                Some(left) => {
+                    record.cut_after = Some(left - n);
+                    (n, false)
+                }
+                None => (n, false),
+            }
+        };
         let fed = match head.as_mut() {
             None => decoder.feed(&buf[..n]),
             Some(partial) => {
                 partial.extend_from_slice(&buf[..n]);
-                let Some(end) = find(partial, b"\r\n\r\n") else { continue };
+                let Some(end) = find(partial, b"\r\n\r\n") else {
+                    if cut {
+                        return "cut inside the response head".into();
+                    }
+                    continue;
+                };
                 if !partial.starts_with(b"HTTP/1.1 200") {
                     return format!("refused: {}", String::from_utf8_lossy(&partial[..end]));
                 }
@@ -159,6 +183,9 @@ async fn stream_once(
                     record.events.push(Received { id, data, at: Instant::now() });
                 }
             }
+        }
+        if cut {
+            return "cut by the client after its byte budget".into();
         }
         if decoder.finished() {
             return "stream finished by the server".into();

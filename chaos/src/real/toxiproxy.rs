@@ -14,6 +14,9 @@ use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 use tokio::net::TcpStream;
 
+/// Longest wait for one API call.
+const API_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Which way a toxic acts: `Downstream` is server → client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Direction {
@@ -74,7 +77,21 @@ pub struct Toxiproxy {
 }
 
 impl Toxiproxy {
+    /// One API call, bounded: Toxiproxy answers in milliseconds, but removing a toxic waits
+    /// for the data it holds to move on, which a loaded machine can stretch to seconds.
     async fn call(&self, method: Method, path: &str, body: Option<Value>) -> anyhow::Result<(StatusCode, Value)> {
+        match tokio::time::timeout(API_TIMEOUT, self.call_unbounded(method.clone(), path, body)).await {
+            Ok(answer) => answer,
+            Err(_) => bail!("Toxiproxy {method} {path} did not answer within {API_TIMEOUT:?}"),
+        }
+    }
+
+    async fn call_unbounded(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<(StatusCode, Value)> {
         let tcp = TcpStream::connect(self.api).await.context("connect to the Toxiproxy API")?;
         let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await?;
         tokio::spawn(connection);
