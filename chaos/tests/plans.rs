@@ -33,6 +33,11 @@ async fn process_faults_from_a_plan_file_hold_the_oracle_for_real() {
     plan("fixtures/plans/process-faults.plan", 22).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_histories_after_crashes_and_moves_on_the_fresh_store_hold_the_oracle_for_real() {
+    plan("fixtures/plans/fresh-restarts.plan", 23).await;
+}
+
 /// A plan the simulation swarm found (an id handed out twice after a crash and a clean
 /// restart). Run for real with that bug planted back, it failed with ids acknowledged
 /// twice; it must pass now.

@@ -213,6 +213,7 @@ pub fn run(seed: u64, plan: &Plan, trace: Trace) -> Outcome {
     // The boot that was told to shut down: it stopped accepting.
     let mut draining_boot = None;
     let mut frozen_until = Duration::ZERO;
+    let mut links = HeldLinks::default();
     let mut skipped = Vec::new();
     while sim.elapsed() < check_at {
         let now = sim.elapsed();
@@ -234,7 +235,14 @@ pub fn run(seed: u64, plan: &Plan, trace: Trace) -> Outcome {
                 continue;
             }
             if let Fault::Freeze { .. } = fault.fault {
-                frozen_until = frozen_until.max(fault.heals_at());
+                // As for real: a server that is down, draining, moving or frozen is not
+                // frozen again, and the skipped freeze has nothing to heal.
+                let draining = draining_boot == Some(view.boots.get());
+                if !sim.is_host_running(host) || moving.is_some() || draining || frozen_until > now {
+                    trace.log(now, "fault", "freeze skipped: the server is down, draining, moving or frozen");
+                    continue;
+                }
+                frozen_until = fault.heals_at();
             }
             if matches!(fault.fault, Fault::Restart { .. } | Fault::Move { .. }) {
                 // Like SIGTERM to a dead process: a server that is down cannot drain; a
@@ -266,7 +274,7 @@ pub fn run(seed: u64, plan: &Plan, trace: Trace) -> Outcome {
             if matches!(fault.fault, Fault::Crash { .. }) && sim.is_host_running(host) {
                 crashed.insert(view.boots.get());
             }
-            apply(&mut sim, host, &fault.fault, &clients, now);
+            apply(&mut sim, &mut links, host, &fault.fault, &clients, now);
             if let (Fault::Crash { .. }, Some(store)) = (&fault.fault, &kept_store) {
                 let lost = store.crash();
                 trace.log(now, "fault", format_args!("power cut: the store forgot {} unsynced events", lost.len()));
@@ -292,7 +300,7 @@ pub fn run(seed: u64, plan: &Plan, trace: Trace) -> Outcome {
                         .push(format!("graceful shutdown had not finished {:?} after the signal", fault.duration()));
                 }
             }
-            heal(&mut sim, host, fault, plan, &trace, now);
+            heal(&mut sim, &mut links, host, fault, plan, &trace, now);
             false
         });
         if let Err(error) = sim.step() {
@@ -368,8 +376,35 @@ pub fn run(seed: u64, plan: &Plan, trace: Trace) -> Outcome {
     Outcome { seed, trace, failures, recoveries, acked: acked.len(), simulated: sim.elapsed(), skipped }
 }
 
+/// Links held by hold and freeze faults, counted, so that one fault's heal never
+/// releases a link another still holds.
+#[derive(Default)]
+struct HeldLinks(BTreeMap<(String, String), u32>);
+
+impl HeldLinks {
+    fn hold(&mut self, sim: &mut turmoil::Sim<'_>, a: &str, b: &str) {
+        let holds = self.0.entry((a.to_owned(), b.to_owned())).or_default();
+        if *holds == 0 {
+            sim.hold(a, b);
+        }
+        *holds += 1;
+    }
+
+    fn release(&mut self, sim: &mut turmoil::Sim<'_>, a: &str, b: &str) {
+        let key = (a.to_owned(), b.to_owned());
+        if let Some(holds) = self.0.get_mut(&key) {
+            *holds -= 1;
+            if *holds == 0 {
+                self.0.remove(&key);
+                sim.release(a, b);
+            }
+        }
+    }
+}
+
 fn apply(
     sim: &mut turmoil::Sim<'_>,
+    links: &mut HeldLinks,
     host: &str,
     fault: &Fault,
     clients: &[(String, BTreeSet<String>, Rc<SubscriberState>)],
@@ -378,7 +413,7 @@ fn apply(
     let client = |i: &usize| &clients[*i % clients.len()];
     match fault {
         Fault::Partition { client: i, .. } => sim.partition(host, client(i).0.as_str()),
-        Fault::Hold { client: i, .. } => sim.hold(host, client(i).0.as_str()),
+        Fault::Hold { client: i, .. } => links.hold(sim, host, client(i).0.as_str()),
         Fault::Lag { client: i, latency, .. } => sim.set_link_max_message_latency(host, client(i).0.as_str(), *latency),
         Fault::Crash { .. } => sim.crash(host),
         Fault::Restart { .. } | Fault::Move { .. } => {}
@@ -389,20 +424,28 @@ fn apply(
         Fault::Cut { client: i, after_bytes } => client(i).2.cut_after.set(Some(*after_bytes)),
         // A frozen server: nothing it sends or is sent moves until it thaws.
         Fault::Freeze { .. } => {
-            clients.iter().for_each(|c| sim.hold(host, c.0.as_str()));
-            sim.hold(host, "publisher");
+            clients.iter().for_each(|c| links.hold(sim, host, c.0.as_str()));
+            links.hold(sim, host, "publisher");
         }
         Fault::Slicer { .. } | Fault::Bandwidth { .. } => unreachable!("real-only faults are skipped before apply"),
     }
 }
 
-fn heal(sim: &mut turmoil::Sim<'_>, host: &str, fault: &Fault, plan: &Plan, trace: &Trace, now: Duration) {
+fn heal(
+    sim: &mut turmoil::Sim<'_>,
+    links: &mut HeldLinks,
+    host: &str,
+    fault: &Fault,
+    plan: &Plan,
+    trace: &Trace,
+    now: Duration,
+) {
     // The same client `apply` picked (an index past the client count wraps around).
     let client = |i: &usize| format!("client-{}", i % plan.clients);
     let max_latency = plan.max_latency.max(Duration::from_millis(1));
     match fault {
         Fault::Partition { client: i, .. } => sim.repair(host, client(i).as_str()),
-        Fault::Hold { client: i, .. } => sim.release(host, client(i).as_str()),
+        Fault::Hold { client: i, .. } => links.release(sim, host, client(i).as_str()),
         Fault::Lag { client: i, .. } => sim.set_link_max_message_latency(host, client(i).as_str(), max_latency),
         // One server process per host: a heal starts it if nothing runs there. When faults
         // overlap (a crash of a server already down after a restart, two restarts), the
@@ -414,8 +457,8 @@ fn heal(sim: &mut turmoil::Sim<'_>, host: &str, fault: &Fault, plan: &Plan, trac
         }
         Fault::Crash { .. } | Fault::Restart { .. } => sim.bounce(host),
         Fault::Freeze { .. } => {
-            (0..plan.clients).for_each(|i| sim.release(host, client(&i).as_str()));
-            sim.release(host, "publisher");
+            (0..plan.clients).for_each(|i| links.release(sim, host, client(&i).as_str()));
+            links.release(sim, host, "publisher");
         }
         Fault::Slicer { .. } | Fault::Bandwidth { .. } => return,
         // The old host stays down; the service already runs on the other one.

@@ -245,6 +245,17 @@ impl Run {
     }
 }
 
+/// The flags for boot `boot`: the plan's, plus for the `fresh` store an epoch of the boot's
+/// own (as the simulation draws one per boot), so a restart really is a new history.
+fn boot_flags(base: &[String], plan: &Plan, seed: u64, boot: u32) -> Vec<String> {
+    let mut args = base.to_vec();
+    if plan.store == StoreMode::Fresh {
+        let epoch = SeededRng::new(seed ^ u64::from(boot).wrapping_mul(0x9e37_79b9)).next_u64() as u32;
+        args.extend(["--epoch".to_owned(), format!("{epoch:08x}")]);
+    }
+    args
+}
+
 fn flags(plan: &Plan, seed: u64, timing: &Timing) -> Vec<String> {
     let ms = |d: Duration| format!("{}ms", d.as_millis());
     let mut args = vec![
@@ -324,7 +335,7 @@ pub async fn run(seed: u64, plan: &Plan) -> anyhow::Result<RealOutcome> {
     let data = tempfile::tempdir()?;
     let dir = data.path().join("data");
     let args = flags(plan, seed, &timing);
-    let server = ServerProcess::start(&dir, &args, None).await?;
+    let server = ServerProcess::start(&dir, &boot_flags(&args, plan, seed, 1), None).await?;
     let baseline_fds = server.open_fds()?;
     let (service_tx, service) = watch::channel(server.addr);
     let rng = SeededRng::new(seed);
@@ -399,12 +410,21 @@ pub async fn run(seed: u64, plan: &Plan) -> anyhow::Result<RealOutcome> {
     let mut attacks = Vec::new();
     // Ends of each partitioned client's streams when its partition began.
     let mut partitioned: BTreeMap<usize, usize> = BTreeMap::new();
+    // Faults skipped because another one had the server (their heals do nothing).
+    let mut not_applied = BTreeSet::new();
     // The boot each restart or move signalled.
     let mut signalled: BTreeMap<usize, u32> = BTreeMap::new();
     while next < events.len() || slot.moving.is_some() {
         slot.note_exit();
+        // A moved server that never exits (a drain that hangs) must not hang the run.
+        let overdue = origin + calm_from + timing.drain_timeout + Duration::from_secs(2);
+        if slot.moving.is_some() && next >= events.len() && slot.running() && Instant::now() > overdue {
+            run.fail("the server signalled for a move never exited; killed".to_owned());
+            slot.server.signal(Signal::SIGKILL)?;
+            slot.server.wait_exit(Duration::from_secs(5)).await?;
+        }
         if let Some(boot) = slot.moving.filter(|_| !slot.running()) {
-            let moved = ServerProcess::start(&dir, &args, None).await?;
+            let moved = ServerProcess::start(&dir, &boot_flags(&args, plan, seed, slot.boot + 1), None).await?;
             run.log(format_args!("boot {boot} exited: the service moves to {}", moved.addr));
             slot.server = moved;
             slot.boot += 1;
@@ -434,6 +454,10 @@ pub async fn run(seed: u64, plan: &Plan) -> anyhow::Result<RealOutcome> {
         }
         let fault = &plan.faults[i].fault;
         let client = |c: &usize| *c % plan.clients;
+        if heal && not_applied.contains(&i) {
+            run.log(format_args!("nothing to heal: {fault:?} was skipped"));
+            continue;
+        }
         if heal {
             run.log(format_args!("heal {fault:?}"));
             match fault {
@@ -455,7 +479,8 @@ pub async fn run(seed: u64, plan: &Plan) -> anyhow::Result<RealOutcome> {
                         check_drained(&run, &mut slot, boot, fault);
                     }
                     if slot.moving.is_none() && !slot.running() {
-                        slot.server.start_again().await?;
+                        slot.note_exit();
+                        slot.server.start_again(&boot_flags(&args, plan, seed, slot.boot + 1)).await?;
                         slot.boot += 1;
                         run.log(format_args!("boot {} started on {}", slot.boot, slot.server.addr));
                     } else {
@@ -479,6 +504,24 @@ pub async fn run(seed: u64, plan: &Plan) -> anyhow::Result<RealOutcome> {
                 }
                 _ => {}
             }
+            continue;
+        }
+        // Overlapping process faults, one meaning in both tiers: a server that is down,
+        // draining, moving or frozen acts on no signal.
+        let conflict = match fault {
+            Fault::Restart { .. } | Fault::Move { .. } => {
+                (!slot.running() || slot.moving.is_some() || slot.frozen.is_some())
+                    .then_some("the server is down, moving or frozen")
+            }
+            Fault::Freeze { .. } => {
+                (!slot.running() || slot.frozen.is_some() || slot.draining.is_some() || slot.moving.is_some())
+                    .then_some("the server is down, draining, moving or frozen")
+            }
+            _ => None,
+        };
+        if let Some(why) = conflict {
+            run.log(format_args!("skip {fault:?}: {why}"));
+            not_applied.insert(i);
             continue;
         }
         run.log(format_args!("apply {fault:?}"));
@@ -544,10 +587,6 @@ pub async fn run(seed: u64, plan: &Plan) -> anyhow::Result<RealOutcome> {
                 }
             }
             Fault::Restart { .. } | Fault::Move { .. } => {
-                if !slot.running() || slot.moving.is_some() || slot.frozen.is_some() {
-                    run.log("restart skipped: the server is down, moving or frozen");
-                    continue;
-                }
                 slot.server.signal(Signal::SIGTERM)?;
                 signalled.insert(i, slot.boot);
                 slot.signalled.push(slot.boot);
@@ -558,14 +597,10 @@ pub async fn run(seed: u64, plan: &Plan) -> anyhow::Result<RealOutcome> {
                 }
             }
             Fault::Freeze { .. } => {
-                if slot.running() && slot.frozen.is_none() {
-                    slot.server.signal(Signal::SIGSTOP)?;
-                    wait_state(&slot.server, |state| state == 'T').await?;
-                    slot.frozen = Some(slot.boot);
-                    run.log(format_args!("boot {} frozen (read back: stopped)", slot.boot));
-                } else {
-                    run.log("the server is down or frozen already: nothing to freeze");
-                }
+                slot.server.signal(Signal::SIGSTOP)?;
+                wait_state(&slot.server, |state| state == 'T').await?;
+                slot.frozen = Some(slot.boot);
+                run.log(format_args!("boot {} frozen (read back: stopped)", slot.boot));
             }
             Fault::Slicer { client: c, .. } => {
                 let attributes = [("average_size", 8), ("size_variation", 7), ("delay", 1000)];
@@ -645,6 +680,14 @@ pub async fn run(seed: u64, plan: &Plan) -> anyhow::Result<RealOutcome> {
     let (mut failures, mut recoveries) = judge(&run);
     while !failures.is_empty() && Instant::now() < check_at {
         tokio::time::sleep(Duration::from_millis(100)).await;
+        (failures, recoveries) = judge(&run);
+    }
+    // Caught up early: the clients keep running a little longer (a reconnect already on its
+    // way lands in it), then the oracle looks again, so a late duplicate or a replay out
+    // of order is still seen.
+    let settle = (Instant::now() + timing.retry + timing.retry_jitter + timing.heartbeat).min(check_at);
+    if failures.is_empty() {
+        tokio::time::sleep_until(settle).await;
         (failures, recoveries) = judge(&run);
     }
 

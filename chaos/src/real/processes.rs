@@ -196,13 +196,13 @@ impl ServerProcess {
         Self::start_on(addr, &dir, &args, nofile).await
     }
 
-    /// Starts the process again on the same port, data directory and flags, once this one
-    /// exited or was killed.
-    pub async fn start_again(&mut self) -> anyhow::Result<()> {
+    /// Starts the process again on the same port and data directory, with `args`, once
+    /// this one exited or was killed.
+    pub async fn start_again(&mut self, args: &[String]) -> anyhow::Result<()> {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let (addr, dir, args) = (self.addr, self.data_dir.clone(), self.args.clone());
-        *self = Self::start_on(addr, &dir, &args, self.nofile).await?;
+        let (addr, dir) = (self.addr, self.data_dir.clone());
+        *self = Self::start_on(addr, &dir, args, self.nofile).await?;
         Ok(())
     }
 
