@@ -58,39 +58,98 @@ fn resolve<'a>(known: &'a BTreeMap<String, String>, path: &[&str]) -> Option<&'a
     (1..=path.len()).rev().find_map(|n| known.get_key_value(&path[..n].join("::")).map(|(k, _)| k.as_str()))
 }
 
-/// The modules a file imports: every `crate::…` and `super::…` path, braces expanded.
-fn imports(known: &BTreeMap<String, String>, module: &str, text: &str) -> BTreeSet<String> {
-    let is_folder = known.keys().any(|k| k.starts_with(&format!("{module}::")));
-    let parent: Vec<&str> = if module.is_empty() {
-        Vec::new()
-    } else if is_folder {
-        module.split("::").collect()
-    } else {
-        let mut p: Vec<&str> = module.split("::").collect();
-        p.pop();
-        p
-    };
-    let mut out = BTreeSet::new();
-    for (prefix, base) in [("crate::", Vec::new()), ("super::", parent)] {
-        for (at, _) in text.match_indices(prefix) {
-            if text[..at].ends_with(|c: char| c.is_alphanumeric() || c == '_') {
-                continue;
+/// Every path a `use` tree or an expression path names, starting right after `crate::`
+/// or `super::`: `a::b::{c, d::{e, f}}` gives `a::b::c`, `a::b::d::e`, `a::b::d::f`.
+fn use_paths(text: &str) -> Vec<Vec<String>> {
+    fn tree(text: &str, at: &mut usize, prefix: &[String], out: &mut Vec<Vec<String>>) {
+        let bytes = text.as_bytes();
+        let mut path = prefix.to_vec();
+        loop {
+            while *at < bytes.len() && bytes[*at].is_ascii_whitespace() {
+                *at += 1;
             }
-            let rest = &text[at + prefix.len()..];
-            let end = rest.find(|c: char| !(c.is_alphanumeric() || c == '_' || c == ':')).unwrap_or(rest.len());
-            let head: Vec<&str> = rest[..end].split("::").filter(|p| !p.is_empty()).collect();
-            let mut paths = vec![head.clone()];
-            if rest[end..].starts_with('{') {
-                let inner = &rest[end + 1..rest[end..].find('}').map_or(rest.len(), |i| end + i)];
-                for item in inner.split(',') {
-                    let first = item.trim().split("::").next().unwrap_or("");
-                    if !first.is_empty() && first != "self" {
-                        paths.push(head.iter().copied().chain([first]).collect());
+            if bytes.get(*at) == Some(&b'{') {
+                *at += 1;
+                loop {
+                    tree(text, at, &path, out);
+                    // Past what ends the item (` as Name`, spaces) to its `,` or `}`.
+                    while *at < bytes.len() && !matches!(bytes[*at], b',' | b'}') {
+                        *at += 1;
+                    }
+                    match bytes.get(*at) {
+                        Some(b',') => *at += 1,
+                        Some(b'}') => {
+                            *at += 1;
+                            return;
+                        }
+                        _ => return,
+                    }
+                    while *at < bytes.len() && bytes[*at].is_ascii_whitespace() {
+                        *at += 1;
+                    }
+                    if bytes.get(*at) == Some(&b'}') {
+                        *at += 1;
+                        return;
                     }
                 }
             }
-            for path in paths {
-                let full: Vec<&str> = base.iter().copied().chain(path).collect();
+            let start = *at;
+            while *at < bytes.len() && (bytes[*at].is_ascii_alphanumeric() || bytes[*at] == b'_') {
+                *at += 1;
+            }
+            let segment = &text[start..*at];
+            if segment.is_empty() {
+                break;
+            }
+            if segment != "self" {
+                path.push(segment.to_owned());
+            }
+            if text[*at..].starts_with("::") {
+                *at += 2;
+                continue;
+            }
+            break;
+        }
+        out.push(path);
+    }
+    let mut out = Vec::new();
+    tree(text, &mut 0, &[], &mut out);
+    out
+}
+
+/// The modules a file imports: every `crate::…` and `super::…` path (`super::super::`
+/// too), nested braces expanded, and names the crate root re-exports (`crate::Config`)
+/// taken to the module they come from.
+fn imports(
+    known: &BTreeMap<String, String>,
+    reexports: &BTreeMap<String, String>,
+    module: &str,
+    text: &str,
+) -> BTreeSet<String> {
+    let own: Vec<&str> = if module.is_empty() { Vec::new() } else { module.split("::").collect() };
+    let mut out = BTreeSet::new();
+    for prefix in ["crate::", "super::"] {
+        for (at, _) in text.match_indices(prefix) {
+            if text[..at].ends_with(|c: char| c.is_alphanumeric() || c == '_' || c == ':') {
+                continue;
+            }
+            let mut rest = &text[at + prefix.len()..];
+            let mut base: Vec<String> = Vec::new();
+            if prefix == "super::" {
+                // `super` of `a::b` (file a/b.rs, or folder a/b/mod.rs) is `a`.
+                let mut depth = 1;
+                while let Some(more) = rest.strip_prefix("super::") {
+                    depth += 1;
+                    rest = more;
+                }
+                base = own[..own.len().saturating_sub(depth)].iter().map(|s| (*s).to_owned()).collect();
+            }
+            for path in use_paths(rest) {
+                let mut full: Vec<String> = base.iter().cloned().chain(path).collect();
+                if let Some(module) = full.first().and_then(|first| reexports.get(first)) {
+                    full[0] = module.clone();
+                }
+                let full: Vec<&str> = full.iter().map(String::as_str).collect();
                 if let Some(target) = resolve(known, &full) {
                     if target != module && !target.is_empty() {
                         out.insert(target.to_owned());
@@ -102,13 +161,26 @@ fn imports(known: &BTreeMap<String, String>, module: &str, text: &str) -> BTreeS
     out
 }
 
+/// Names `lib.rs` re-exports at the root (`pub use config::Config;`), to their module.
+fn root_reexports(lib: &str) -> BTreeMap<String, String> {
+    lib.lines()
+        .filter_map(|line| line.trim().strip_prefix("pub use ")?.strip_suffix(';'))
+        .filter_map(|path| {
+            let parts: Vec<&str> = path.split("::").collect();
+            Some(((*parts.last()?).to_owned(), (*parts.first()?).to_owned()))
+        })
+        .collect()
+}
+
 #[test]
 fn imports_run_one_way_from_the_accept_loop_down() {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let known = modules(&src);
     assert!(known.contains_key("http::conn") && known.contains_key("store::tables"), "the layout moved: {known:?}");
+    let reexports = root_reexports(&known[""]);
+    assert!(reexports.contains_key("Config"), "lib.rs re-exports Config: {reexports:?}");
     let graph: BTreeMap<&str, BTreeSet<String>> =
-        known.iter().map(|(module, text)| (module.as_str(), imports(&known, module, text))).collect();
+        known.iter().map(|(module, text)| (module.as_str(), imports(&known, &reexports, module, text))).collect();
     let top = |m: &str| m.split("::").next().unwrap().to_owned();
     let mut wrong = Vec::new();
     for (module, targets) in &graph {
@@ -144,4 +216,13 @@ fn imports_run_one_way_from_the_accept_loop_down() {
     for module in graph.keys().filter(|m| !m.is_empty()) {
         visit(&graph, module, &mut Vec::new(), &mut done);
     }
+}
+
+#[test]
+fn use_trees_expand_nested_braces_and_stop_at_the_path() {
+    let paths = |text: &str| -> Vec<String> { use_paths(text).into_iter().map(|p| p.join("::")).collect() };
+    assert_eq!(paths("a::b::{c, d::{e, f}, self};"), ["a::b::c", "a::b::d::e", "a::b::d::f", "a::b"]);
+    assert_eq!(paths("{x::Y as Z, w}"), ["x::Y", "w"]);
+    assert_eq!(paths("store::fitting(&batch)"), ["store::fitting"]);
+    assert_eq!(paths("{\n    stream::{hub::Hub},\n    http::request::X,\n}"), ["stream::hub::Hub", "http::request::X"]);
 }
