@@ -9,7 +9,7 @@ use sse_chaos::real::plan_run;
 use sse_plan::Plan;
 
 /// Runs a plan file for real and fails with its trace unless the oracle passed it, every
-/// fault was applied (none skipped) and each has its `apply` line in the trace.
+/// fault was applied (each has its `apply` line in the trace, none a `skip`).
 async fn plan(file: &str, seed: u64) {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(file);
     let plan: Plan = std::fs::read_to_string(&path).unwrap().parse().unwrap_or_else(|e| panic!("{file}: {e}"));
@@ -17,7 +17,6 @@ async fn plan(file: &str, seed: u64) {
     let trace = outcome.trace.join("\n");
     let replay = format!("replay: cargo run -p sse-chaos -- replay --plan {file} --seed {seed}");
     assert!(outcome.passed(), "{file}: {:?}\n{trace}\n{replay}", outcome.failures);
-    assert!(outcome.skipped.is_empty(), "{file}: skipped {:?}", outcome.skipped);
     let applied = trace.lines().filter(|l| l.contains(" apply ")).count();
     assert_eq!(applied, plan.faults.len(), "{file}: every fault applied\n{trace}");
     assert!(outcome.acked > 50, "{file}: the publisher published ({})", outcome.acked);

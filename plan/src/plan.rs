@@ -108,6 +108,43 @@ impl Fault {
         }
     }
 
+    /// Its name, as the text form writes it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Fault::Partition { .. } => "partition",
+            Fault::Hold { .. } => "hold",
+            Fault::Crash { .. } => "crash",
+            Fault::Restart { .. } => "restart",
+            Fault::Move { .. } => "move",
+            Fault::Lag { .. } => "lag",
+            Fault::Drop { .. } => "drop",
+            Fault::DropAll => "drop_all",
+            Fault::Stall { .. } => "stall",
+            Fault::Slowloris { .. } => "slowloris",
+            Fault::Cut { .. } => "cut",
+            Fault::Freeze { .. } => "freeze",
+            Fault::Slicer { .. } => "slicer",
+            Fault::Bandwidth { .. } => "bandwidth",
+        }
+    }
+
+    /// The clients whose link it acts on: `Some(Some(i))` one client, `Some(None)` every
+    /// client, `None` the server rather than a link (a crash, a freeze, slowloris, …).
+    pub fn link(&self) -> Option<Option<usize>> {
+        match self {
+            Fault::Partition { client, .. }
+            | Fault::Hold { client, .. }
+            | Fault::Lag { client, .. }
+            | Fault::Drop { client }
+            | Fault::Stall { client, .. }
+            | Fault::Cut { client, .. }
+            | Fault::Slicer { client, .. }
+            | Fault::Bandwidth { client, .. } => Some(Some(*client)),
+            Fault::DropAll => Some(None),
+            _ => None,
+        }
+    }
+
     /// Which backends can apply it.
     pub fn reach(&self) -> Reach {
         match self {
@@ -225,26 +262,24 @@ impl fmt::Display for Plan {
         writeln!(f, "max_latency_ms {}", ms(self.max_latency))?;
         writeln!(f, "store {}", self.store.as_str())?;
         for TimedFault { at, fault } in &self.faults {
-            write!(f, "at_ms {} ", ms(*at))?;
+            write!(f, "at_ms {} {}", ms(*at), fault.kind())?;
             match fault {
-                Fault::Partition { client, heal_after } => writeln!(f, "partition {client} {}", ms(*heal_after))?,
-                Fault::Hold { client, release_after } => writeln!(f, "hold {client} {}", ms(*release_after))?,
-                Fault::Crash { restart_after } => writeln!(f, "crash {}", ms(*restart_after))?,
-                Fault::Restart { restart_after } => writeln!(f, "restart {}", ms(*restart_after))?,
-                Fault::Move { restart_after } => writeln!(f, "move {}", ms(*restart_after))?,
+                Fault::Partition { client, heal_after } => writeln!(f, " {client} {}", ms(*heal_after))?,
+                Fault::Hold { client, release_after } => writeln!(f, " {client} {}", ms(*release_after))?,
+                Fault::Crash { restart_after } | Fault::Restart { restart_after } | Fault::Move { restart_after } => {
+                    writeln!(f, " {}", ms(*restart_after))?
+                }
                 Fault::Lag { client, latency, duration } => {
-                    writeln!(f, "lag {client} {} {}", ms(*latency), ms(*duration))?
+                    writeln!(f, " {client} {} {}", ms(*latency), ms(*duration))?
                 }
-                Fault::Drop { client } => writeln!(f, "drop {client}")?,
-                Fault::DropAll => writeln!(f, "drop_all")?,
-                Fault::Stall { client, duration } => writeln!(f, "stall {client} {}", ms(*duration))?,
-                Fault::Slowloris { connections } => writeln!(f, "slowloris {connections}")?,
-                Fault::Cut { client, after_bytes } => writeln!(f, "cut {client} {after_bytes}")?,
-                Fault::Freeze { duration } => writeln!(f, "freeze {}", ms(*duration))?,
-                Fault::Slicer { client, duration } => writeln!(f, "slicer {client} {}", ms(*duration))?,
-                Fault::Bandwidth { client, kbps, duration } => {
-                    writeln!(f, "bandwidth {client} {kbps} {}", ms(*duration))?
-                }
+                Fault::Drop { client } => writeln!(f, " {client}")?,
+                Fault::DropAll => writeln!(f)?,
+                Fault::Stall { client, duration } => writeln!(f, " {client} {}", ms(*duration))?,
+                Fault::Slowloris { connections } => writeln!(f, " {connections}")?,
+                Fault::Cut { client, after_bytes } => writeln!(f, " {client} {after_bytes}")?,
+                Fault::Freeze { duration } => writeln!(f, " {}", ms(*duration))?,
+                Fault::Slicer { client, duration } => writeln!(f, " {client} {}", ms(*duration))?,
+                Fault::Bandwidth { client, kbps, duration } => writeln!(f, " {client} {kbps} {}", ms(*duration))?,
             }
         }
         Ok(())

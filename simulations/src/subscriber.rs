@@ -121,17 +121,8 @@ async fn stream_once(
         };
         // A cut delivers the bytes before it, then the link is gone (a half event is
         // never dispatched: the decoder only yields whole events).
-        let (n, cut) = match state.cut_after.get() {
-            Some(left) if left <= n => {
-                state.cut_after.set(None);
-                (left, true)
-            }
-            Some(left) => {
-                state.cut_after.set(Some(left - n));
-                (n, false)
-            }
-            None => (n, false),
-        };
+        let (n, left, cut) = sse_plan::record::cut_step(state.cut_after.get(), n);
+        state.cut_after.set(left);
         let fed = if head_done {
             feed(&mut decoder, &buf[..n], config, state, trace, last_id, retry)
         } else {

@@ -1,6 +1,7 @@
-//! What a real run watches while it runs, for availability and leak trends: every 100 ms,
-//! whether each client is caught up (it has the newest event acknowledged on its topics
-//! at least a second ago); every 2 s, the server's gauges from `/metrics`.
+//! What a real run watches while it runs: every 100 ms, whether each client is caught up
+//! (it has the newest event acknowledged on its topics at least a second ago) and the
+//! buffered bytes (for the budget check); every 2 s, the server's gauges from `/metrics`
+//! (for leak trends).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -36,6 +37,14 @@ pub struct Observed {
     pub caught_up: Vec<Vec<(Duration, bool)>>,
     /// Per gauge, (time, value); a sample the server did not answer is left out.
     pub gauges: BTreeMap<&'static str, Vec<(Duration, f64)>>,
+    /// The most `sse_buffered_bytes` seen at any 100 ms sample.
+    pub max_buffered: f64,
+}
+
+/// A metric from `/metrics`, or `None` if the server does not answer within a second
+/// (down, or frozen): no wait in a run is unbounded.
+pub async fn metric_within(addr: SocketAddr, name: &str) -> Option<f64> {
+    tokio::time::timeout(Duration::from_secs(1), metric(addr, name)).await.ok()?.ok()
 }
 
 /// Watches until `stop`. `acked` grows as publishers are answered, in time order.
@@ -46,7 +55,7 @@ pub async fn watch(
     clients: Vec<(Shared, BTreeSet<String>)>,
     mut stop: watch::Receiver<bool>,
 ) -> Observed {
-    let mut observed = Observed { caught_up: vec![Vec::new(); clients.len()], gauges: BTreeMap::new() };
+    let mut observed = Observed { caught_up: vec![Vec::new(); clients.len()], ..Observed::default() };
     // The newest id per topic among events acknowledged at least CAUGHT_UP_WITHIN ago.
     let mut newest: BTreeMap<String, EventId> = BTreeMap::new();
     let mut frontier = 0;
@@ -70,11 +79,14 @@ pub async fn watch(
                 .all(|wanted| last.is_some_and(|have| have.epoch == wanted.epoch && have.seq >= wanted.seq));
             observed.caught_up[n].push((now, caught_up));
         }
+        let addr = *service.borrow();
+        if let Some(bytes) = metric_within(addr, "sse_buffered_bytes").await {
+            observed.max_buffered = observed.max_buffered.max(bytes);
+        }
         if Instant::now() >= next_gauges {
             next_gauges += GAUGES_EVERY;
-            let addr = *service.borrow();
             for gauge in GAUGES {
-                if let Ok(Ok(value)) = tokio::time::timeout(Duration::from_secs(1), metric(addr, gauge)).await {
+                if let Some(value) = metric_within(addr, gauge).await {
                     observed.gauges.entry(gauge).or_default().push((origin.elapsed(), value));
                 }
             }

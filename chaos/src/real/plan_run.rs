@@ -47,11 +47,10 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
-use super::observe;
+use super::observe::{self, metric_within};
 use super::processes::{ServerProcess, ToxiproxyServer};
 use super::subscriber::{self, Shared};
 use super::toxiproxy::{Direction, Toxic, Toxiproxy};
-use crate::load::publisher::metric;
 
 /// How late a fault may be applied before the report says so.
 pub const TOLERANCE: Duration = Duration::from_millis(250);
@@ -64,8 +63,6 @@ pub struct RealOutcome {
     pub seed: u64,
     /// The oracle's and the run's own failures; empty: the plan passed.
     pub failures: Vec<String>,
-    /// Plan items this backend did not apply, and why.
-    pub skipped: Vec<String>,
     /// Faults applied and healed, with their actual times from the run's start.
     pub trace: Vec<String>,
     /// Per client, from the last heal until caught up.
@@ -382,7 +379,6 @@ pub async fn run(seed: u64, plan: &Plan) -> anyhow::Result<RealOutcome> {
     let watched = run.clients.iter().zip(&topics).map(|(c, t)| (c.record.clone(), t.clone())).collect();
     let observer = tokio::spawn(observe::watch(origin, service.clone(), acked_live.clone(), watched, stop.clone()));
     let budget = (plan.topics * plan.window * 128) as f64;
-    let sampler = tokio::spawn(sample_buffered(service.clone(), stop.clone()));
     let mut slot = Slot {
         server,
         boot: 1,
@@ -406,7 +402,6 @@ pub async fn run(seed: u64, plan: &Plan) -> anyhow::Result<RealOutcome> {
     events.sort_by_key(|(at, heal, i)| (*at, *heal, *i));
     let calm_from = plan.calm_from();
     let mut next = 0;
-    let skipped = Vec::new();
     let mut attacks = Vec::new();
     // Ends of each partitioned client's streams when its partition began.
     let mut partitioned: BTreeMap<usize, usize> = BTreeMap::new();
@@ -696,10 +691,9 @@ pub async fn run(seed: u64, plan: &Plan) -> anyhow::Result<RealOutcome> {
     for task in &tasks {
         task.abort();
     }
-    let max_buffered = sampler.await.unwrap_or(0.0);
     let observed = observer.await.unwrap_or_default();
-    if max_buffered > budget {
-        failures.push(format!("buffered bytes reached {max_buffered}, over the windows' budget {budget}"));
+    if observed.max_buffered > budget {
+        failures.push(format!("buffered bytes reached {}, over the windows' budget {budget}", observed.max_buffered));
     }
     let bound = timing.write_timeout + timing.heartbeat + Duration::from_secs(1);
     let deadline = Instant::now() + bound;
@@ -724,7 +718,6 @@ pub async fn run(seed: u64, plan: &Plan) -> anyhow::Result<RealOutcome> {
     Ok(RealOutcome {
         seed,
         failures,
-        skipped,
         trace,
         recoveries,
         acked: acked.len(),
@@ -732,12 +725,6 @@ pub async fn run(seed: u64, plan: &Plan) -> anyhow::Result<RealOutcome> {
         observed,
         client_topics: topics,
     })
-}
-
-/// A metric from `/metrics`, or `None` if the server does not answer within a second
-/// (down, or frozen): no wait in a run is unbounded.
-async fn metric_within(addr: SocketAddr, name: &str) -> Option<f64> {
-    tokio::time::timeout(Duration::from_secs(1), metric(addr, name)).await.ok()?.ok()
 }
 
 /// Waits (bounded) until the process's state letter in `/proc/PID/stat` satisfies `ok`:
@@ -794,21 +781,4 @@ fn check_drained(run: &Run, slot: &mut Slot, boot: u32, fault: &Fault) {
     if slot.draining == Some(boot) {
         slot.draining = None;
     }
-}
-
-/// The highest `sse_buffered_bytes` seen, sampled every 100 ms wherever the service is,
-/// until `stop`.
-async fn sample_buffered(service: watch::Receiver<SocketAddr>, mut stop: watch::Receiver<bool>) -> f64 {
-    let mut max: f64 = 0.0;
-    while !*stop.borrow() {
-        let addr = *service.borrow();
-        if let Some(bytes) = metric_within(addr, "sse_buffered_bytes").await {
-            max = max.max(bytes);
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
-            _ = stop.changed() => {}
-        }
-    }
-    max
 }

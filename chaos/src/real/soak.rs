@@ -22,7 +22,7 @@ use std::fmt;
 use std::time::Duration;
 
 use sse_plan::search::plan_for;
-use sse_plan::{Fault, Plan, StoreMode, TimedFault, Timing};
+use sse_plan::{Plan, StoreMode, TimedFault, Timing};
 
 use super::observe::{Slope, GAUGES};
 use super::plan_run::{self, RealOutcome};
@@ -46,37 +46,6 @@ fn leak_floor(gauge: &str) -> f64 {
     }
 }
 
-/// Whether a fault acts on one client's link (the soak injects only these), and which.
-fn client_of(fault: &Fault) -> Option<Option<usize>> {
-    match fault {
-        Fault::Partition { client, .. }
-        | Fault::Hold { client, .. }
-        | Fault::Lag { client, .. }
-        | Fault::Drop { client }
-        | Fault::Stall { client, .. }
-        | Fault::Cut { client, .. }
-        | Fault::Slicer { client, .. }
-        | Fault::Bandwidth { client, .. } => Some(Some(*client)),
-        Fault::DropAll => Some(None),
-        _ => None,
-    }
-}
-
-fn kind(fault: &Fault) -> &'static str {
-    match fault {
-        Fault::Partition { .. } => "partition",
-        Fault::Hold { .. } => "hold",
-        Fault::Lag { .. } => "lag",
-        Fault::Drop { .. } => "drop",
-        Fault::DropAll => "drop_all",
-        Fault::Stall { .. } => "stall",
-        Fault::Cut { .. } => "cut",
-        Fault::Slicer { .. } => "slicer",
-        Fault::Bandwidth { .. } => "bandwidth",
-        _ => "other",
-    }
-}
-
 /// The soak's plan: `clients` clients on three topics, publishing for `duration`, and
 /// client-side faults drawn window by window from the generator. The store is the
 /// in-memory one: the disk store's page cache (64 MiB) grows with what is written, a
@@ -91,7 +60,7 @@ pub fn plan(seed: u64, duration: Duration, clients: usize) -> Plan {
     for w in 0..windows {
         let drawn = plan_for(seed.wrapping_add(w));
         let start = Duration::from_secs(1) + WINDOW * w as u32;
-        let picked = drawn.faults.into_iter().filter(|f| client_of(&f.fault).is_some()).take(FAULTS_PER_WINDOW);
+        let picked = drawn.faults.into_iter().filter(|f| f.fault.link().is_some()).take(FAULTS_PER_WINDOW);
         for f in picked {
             // The generator starts faults from 1.5 s into its plan; keep the offset.
             let offset = f.at.saturating_sub(Duration::from_millis(1_500)).as_millis() % WINDOW.as_millis();
@@ -205,8 +174,8 @@ fn judge(seed: u64, plan: &Plan, outcome: RealOutcome) -> SoakReport {
         let own: Vec<(Duration, Duration, &'static str)> = plan
             .faults
             .iter()
-            .filter(|f| client_of(&f.fault).is_some_and(|c| c.is_none_or(|c| c % plan.clients == client)))
-            .map(|f| (f.at, f.heals_at() + bound, kind(&f.fault)))
+            .filter(|f| f.fault.link().is_some_and(|c| c.is_none_or(|c| c % plan.clients == client)))
+            .map(|f| (f.at, f.heals_at() + bound, f.fault.kind()))
             .collect();
         let judged: Vec<&(Duration, bool)> = samples.iter().filter(|(t, _)| *t >= from && *t <= until).collect();
         per_client.push(ratio(judged.iter().filter(|(_, ok)| *ok).count(), judged.len()));

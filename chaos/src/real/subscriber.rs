@@ -134,17 +134,9 @@ async fn stream_once(
         // the half event the cut leaves.
         let (n, cut) = {
             let mut record = record.lock().unwrap();
-            match record.cut_after {
-                Some(left) if left <= n => {
-                    record.cut_after = None;
-                    (left, true)
-                }
-                Some(left) => {
-                    record.cut_after = Some(left - n);
-                    (n, false)
-                }
-                None => (n, false),
-            }
+            let (keep, left, cut) = sse_plan::record::cut_step(record.cut_after, n);
+            record.cut_after = left;
+            (keep, cut)
         };
         let fed = match head.as_mut() {
             None => decoder.feed(&buf[..n]),

@@ -118,12 +118,21 @@ impl DiskStore {
     /// process; every later call fails with [`StoreError::Closed`].
     #[doc(hidden)]
     pub fn kill(&self) -> StoreFuture<()> {
-        let (done, killed) = oneshot::channel();
-        let sent = self.send(Command::Kill(done));
+        self.last_command(Command::Kill)
+    }
+
+    /// Sends the writer its last command (close or kill) and waits for its answer; the
+    /// store takes no command after it.
+    fn last_command(
+        &self,
+        command: impl FnOnce(oneshot::Sender<Result<(), StoreError>>) -> Command,
+    ) -> StoreFuture<()> {
+        let (done, answered) = oneshot::channel();
+        let sent = self.send(command(done));
         lock(&self.commands).take();
         Box::pin(async move {
             sent?;
-            killed.await.unwrap_or(Err(StoreError::Closed))
+            answered.await.unwrap_or(Err(StoreError::Closed))
         })
     }
 
@@ -313,12 +322,6 @@ impl Store for DiskStore {
     }
 
     fn close(&self) -> StoreFuture<()> {
-        let (done, closed) = oneshot::channel();
-        let sent = self.send(Command::Close(done));
-        lock(&self.commands).take();
-        Box::pin(async move {
-            sent?;
-            closed.await.unwrap_or(Err(StoreError::Closed))
-        })
+        self.last_command(Command::Close)
     }
 }
