@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The nightly tier: long real chaos runs against the release binary behind Toxiproxy,
 # generated fault plans run for real, many SIGKILL crash seeds, damaged-store copies, fresh simulation seeds and long fuzz
-# runs. Writes $OUT/report.jsonl (one JSON object per real scenario run) and
-# $OUT/summary.txt.
+# runs. Writes $OUT/report.jsonl (one JSON object per real run: each named plan under each
+# round's seed, each swarm seed with a failure's shrunk plan, the soak) and $OUT/summary.txt.
 #
 #   ci/nightly-chaos.sh [rounds]        (OUT defaults to target/nightly)
 set -euo pipefail
@@ -20,12 +20,16 @@ nightly() {
   echo "nightly chaos, seeds from $base, $rounds rounds"
   for round in $(seq 0 $((rounds - 1))); do
     seed=$((base + round))
-    target/release/sse-chaos run all --seed "$seed" --clients 64 --events 2000 --report "$out/report.jsonl" \
-      || status=1
+    # The named plans (one per classic fault: latency, slicer, … sigkill) under this seed.
+    for plan in fixtures/plans/*.plan; do
+      target/release/sse-chaos replay --plan "$plan" --seed "$seed" --report "$out/report.jsonl" >/dev/null \
+        || { echo "FAIL $plan seed $seed: replay with cargo run -p sse-chaos -- replay --plan $plan --seed $seed"; status=1; }
+    done
   done
   # Generated plans for real (the simulation's generator), about 13 s each; a failure is
-  # shrunk (2 of 3 runs, at most 12 runs) and printed with its plan and replay command.
-  target/release/sse-chaos swarm --seeds $((rounds * 20)) --from "$base" || status=1
+  # shrunk (2 of 3 runs, at most 12 runs), written to fixtures/real-regressions/ and printed
+  # with its plan and replay command.
+  target/release/sse-chaos swarm --seeds $((rounds * 20)) --from "$base" --report "$out/report.jsonl" || status=1
   # One hour of generated client-side faults on one server: availability and leak slopes.
   target/release/sse-chaos soak --duration "${SOAK:-1h}" --seed "$base" --report "$out/report.jsonl" || status=1
   SSE_CRASH_SEEDS=50 SSE_CRASH_SEED_BASE=$base SSE_CORRUPTION_SEEDS=500 \
@@ -33,7 +37,7 @@ nightly() {
   SIM_SEEDS=2000 SIM_SEED_BASE=$base cargo test --release --locked -p sse-simulations --test swarm || status=1
   SSE_FUZZ_CASES=2000000 SSE_FUZZ_SEED=$base cargo test --release --locked -p sse-server --test http -- fuzz \
     || status=1
-  echo "real scenario runs: $(grep -c '"passed":true' "$out/report.jsonl") passed," \
+  echo "real runs: $(grep -c '"passed":true' "$out/report.jsonl") passed," \
     "$(grep -c '"passed":false' "$out/report.jsonl") failed"
   return $status
 }

@@ -2,8 +2,8 @@
 //! `sse-server`.
 //!
 //! Folders, from what runs down to what it uses:
-//! - [`real`]: real chaos scenarios behind Toxiproxy (process control, toxics read back,
-//!   oracle, leak checks).
+//! - [`real`]: the real backend for plans behind Toxiproxy (process control, toxics read
+//!   back, the shared oracle, leak checks), swarms and the soak.
 //! - [`bench`](mod@bench): the benchmarks: idle memory per stream, fan-out, publishes, resume herds.
 //! - [`load`]: what drives and measures load: the raw stream client, the publisher and
 //!   `/metrics` reader, the TLS connector, `/proc` readings and percentiles.

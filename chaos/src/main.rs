@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use sse_chaos::bench::{fanout, idle, publish as publish_bench, resume as resume_bench};
 use sse_chaos::load::tls_client::TlsConnect;
-use sse_chaos::real::{plan_run, scenarios, soak};
+use sse_chaos::real::{plan_run, soak};
 use sse_plan::search::{self, Shrink};
 
 #[derive(Debug, Parser)]
@@ -76,7 +76,6 @@ enum Command {
         #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
         duration: Duration,
     },
-    /// Run a real chaos scenario (or `all`): the sse-server binary behind Toxiproxy.
     /// Run one plan for real (the fixtures format, the same file `sse-simulations replay
     /// --plan` takes) and judge it with the oracle.
     Replay {
@@ -86,6 +85,9 @@ enum Command {
         /// Seeds the clients' topics, the publisher and Toxiproxy.
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// Also append the verdict as a JSON line to this file.
+        #[arg(long)]
+        report: Option<String>,
     },
     /// Run the plans the generator draws for seeds `from..from+seeds` for real; shrink a
     /// failure (a step fails if it fails in `k` of `n` runs) and print its plan.
@@ -101,6 +103,9 @@ enum Command {
         k: usize,
         #[arg(long, default_value_t = 3)]
         n: usize,
+        /// Also append each seed's verdict (and a failure's shrunk plan) as a JSON line.
+        #[arg(long)]
+        report: Option<String>,
     },
     /// A long run: client-side faults drawn from the generator for `duration` on one
     /// server; reports availability and leak slopes, fails on loss, a leak or
@@ -115,25 +120,6 @@ enum Command {
         /// Also append the report as a JSON line to this file.
         #[arg(long)]
         report: Option<String>,
-    },
-    Run {
-        /// A scenario (`latency`, `slicer`, `bandwidth`, `slow_close`, `reset_peer`, `storm`,
-        /// `limit_data`, `blackhole`,
-        /// `stalled_reader`, `fd_exhaustion`, `memory_pressure`, `sigstop`, `sigterm`,
-        /// `sigkill`) or `all`.
-        scenario: String,
-        /// Seed for Toxiproxy's randomness and the run's own choices (random if absent).
-        #[arg(long)]
-        seed: Option<u64>,
-        /// Subscribers.
-        #[arg(long, default_value_t = 8)]
-        clients: usize,
-        /// Events published per scenario.
-        #[arg(long, default_value_t = 60)]
-        events: usize,
-        /// Also write the reports as JSON lines to this file (appended).
-        #[arg(long)]
-        report: Option<std::path::PathBuf>,
     },
     /// Publish a topic's history and print `RESUME_FROM=<id>` (the id before it).
     History {
@@ -191,39 +177,22 @@ fn main() -> anyhow::Result<()> {
             Command::Publish { addr, publishers, size, duration } => {
                 publish_bench::run(publish_bench::Plan { addr, publishers, size, duration }).await?
             }
-            Command::Run { scenario, seed, clients, events, report } => {
-                use std::hash::{BuildHasher, RandomState};
-                let seed = seed.unwrap_or_else(|| RandomState::new().hash_one(std::process::id()) >> 16);
-                println!("seed {seed} (repeat with --seed {seed})");
-                let settings = scenarios::Settings { seed, clients, events, ..scenarios::Settings::short(seed) };
-                let reports = scenarios::run_many(&scenario, &settings).await?;
-                for report in &reports {
-                    print!("{report}");
-                }
-                if let Some(path) = report {
-                    use std::io::Write;
-                    let mut file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
-                    for r in &reports {
-                        writeln!(file, "{}", r.to_json())?;
-                    }
-                }
-                let failed = reports.iter().filter(|r| !r.passed()).count();
-                println!("{} passed, {failed} failed", reports.len() - failed);
-                if failed > 0 {
-                    anyhow::bail!("{failed} scenarios failed");
-                }
-            }
-            Command::Replay { plan, seed } => {
+            Command::Replay { plan, seed, report } => {
                 let text = std::fs::read_to_string(&plan).with_context(|| format!("read {plan}"))?;
                 let parsed: sse_plan::Plan = text.parse().map_err(|e| anyhow::anyhow!("{plan}: {e}"))?;
                 println!("seed {seed}\nplan:\n{parsed}");
                 let outcome = plan_run::run(seed, &parsed).await?;
                 print_outcome(&outcome);
+                let verdict = serde_json::json!({
+                    "kind": "replay", "plan": plan, "seed": seed, "passed": outcome.passed(),
+                    "failures": outcome.failures, "acked": outcome.acked, "took_s": outcome.took.as_secs_f64(),
+                });
+                append_json(report.as_deref(), &verdict)?;
                 if !outcome.passed() {
                     anyhow::bail!("the plan failed; replay: cargo run -p sse-chaos -- replay --plan {plan} --seed {seed}");
                 }
             }
-            Command::Swarm { seeds, from, shrink_budget, k, n } => {
+            Command::Swarm { seeds, from, shrink_budget, k, n, report } => {
                 let handle = tokio::runtime::Handle::current();
                 let shrink = Shrink { budget: shrink_budget, k, n };
                 let mut failed = 0;
@@ -244,15 +213,30 @@ fn main() -> anyhow::Result<()> {
                         Ok(outcome) => {
                             let outcome = outcome?;
                             println!("PASS seed {seed} in {:.1?} ({} acked)", started.elapsed(), outcome.acked);
+                            let verdict = serde_json::json!({
+                                "kind": "swarm", "seed": seed, "passed": true, "acked": outcome.acked,
+                                "took_s": started.elapsed().as_secs_f64(),
+                            });
+                            append_json(report.as_deref(), &verdict)?;
                         }
                         Err(failure) => {
                             failed += 1;
                             let file = format!("fixtures/real-regressions/seed-{seed}.plan");
+                            std::fs::create_dir_all("fixtures/real-regressions")?;
+                            std::fs::write(&file, failure.plan.to_string()).with_context(|| format!("write {file}"))?;
                             println!(
-                                "FAIL seed {seed}: {}\nshrunk plan (k={k} of n={n}):\n{}save it as {file}, then replay: cargo run -p sse-chaos -- replay --plan {file} --seed {seed}",
+                                "FAIL seed {seed}: {}\nshrunk plan ({} faults; k={k} of n={n}, {:.0?}), written to {file}:\n{}replay: cargo run -p sse-chaos -- replay --plan {file} --seed {seed}",
                                 failure.failures.join("\n  "),
+                                failure.plan.faults.len(),
+                                started.elapsed(),
                                 failure.plan
                             );
+                            let verdict = serde_json::json!({
+                                "kind": "swarm", "seed": seed, "passed": false, "failures": failure.failures,
+                                "shrunk_plan": failure.plan.to_string(), "shrunk_faults": failure.plan.faults.len(),
+                                "took_s": started.elapsed().as_secs_f64(),
+                            });
+                            append_json(report.as_deref(), &verdict)?;
                         }
                     }
                 }
@@ -264,11 +248,8 @@ fn main() -> anyhow::Result<()> {
             Command::Soak { duration, seed, clients, report } => {
                 let soak = soak::run(seed, duration, clients).await?;
                 print!("{soak}");
-                if let Some(path) = report {
-                    use std::io::Write;
-                    let mut file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
-                    writeln!(file, "{}", soak.to_json())?;
-                }
+                let json: serde_json::Value = serde_json::from_str(&soak.to_json())?;
+                append_json(report.as_deref(), &json)?;
                 if !soak.passed() {
                     anyhow::bail!("the soak failed; repeat: cargo run -p sse-chaos -- soak --duration {} --seed {seed} --clients {clients}", humantime::format_duration(duration));
                 }
@@ -283,13 +264,28 @@ fn main() -> anyhow::Result<()> {
     })
 }
 
+/// Appends `value` as one JSON line to `path`, if given.
+fn append_json(path: Option<&str>, value: &serde_json::Value) -> anyhow::Result<()> {
+    if let Some(path) = path {
+        use std::io::Write;
+        let mut file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+        writeln!(file, "{value}")?;
+    }
+    Ok(())
+}
+
 fn print_outcome(outcome: &plan_run::RealOutcome) {
     for line in &outcome.trace {
         println!("{line}");
     }
+    let mut recoveries = outcome.recoveries.clone();
+    recoveries.sort();
+    let (median, max) = (recoveries.get(recoveries.len() / 2), recoveries.last());
     println!(
-        "{} events acknowledged in {:.1?}; recovery per client: {:?}",
-        outcome.acked, outcome.took, outcome.recoveries
+        "{} events acknowledged in {:.1?}; recovery after the last heal over {} clients: median {median:?}, max {max:?}",
+        outcome.acked,
+        outcome.took,
+        recoveries.len()
     );
     if outcome.passed() {
         println!("PASS");

@@ -1,16 +1,35 @@
-//! Plans for real: plan files (`fixtures/plans/`, and a plan the simulation found) run
-//! through the real backend and judged by the one oracle, and the soak in its short
-//! setting. A binary of its own, so these timed runs do not share the machine with the
-//! heavy scenarios of `real.rs` (a storm of a thousand streams, a descriptor flood).
+//! The real chaos tier in its short setting: plan files (`fixtures/plans/`, among them one
+//! per named scenario, and a plan the simulation found) run through the real backend, the
+//! `sse-server` binary behind a real Toxiproxy (installed by `ci/install-toxiproxy.sh`),
+//! and judged by the one oracle; and the soak in its short setting. `CHAOS_SEED` pins the
+//! seed; otherwise each plan has a fixed one.
 
 use std::path::Path;
 
 use sse_chaos::real::plan_run;
 use sse_plan::Plan;
+use tokio::sync::RwLock;
+
+/// Plans run two at a time (the test threads), except the heavy ones (a thousand streams,
+/// a descriptor flood, memory pressure), which run alone: a late fault fails a plan.
+static MACHINE: RwLock<()> = RwLock::const_new(());
+
+/// Runs a plan file alone on the machine.
+async fn heavy_plan(file: &str, seed: u64) {
+    let _alone = MACHINE.write().await;
+    run_plan(file, seed).await;
+}
+
+/// Runs a plan file beside at most one other.
+async fn plan(file: &str, seed: u64) {
+    let _shared = MACHINE.read().await;
+    run_plan(file, seed).await;
+}
 
 /// Runs a plan file for real and fails with its trace unless the oracle passed it, every
 /// fault was applied (each has its `apply` line in the trace, none a `skip`).
-async fn plan(file: &str, seed: u64) {
+async fn run_plan(file: &str, seed: u64) {
+    let seed = std::env::var("CHAOS_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(seed);
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(file);
     let plan: Plan = std::fs::read_to_string(&path).unwrap().parse().unwrap_or_else(|e| panic!("{file}: {e}"));
     let outcome = plan_run::run(seed, &plan).await.unwrap_or_else(|error| panic!("{file} could not run: {error:#}"));
@@ -20,6 +39,78 @@ async fn plan(file: &str, seed: u64) {
     let applied = trace.lines().filter(|l| l.contains(" apply ")).count();
     assert_eq!(applied, plan.faults.len(), "{file}: every fault applied\n{trace}");
     assert!(outcome.acked > 50, "{file}: the publisher published ({})", outcome.acked);
+    let skipped: Vec<&str> = trace.lines().filter(|l| l.contains(" skip ")).collect();
+    assert!(skipped.is_empty() || file.contains("memory_pressure"), "{file}: skipped {skipped:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latency_spikes_keep_order_and_completeness() {
+    plan("fixtures/plans/latency.plan", 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_sliced_across_reads_still_parse() {
+    plan("fixtures/plans/slicer.plan", 6).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_behind_a_bandwidth_limit_catch_up_once_it_lifts() {
+    plan("fixtures/plans/bandwidth.plan", 13).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_that_close_slowly_are_still_freed_within_the_bound() {
+    plan("fixtures/plans/slow_close.plan", 14).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_cut_after_a_byte_budget_resumes_from_the_last_whole_event() {
+    plan("fixtures/plans/limit_data.plan", 7).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reset_peer_clients_resume_with_last_event_id_and_lose_nothing() {
+    plan("fixtures/plans/reset_peer.plan", 2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disconnect_storm_of_a_thousand_streams_recovers_without_loss() {
+    heavy_plan("fixtures/plans/storm.plan", 10).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_black_hole_is_noticed_by_heartbeat_silence_and_the_server_frees_dead_streams() {
+    plan("fixtures/plans/blackhole.plan", 3).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_that_stops_reading_is_cut_by_the_write_timeout_and_others_get_everything() {
+    plan("fixtures/plans/stalled_reader.plan", 8).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_past_the_open_file_limit_is_refused_cleanly_and_the_server_recovers() {
+    heavy_plan("fixtures/plans/fd_exhaustion.plan", 11).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_pressure_hits_the_buffer_budget_not_the_oom_killer() {
+    heavy_plan("fixtures/plans/memory_pressure.plan", 12).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_server_resumes_after_sigcont_and_clients_lose_nothing() {
+    plan("fixtures/plans/sigstop.plan", 9).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_every_stream_and_clients_resume_after_the_restart() {
+    plan("fixtures/plans/sigterm.plan", 4).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_inside_a_publish_storm_loses_nothing_acknowledged() {
+    plan("fixtures/plans/sigkill.plan", 5).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -51,6 +142,7 @@ async fn a_plan_the_simulation_found_replays_for_real() {
 /// fails this test with `tokio_alive_tasks` climbing).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_short_soak_keeps_availability_and_shows_no_leak() {
+    let _alone = MACHINE.write().await;
     let report = sse_chaos::real::soak::run(1, std::time::Duration::from_secs(20), 6)
         .await
         .unwrap_or_else(|error| panic!("the soak could not run: {error:#}"));

@@ -34,11 +34,18 @@ fn fault(clients: usize) -> impl Strategy<Value = Fault> {
             .prop_map(|(client, after_bytes)| Fault::Cut { client, after_bytes }),
         1 => (500u64..4_000).prop_map(|ms| Fault::Freeze { duration: Duration::from_millis(ms) }),
         1 => (client.clone(), 500u64..4_000).prop_map(|(client, ms)| Fault::Slicer { client, duration: Duration::from_millis(ms) }),
-        1 => (client, 1u64..64, 500u64..4_000).prop_map(|(client, kbps, ms)| Fault::Bandwidth {
+        1 => (client.clone(), 1u64..64, 500u64..4_000).prop_map(|(client, kbps, ms)| Fault::Bandwidth {
             client,
             kbps,
             duration: Duration::from_millis(ms)
         }),
+        1 => (client, 100u64..2_000, 500u64..4_000).prop_map(|(client, delay, ms)| Fault::SlowClose {
+            client,
+            delay: Duration::from_millis(delay),
+            duration: Duration::from_millis(ms)
+        }),
+        1 => (1usize..=200, 500u64..3_000)
+            .prop_map(|(connections, ms)| Fault::Flood { connections, duration: Duration::from_millis(ms) }),
     ]
 }
 
@@ -93,6 +100,7 @@ pub fn plan() -> impl Strategy<Value = Plan> {
                     max_latency: Duration::from_millis(latency_ms),
                     store,
                     faults,
+                    ..Plan::calm(clients)
                 }
             })
         })

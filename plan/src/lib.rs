@@ -20,5 +20,5 @@ pub mod record;
 pub mod search;
 pub mod timing;
 
-pub use plan::{Fault, Plan, Reach, StoreMode, TimedFault};
+pub use plan::{Expect, Fault, Plan, Reach, StoreMode, TimedFault};
 pub use timing::Timing;

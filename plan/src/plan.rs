@@ -49,6 +49,12 @@ pub enum Fault {
     /// Real only: one client's link limited to `kbps` KB/s (Toxiproxy `bandwidth`);
     /// turmoil has no per-link rate.
     Bandwidth { client: usize, kbps: u64, duration: Duration },
+    /// Real only: connections on one client's link close `delay` late (Toxiproxy
+    /// `slow_close`) for `duration`; turmoil closes at once.
+    SlowClose { client: usize, delay: Duration, duration: Duration },
+    /// `connections` stream requests opened at once and held for `duration` (with the
+    /// plan's `nofile`, a flood past the open-file limit), then dropped.
+    Flood { connections: usize, duration: Duration },
 }
 
 /// Which backends can apply a fault.
@@ -103,7 +109,9 @@ impl Fault {
             | Fault::Lag { duration, .. }
             | Fault::Freeze { duration }
             | Fault::Slicer { duration, .. }
-            | Fault::Bandwidth { duration, .. } => duration,
+            | Fault::Bandwidth { duration, .. }
+            | Fault::SlowClose { duration, .. }
+            | Fault::Flood { duration, .. } => duration,
             Fault::Drop { .. } | Fault::DropAll | Fault::Slowloris { .. } | Fault::Cut { .. } => Duration::ZERO,
         }
     }
@@ -125,6 +133,8 @@ impl Fault {
             Fault::Freeze { .. } => "freeze",
             Fault::Slicer { .. } => "slicer",
             Fault::Bandwidth { .. } => "bandwidth",
+            Fault::SlowClose { .. } => "slow_close",
+            Fault::Flood { .. } => "flood",
         }
     }
 
@@ -139,7 +149,8 @@ impl Fault {
             | Fault::Stall { client, .. }
             | Fault::Cut { client, .. }
             | Fault::Slicer { client, .. }
-            | Fault::Bandwidth { client, .. } => Some(Some(*client)),
+            | Fault::Bandwidth { client, .. }
+            | Fault::SlowClose { client, .. } => Some(Some(*client)),
             Fault::DropAll => Some(None),
             _ => None,
         }
@@ -148,7 +159,7 @@ impl Fault {
     /// Which backends can apply it.
     pub fn reach(&self) -> Reach {
         match self {
-            Fault::Slicer { .. } | Fault::Bandwidth { .. } => Reach::RealOnly,
+            Fault::Slicer { .. } | Fault::Bandwidth { .. } | Fault::SlowClose { .. } => Reach::RealOnly,
             _ => Reach::Both,
         }
     }
@@ -177,7 +188,59 @@ pub struct Plan {
     pub max_latency: Duration,
     /// What the store keeps across boots.
     pub store: StoreMode,
+    /// Bytes of padding in every published event (large events fill socket buffers,
+    /// windows and the buffer budget sooner).
+    pub event_bytes: usize,
+    /// `--max-buffered-bytes` of the server, in KiB (`None`: the server's default).
+    pub max_buffered_kb: Option<u64>,
+    /// Real only: the server's open-file limit (`RLIMIT_NOFILE`); the simulated server has
+    /// no descriptors.
+    pub nofile: Option<u64>,
+    /// Real only: the server runs in a memory cgroup of this many MiB (where the machine
+    /// lets one be made) and must never be OOM-killed.
+    pub memory_limit_mb: Option<u64>,
+    /// Checks on the server's metrics at the end of the run: the proof that a fault had
+    /// the effect it is there for (a write timeout fired, the budget refused growth).
+    pub expects: Vec<Expect>,
     pub faults: Vec<TimedFault>,
+}
+
+/// One check on a metric series at the end of a run (the last boot's `/metrics`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expect {
+    /// The series as `/metrics` writes it, labels included: `sse_rejected_total{reason="buffer_full"}`.
+    pub series: String,
+    /// `true`: at least `value`; `false`: at most.
+    pub at_least: bool,
+    /// Counters and gauges here are whole numbers.
+    pub value: u64,
+    /// Written `expect_real`: it holds only where a real-only item applies (a refusal
+    /// that needs `nofile`); a simulation lists it as skipped.
+    pub real_only: bool,
+}
+
+impl Expect {
+    /// Whether `observed` (absent: 0) satisfies it.
+    pub fn holds(&self, observed: Option<f64>) -> bool {
+        let (observed, value) = (observed.unwrap_or(0.0), self.value as f64);
+        if self.at_least {
+            observed >= value
+        } else {
+            observed <= value
+        }
+    }
+}
+
+impl fmt::Display for Expect {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let keyword = if self.real_only { "expect_real" } else { "expect" };
+        write!(f, "{keyword} {} {} {}", self.series, if self.at_least { ">=" } else { "<=" }, self.value)
+    }
+}
+
+/// The value of `series` in a Prometheus text exposition (`None`: not there).
+pub fn metric_value(exposition: &str, series: &str) -> Option<f64> {
+    exposition.lines().find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
 impl Plan {
@@ -192,8 +255,42 @@ impl Plan {
             publish_every: Duration::from_millis(50),
             max_latency: Duration::from_millis(5),
             store: StoreMode::Fresh,
+            event_bytes: 0,
+            max_buffered_kb: None,
+            nofile: None,
+            memory_limit_mb: None,
+            expects: Vec::new(),
             faults: Vec::new(),
         }
+    }
+
+    /// The settings only a real run can apply, as the text form writes them (a
+    /// simulation lists them as skipped).
+    pub fn real_only_settings(&self) -> Vec<String> {
+        let mut settings = Vec::new();
+        if let Some(n) = self.nofile {
+            settings.push(format!("nofile {n}"));
+        }
+        if let Some(mb) = self.memory_limit_mb {
+            settings.push(format!("memory_limit_mb {mb}"));
+        }
+        settings
+    }
+
+    /// What every backend appends to each published event's data: the plan's
+    /// `event_bytes` of padding (nothing by default).
+    pub fn padding(&self) -> String {
+        if self.event_bytes == 0 {
+            return String::new();
+        }
+        format!(" {}", "x".repeat(self.event_bytes))
+    }
+
+    /// The most bytes the windows may hold: every topic's window full of the plan's events
+    /// (each frames to under 128 bytes plus its padding), or the plan's budget if lower.
+    pub fn buffer_budget(&self) -> usize {
+        let windows = self.topics * self.window * (128 + self.event_bytes);
+        self.max_buffered_kb.map_or(windows, |kb| windows.min(kb as usize * 1024))
     }
 
     /// The plan with one more fault.
@@ -261,6 +358,18 @@ impl fmt::Display for Plan {
         writeln!(f, "publish_every_ms {}", ms(self.publish_every))?;
         writeln!(f, "max_latency_ms {}", ms(self.max_latency))?;
         writeln!(f, "store {}", self.store.as_str())?;
+        if self.event_bytes > 0 {
+            writeln!(f, "event_bytes {}", self.event_bytes)?;
+        }
+        if let Some(kb) = self.max_buffered_kb {
+            writeln!(f, "max_buffered_kb {kb}")?;
+        }
+        for setting in self.real_only_settings() {
+            writeln!(f, "{setting}")?;
+        }
+        for expect in &self.expects {
+            writeln!(f, "{expect}")?;
+        }
         for TimedFault { at, fault } in &self.faults {
             write!(f, "at_ms {} {}", ms(*at), fault.kind())?;
             match fault {
@@ -280,6 +389,10 @@ impl fmt::Display for Plan {
                 Fault::Freeze { duration } => writeln!(f, " {}", ms(*duration))?,
                 Fault::Slicer { client, duration } => writeln!(f, " {client} {}", ms(*duration))?,
                 Fault::Bandwidth { client, kbps, duration } => writeln!(f, " {client} {kbps} {}", ms(*duration))?,
+                Fault::SlowClose { client, delay, duration } => {
+                    writeln!(f, " {client} {} {}", ms(*delay), ms(*duration))?
+                }
+                Fault::Flood { connections, duration } => writeln!(f, " {connections} {}", ms(*duration))?,
             }
         }
         Ok(())
@@ -312,6 +425,23 @@ impl FromStr for Plan {
                 "publish_for_ms" => plan.publish_for = dur(1)?,
                 "publish_every_ms" => plan.publish_every = dur(1)?,
                 "max_latency_ms" => plan.max_latency = dur(1)?,
+                "event_bytes" => plan.event_bytes = num(1)? as usize,
+                "max_buffered_kb" => plan.max_buffered_kb = Some(num(1)?),
+                "nofile" => plan.nofile = Some(num(1)?),
+                "memory_limit_mb" => plan.memory_limit_mb = Some(num(1)?),
+                "expect" | "expect_real" => {
+                    let value = words.get(3).and_then(|w| w.parse().ok());
+                    let (Some(series), Some(op), Some(value)) = (words.get(1), words.get(2), value) else {
+                        return Err(format!("line {}: expect SERIES >= N or <= N: {line}", n + 1));
+                    };
+                    let at_least = match *op {
+                        ">=" => true,
+                        "<=" => false,
+                        _ => return Err(format!("line {}: expect compares with >= or <=: {line}", n + 1)),
+                    };
+                    let real_only = words[0] == "expect_real";
+                    plan.expects.push(Expect { series: (*series).to_owned(), at_least, value, real_only });
+                }
                 "store" => {
                     plan.store = match words.get(1).copied() {
                         Some("fresh") => StoreMode::Fresh,
@@ -339,6 +469,10 @@ impl FromStr for Plan {
                         Some("bandwidth") => {
                             Fault::Bandwidth { client: num(3)? as usize, kbps: num(4)?, duration: dur(5)? }
                         }
+                        Some("slow_close") => {
+                            Fault::SlowClose { client: num(3)? as usize, delay: dur(4)?, duration: dur(5)? }
+                        }
+                        Some("flood") => Fault::Flood { connections: num(3)? as usize, duration: dur(4)? },
                         _ => return Err(format!("line {}: unknown fault: {line}", n + 1)),
                     };
                     plan.faults.push(TimedFault { at, fault });
@@ -371,8 +505,31 @@ mod tests {
             .with(5600, Fault::Cut { client: 2, after_bytes: 700 })
             .with(5700, Fault::Freeze { duration: Duration::from_secs(1) })
             .with(5800, Fault::Slicer { client: 1, duration: Duration::from_secs(2) })
-            .with(5900, Fault::Bandwidth { client: 0, kbps: 4, duration: Duration::from_secs(2) });
+            .with(5900, Fault::Bandwidth { client: 0, kbps: 4, duration: Duration::from_secs(2) })
+            .with(6000, Fault::SlowClose { client: 2, delay: Duration::from_secs(1), duration: Duration::from_secs(2) })
+            .with(6100, Fault::Flood { connections: 400, duration: Duration::from_secs(2) });
+        let plan = Plan {
+            event_bytes: 2048,
+            max_buffered_kb: Some(65536),
+            nofile: Some(256),
+            memory_limit_mb: Some(256),
+            expects: vec![
+                Expect {
+                    series: "sse_rejected_total{reason=\"buffer_full\"}".into(),
+                    at_least: true,
+                    value: 1,
+                    real_only: false,
+                },
+                Expect { series: "sse_accept_errors_total".into(), at_least: false, value: 0, real_only: true },
+            ],
+            ..plan
+        };
         assert_eq!(plan.to_string().parse::<Plan>().unwrap(), plan);
+        assert!("expect sse_streams == 1".parse::<Plan>().is_err());
+        let exposition = "# HELP x\nsse_rejected_total{reason=\"buffer_full\"} 3\nsse_accept_errors_total 0\n";
+        assert_eq!(metric_value(exposition, "sse_rejected_total{reason=\"buffer_full\"}"), Some(3.0));
+        assert!(plan.expects.iter().all(|e| e.holds(metric_value(exposition, &e.series))));
+        assert!(!plan.expects[0].holds(None), "an absent series counts as 0");
         assert!("clients 0".parse::<Plan>().is_err());
         assert!("at_ms 5 explode".parse::<Plan>().is_err());
     }

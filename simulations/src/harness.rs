@@ -16,14 +16,16 @@ use tokio::sync::watch;
 use crate::publisher::{self, Acked, PublisherConfig};
 use crate::service::ServiceAddress;
 use crate::sim_listener::SimListener;
-use crate::slowloris;
 use crate::subscriber::{self, SubscriberConfig, SubscriberState};
 use crate::trace::Trace;
 use crate::SERVER_PORT;
+use crate::{flood, slowloris};
 use sse_plan::oracle;
 use sse_plan::{Fault, Plan, Reach, StoreMode, TimedFault, Timing};
 
 const SERVER: &str = "server";
+/// The most clients a simulated plan runs with.
+pub const MAX_CLIENTS: usize = 50;
 /// The second server host, where the service moves.
 const STANDBY: &str = "server-b";
 
@@ -42,6 +44,7 @@ pub fn server_config(plan: &Plan, seed: u64, epoch: u32) -> Config {
         max_connections: Some(1000),
         seed: Some(seed),
         epoch: Some(epoch),
+        max_buffered_bytes: plan.max_buffered_kb.map_or(Config::default().max_buffered_bytes, |kb| kb as usize * 1024),
         ..Config::default()
     }
 }
@@ -82,6 +85,17 @@ struct ServerView {
 /// Runs `plan` under `seed`.
 pub fn run(seed: u64, plan: &Plan, trace: Trace) -> Outcome {
     let _server_log = crate::server_log::capture(&trace);
+    // Turmoil's cost grows faster than its host count: a larger plan runs with fewer
+    // clients, and says so (faults on a client past the limit wrap around, as always).
+    let mut resized = Vec::new();
+    let capped;
+    let plan = if plan.clients > MAX_CLIENTS {
+        resized.push(format!("clients {}: the simulation runs {MAX_CLIENTS}", plan.clients));
+        capped = Plan { clients: MAX_CLIENTS, ..plan.clone() };
+        &capped
+    } else {
+        plan
+    };
     let rng = SeededRng::new(seed);
     let mut sim = turmoil::Builder::new()
         .rng_seed(seed)
@@ -167,7 +181,8 @@ pub fn run(seed: u64, plan: &Plan, trace: Trace) -> Outcome {
             server: address.clone(),
             topics: topics.iter().cloned().collect(),
             heartbeat: config.heartbeat,
-            start_after: Duration::from_millis(5 * i as u64),
+            // Staggered, all connected within half a second (before publishing starts).
+            start_after: Duration::from_millis(5 * i as u64).min(Duration::from_millis(500)),
         };
         sim.client(name.as_str(), subscriber::run(config, state.clone(), trace.clone(), stop_rx.clone()));
         clients.push((name, topics, state));
@@ -180,6 +195,7 @@ pub fn run(seed: u64, plan: &Plan, trace: Trace) -> Outcome {
         stop: plan.publish_until(),
         interval: plan.publish_every,
         seed: rng.next_u64(),
+        padding: plan.padding(),
     };
     sim.client("publisher", publisher::run(publisher, acked.clone(), trace.clone()));
     let attacks: Vec<(Duration, usize)> = plan
@@ -195,6 +211,19 @@ pub fn run(seed: u64, plan: &Plan, trace: Trace) -> Outcome {
         let mut attacks = attacks;
         attacks.sort();
         sim.client("slowloris", slowloris::run(address.clone(), attacks, held.clone(), trace.clone()));
+    }
+
+    let mut floods: Vec<flood::Flood> = plan
+        .faults
+        .iter()
+        .filter_map(|f| match f.fault {
+            Fault::Flood { connections, duration } => Some((f.at, connections, duration)),
+            _ => None,
+        })
+        .collect();
+    if !floods.is_empty() {
+        floods.sort();
+        sim.client("flood", flood::run(address.clone(), floods, trace.clone()));
     }
 
     let mut failures = Vec::new();
@@ -214,7 +243,12 @@ pub fn run(seed: u64, plan: &Plan, trace: Trace) -> Outcome {
     let mut draining_boot = None;
     let mut frozen_until = Duration::ZERO;
     let mut links = HeldLinks::default();
-    let mut skipped = Vec::new();
+    let mut skipped = resized;
+    skipped.extend(plan.real_only_settings().into_iter().map(|s| format!("{s}: real only")));
+    skipped.extend(plan.expects.iter().filter(|e| e.real_only).map(|e| format!("{e}: real only")));
+    for item in &skipped {
+        trace.log(Duration::ZERO, "harness", format_args!("skipped {item}"));
+    }
     while sim.elapsed() < check_at {
         let now = sim.elapsed();
         if let Some((to, from)) = moving.filter(|(_, from)| !sim.is_host_running(*from)) {
@@ -308,8 +342,7 @@ pub fn run(seed: u64, plan: &Plan, trace: Trace) -> Outcome {
             break;
         }
         if let Some(metrics) = view.metrics.borrow().as_ref() {
-            // Windows hold at most `window` events each (events here frame to < 128 B).
-            let budget = (plan.topics * plan.window * 128).min(config.max_buffered_bytes) as i64;
+            let budget = plan.buffer_budget().min(config.max_buffered_bytes) as i64;
             if metrics.buffered_bytes() > budget && failures.is_empty() {
                 failures
                     .push(format!("buffered bytes {} over the budget {budget} at {now:?}", metrics.buffered_bytes()));
@@ -372,6 +405,16 @@ pub fn run(seed: u64, plan: &Plan, trace: Trace) -> Outcome {
             ));
         }
     }
+    // The plan's checks on the last boot's metrics.
+    if let Some(metrics) = view.metrics.borrow().as_ref() {
+        let exposition = metrics.render();
+        for expect in plan.expects.iter().filter(|e| !e.real_only) {
+            let observed = sse_plan::plan::metric_value(&exposition, &expect.series);
+            if !expect.holds(observed) {
+                failures.push(format!("{expect}: the server reports {observed:?}"));
+            }
+        }
+    }
     trace.log(sim.elapsed(), "harness", format_args!("done: {} acked, {} failures", acked.len(), failures.len()));
     Outcome { seed, trace, failures, recoveries, acked: acked.len(), simulated: sim.elapsed(), skipped }
 }
@@ -427,7 +470,10 @@ fn apply(
             clients.iter().for_each(|c| links.hold(sim, host, c.0.as_str()));
             links.hold(sim, host, "publisher");
         }
-        Fault::Slicer { .. } | Fault::Bandwidth { .. } => unreachable!("real-only faults are skipped before apply"),
+        Fault::Flood { .. } => {}
+        Fault::Slicer { .. } | Fault::Bandwidth { .. } | Fault::SlowClose { .. } => {
+            unreachable!("real-only faults are skipped before apply")
+        }
     }
 }
 
@@ -460,7 +506,7 @@ fn heal(
             (0..plan.clients).for_each(|i| links.release(sim, host, client(&i).as_str()));
             links.release(sim, host, "publisher");
         }
-        Fault::Slicer { .. } | Fault::Bandwidth { .. } => return,
+        Fault::Slicer { .. } | Fault::Bandwidth { .. } | Fault::SlowClose { .. } | Fault::Flood { .. } => return,
         // The old host stays down; the service already runs on the other one.
         Fault::Move { .. } => {}
         Fault::Drop { .. } | Fault::DropAll | Fault::Stall { .. } | Fault::Slowloris { .. } | Fault::Cut { .. } => {

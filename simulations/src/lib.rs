@@ -11,11 +11,13 @@
 //! - [`subscriber`]: the simulated EventSource client.
 //! - [`publisher`]: the simulated publisher that records acknowledgements.
 //! - [`slowloris`]: connections that never finish their request head.
+//! - [`flood`]: many stream requests at once, held, then dropped.
 //! - [`sim_listener`]: the server's `Listener` seam on turmoil TCP.
 //! - [`trace`]: the run's trace in simulated time.
 //! - [`server_log`]: the server's log lines, captured into the trace.
 //! - [`service`]: the host clients connect to (repointed when the service moves).
 
+pub mod flood;
 pub mod harness;
 pub mod publisher;
 pub mod seeds;

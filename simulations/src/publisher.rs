@@ -26,6 +26,8 @@ pub struct PublisherConfig {
     pub stop: Duration,
     pub interval: Duration,
     pub seed: u64,
+    /// Appended to each event's data (the plan's `event_bytes`).
+    pub padding: String,
 }
 
 /// Publishes from `start` to `stop`, every `interval`.
@@ -35,16 +37,17 @@ pub async fn run(config: PublisherConfig, acked: Rc<RefCell<Vec<Acked>>>, trace:
     let mut attempt = 0u64;
     while turmoil::sim_elapsed().unwrap_or_default() < config.stop {
         let topic = &config.topics[rng.up_to(config.topics.len() as u64 - 1) as usize];
-        let data = format!("{topic}#{attempt}");
+        let name = format!("{topic}#{attempt}");
+        let data = format!("{name}{}", config.padding);
         attempt += 1;
         match tokio::time::timeout(Duration::from_secs(2), publish(config.server.host(), topic, &data)).await {
             Ok(Ok(id)) => {
-                trace.here("publisher", format_args!("acked {id} {data}"));
+                trace.here("publisher", format_args!("acked {id} {name}"));
                 let at = turmoil::sim_elapsed().unwrap_or_default();
                 acked.borrow_mut().push(Acked { at, id, topic: topic.clone(), data });
             }
-            Ok(Err(error)) => trace.here("publisher", format_args!("failed {data}: {error}")),
-            Err(_) => trace.here("publisher", format_args!("timed out {data}")),
+            Ok(Err(error)) => trace.here("publisher", format_args!("failed {name}: {error}")),
+            Err(_) => trace.here("publisher", format_args!("timed out {name}")),
         }
         tokio::time::sleep(config.interval).await;
     }

@@ -1,4 +1,4 @@
-//! Percentiles of sorted samples, shared by the benchmarks and the real scenarios.
+//! Percentiles of sorted samples, used by the benchmarks.
 
 /// The `p`-quantile (0.0 to 1.0) of `sorted` (ascending); the default when empty.
 pub fn percentile<T: Copy + Default>(sorted: &[T], p: f64) -> T {

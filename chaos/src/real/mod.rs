@@ -8,14 +8,14 @@
 //!   and the leak-slope fit.
 //! - [`plan_run`]: the real backend for plans: one proxy per client, faults as toxics and
 //!   signals, the same records and oracle as the simulation.
+//! - [`attacks`]: raw-socket slowloris and flood connections.
 //! - [`soak`]: a long run of generated client-side faults: availability and leak slopes.
-//! - [`scenarios`]: the scenarios, their oracle and leak checks, and their reports.
 
+pub mod attacks;
 pub mod cgroup;
 pub mod observe;
 pub mod plan_run;
 pub mod processes;
-pub mod scenarios;
 pub mod soak;
 pub mod subscriber;
 pub mod toxiproxy;

@@ -16,7 +16,7 @@
 //! | hold | `latency` of the hold's length downstream, removed at release (what was held arrives then) |
 //! | lag | `latency` L/2 ± L/2 downstream |
 //! | drop, drop_all | a one-shot `reset_peer`, removed once the client's stream ended |
-//! | cut | the client closes its connection after N more bytes (as the simulated client does). Not Toxiproxy's `limit_data`: behind another toxic on the same link it deadlocks Toxiproxy's chain (a `latency` toxic blocks handing data to a `limit_data` that stopped reading, and removing it hangs); the `limit_data` scenario covers Toxiproxy's own cut |
+//! | cut | Toxiproxy's `limit_data` of N bytes as a one-shot, when no other toxic is on the link; otherwise the client closes its connection after N more bytes (as the simulated client does), because behind another toxic `limit_data` deadlocks Toxiproxy's chain (a `latency` toxic blocks handing data to a `limit_data` that stopped reading, and removing it hangs) |
 //! | stall | the client stops reading |
 //! | crash | SIGKILL, restart on the same data directory when it heals |
 //! | restart | SIGTERM; the process must have exited 0 (drained) by the heal, then restarts |
@@ -25,6 +25,15 @@
 //! | slicer (real only) | `slicer` 8 ± 7 bytes, 1 ms apart, for the duration |
 //! | bandwidth (real only) | `bandwidth` of the plan's KB/s for the duration |
 //! | slowloris | raw connections to the server that trickle a request head; each must be closed within the header timeout (+ 500 ms) |
+//! | slow_close (real only) | `slow_close` of the plan's delay downstream, for the duration |
+//! | flood | raw stream requests straight to the server, held for the duration; how many were served, refused (`503`) or left waiting is logged |
+//! | event_bytes | padding in every published event |
+//! | max_buffered_kb | `--max-buffered-bytes` |
+//! | nofile (real only) | the server under `prlimit --nofile` |
+//! | memory_limit_mb (real only) | the server in a memory cgroup of that limit (where one can be made; otherwise logged as skipped); it must never be OOM-killed and its peak stays under the limit |
+//! | expect, expect_real | read from the last boot's `/metrics` at the end |
+//!
+//! The run starts (time zero of the plan) once every client's stream is open.
 //!
 //! The store: `fresh` runs `--store memory` (a restart is a new history), `durable` the
 //! disk store with `--fsync always`, `interval` the disk store with `--fsync
@@ -47,6 +56,8 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
+use super::attacks;
+use super::cgroup::MemoryCgroup;
 use super::observe::{self, metric_within};
 use super::processes::{ServerProcess, ToxiproxyServer};
 use super::subscriber::{self, Shared};
@@ -98,9 +109,16 @@ struct Slot {
     crashes: Vec<Duration>,
     /// The boot a freeze stopped.
     frozen: Option<u32>,
+    /// The plan's memory cgroup, which every boot joins.
+    cgroup: Option<MemoryCgroup>,
 }
 
 impl Slot {
+    /// Puts a new boot in the memory cgroup, if the plan has one.
+    fn join_cgroup(&self) -> anyhow::Result<()> {
+        self.cgroup.as_ref().map_or(Ok(()), |group| group.add(self.server.pid()))
+    }
+
     fn running(&mut self) -> bool {
         matches!(self.server.exited(), Ok(None))
     }
@@ -146,6 +164,11 @@ enum LinkOp {
         ends_at_apply: usize,
         reset: Toxic,
     },
+    /// The plan's cut of `after_bytes` (see the module's table).
+    Cut {
+        name: String,
+        after_bytes: usize,
+    },
     /// Answers once everything queued before it is done.
     Flush(oneshot::Sender<()>),
 }
@@ -169,17 +192,34 @@ impl Run {
     }
 
     /// Does the link work of client `client`, in order, until its queue closes.
-    async fn link_worker(self: Arc<Run>, client: usize, mut ops: mpsc::UnboundedReceiver<LinkOp>) {
+    async fn link_worker(self: Arc<Run>, client: usize, mut ops: mpsc::UnboundedReceiver<LinkOp>, jitter: bool) {
         let proxy = self.clients[client].proxy.clone();
+        // Toxics on the link now (the run-long jitter among them).
+        let mut on_link: BTreeSet<String> = jitter.then(|| "jitter".to_owned()).into_iter().collect();
         while let Some(op) = ops.recv().await {
             let done = match op {
                 LinkOp::Add(toxic) => {
                     let added = self.toxiproxy.add_toxic(&proxy, &toxic).await;
+                    on_link.insert(toxic.name.clone());
                     added.map(|()| self.log(format_args!("applied {} on {proxy} (read back)", toxic.name)))
                 }
                 LinkOp::Remove(name) => {
                     let removed = self.toxiproxy.remove_toxic(&proxy, &name).await;
+                    on_link.remove(&name);
                     removed.map(|()| self.log(format_args!("removed {name} on {proxy}")))
+                }
+                LinkOp::Cut { name, after_bytes } if on_link.is_empty() => {
+                    let toxic =
+                        Toxic::named(name, "limit_data", Direction::Downstream, &[("bytes", after_bytes as u64)]);
+                    self.one_shot(client, toxic, Instant::now() + Duration::from_secs(2)).await;
+                    Ok(())
+                }
+                LinkOp::Cut { after_bytes, .. } => {
+                    self.clients[client].record.lock().unwrap().cut_after = Some(after_bytes);
+                    self.log(format_args!(
+                        "{proxy}: the client cuts after {after_bytes} bytes (other toxics on the link)"
+                    ));
+                    Ok(())
                 }
                 LinkOp::OneShot(toxic) => {
                     self.one_shot(client, toxic, Instant::now() + Duration::from_secs(2)).await;
@@ -266,6 +306,9 @@ fn flags(plan: &Plan, seed: u64, timing: &Timing) -> Vec<String> {
         ("--coalesce", format!("{}ms", plan.coalesce_ms)),
         ("--seed", seed.to_string()),
     ];
+    if let Some(kb) = plan.max_buffered_kb {
+        args.push(("--max-buffered-bytes", (kb * 1024).to_string()));
+    }
     match plan.store {
         StoreMode::Fresh => args.push(("--store", "memory".into())),
         StoreMode::Durable => args.push(("--fsync", "always".into())),
@@ -291,12 +334,13 @@ async fn publish(
 ) {
     let rng = SeededRng::new(seed);
     let topics = plan.topic_names();
+    let padding = plan.padding();
     tokio::time::sleep_until(origin + Duration::from_secs(1)).await;
     let mut n = 0u64;
     while origin.elapsed() < plan.publish_until() {
         let next = Instant::now() + plan.publish_every;
         let topic = &topics[rng.up_to(topics.len() as u64 - 1) as usize];
-        let data = format!("{topic}#p{tag}.{n}");
+        let data = format!("{topic}#p{tag}.{n}{padding}");
         n += 1;
         let addr = *service.borrow();
         let attempt = tokio::time::timeout(Duration::from_secs(1), post(addr, topic, &data)).await;
@@ -332,13 +376,29 @@ pub async fn run(seed: u64, plan: &Plan) -> anyhow::Result<RealOutcome> {
     let data = tempfile::tempdir()?;
     let dir = data.path().join("data");
     let args = flags(plan, seed, &timing);
-    let server = ServerProcess::start(&dir, &boot_flags(&args, plan, seed, 1), None).await?;
+    let server = ServerProcess::start(&dir, &boot_flags(&args, plan, seed, 1), plan.nofile).await?;
     let baseline_fds = server.open_fds()?;
+    let mut setup_log = Vec::new();
+    let cgroup = match plan.memory_limit_mb {
+        None => None,
+        Some(mb) => match MemoryCgroup::create(mb << 20) {
+            Some(group) => {
+                group.add(server.pid())?;
+                let limit = group.limit()?;
+                anyhow::ensure!(limit == mb << 20, "the cgroup's limit reads back as {limit}");
+                setup_log.push(format!("memory cgroup of {mb} MiB (read back), boot 1 in it"));
+                Some(group)
+            }
+            None => {
+                setup_log.push(format!("skip memory_limit_mb {mb}: no writable memory cgroup on this machine"));
+                None
+            }
+        },
+    };
     let (service_tx, service) = watch::channel(server.addr);
     let rng = SeededRng::new(seed);
     let topics = plan.client_topics(&rng);
     let (stop_tx, stop) = watch::channel(false);
-    let origin = Instant::now();
     let mut clients = Vec::new();
     let mut link_queues = Vec::new();
     let mut tasks = Vec::new();
@@ -357,8 +417,24 @@ pub async fn run(seed: u64, plan: &Plan) -> anyhow::Result<RealOutcome> {
         tasks.push(tokio::spawn(subscriber::run(listen, topics, timing.heartbeat, record.clone(), stop.clone())));
         let (link, ops) = mpsc::unbounded_channel();
         clients.push(Client { proxy, record, link });
-        link_queues.push(ops);
+        link_queues.push((ops, half > 0));
     }
+    // Time zero of the plan: every client's stream is open.
+    let connected_within = Duration::from_secs(10) + Duration::from_millis(10) * plan.clients as u32;
+    let deadline = Instant::now() + connected_within;
+    loop {
+        let streams = metric_within(server.addr, "sse_streams").await.unwrap_or(-1.0);
+        if streams >= plan.clients as f64 {
+            break;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "{streams} of {} streams open after {connected_within:?}",
+            plan.clients
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let origin = Instant::now();
     let run = Arc::new(Run {
         origin,
         toxiproxy: toxiproxy.client,
@@ -366,8 +442,9 @@ pub async fn run(seed: u64, plan: &Plan) -> anyhow::Result<RealOutcome> {
         trace: Mutex::default(),
         failures: Mutex::default(),
     });
-    for (client, ops) in link_queues.into_iter().enumerate() {
-        tokio::spawn(run.clone().link_worker(client, ops));
+    setup_log.iter().for_each(|line| run.log(line));
+    for (client, (ops, jitter)) in link_queues.into_iter().enumerate() {
+        tokio::spawn(run.clone().link_worker(client, ops, jitter));
     }
     let acked_live: Arc<Mutex<Vec<Acked>>> = Arc::default();
     let publishers: Vec<_> = (0..PUBLISHERS)
@@ -378,7 +455,7 @@ pub async fn run(seed: u64, plan: &Plan) -> anyhow::Result<RealOutcome> {
         .collect();
     let watched = run.clients.iter().zip(&topics).map(|(c, t)| (c.record.clone(), t.clone())).collect();
     let observer = tokio::spawn(observe::watch(origin, service.clone(), acked_live.clone(), watched, stop.clone()));
-    let budget = (plan.topics * plan.window * 128) as f64;
+    let budget = plan.buffer_budget() as f64;
     let mut slot = Slot {
         server,
         boot: 1,
@@ -389,6 +466,7 @@ pub async fn run(seed: u64, plan: &Plan) -> anyhow::Result<RealOutcome> {
         draining: None,
         crashes: Vec::new(),
         frozen: None,
+        cgroup,
     };
 
     // The timeline: each fault's start, then its heal (a start before a heal at one instant).
@@ -419,9 +497,10 @@ pub async fn run(seed: u64, plan: &Plan) -> anyhow::Result<RealOutcome> {
             slot.server.wait_exit(Duration::from_secs(5)).await?;
         }
         if let Some(boot) = slot.moving.filter(|_| !slot.running()) {
-            let moved = ServerProcess::start(&dir, &boot_flags(&args, plan, seed, slot.boot + 1), None).await?;
+            let moved = ServerProcess::start(&dir, &boot_flags(&args, plan, seed, slot.boot + 1), plan.nofile).await?;
             run.log(format_args!("boot {boot} exited: the service moves to {}", moved.addr));
             slot.server = moved;
+            slot.join_cgroup()?;
             slot.boot += 1;
             slot.moving = None;
             for client in &run.clients {
@@ -476,6 +555,7 @@ pub async fn run(seed: u64, plan: &Plan) -> anyhow::Result<RealOutcome> {
                     if slot.moving.is_none() && !slot.running() {
                         slot.note_exit();
                         slot.server.start_again(&boot_flags(&args, plan, seed, slot.boot + 1)).await?;
+                        slot.join_cgroup()?;
                         slot.boot += 1;
                         run.log(format_args!("boot {} started on {}", slot.boot, slot.server.addr));
                     } else {
@@ -492,6 +572,7 @@ pub async fn run(seed: u64, plan: &Plan) -> anyhow::Result<RealOutcome> {
                 }
                 Fault::Slicer { client: c, .. } => run.link(client(c), LinkOp::Remove(format!("slicer{i}"))),
                 Fault::Bandwidth { client: c, .. } => run.link(client(c), LinkOp::Remove(format!("bandwidth{i}"))),
+                Fault::SlowClose { client: c, .. } => run.link(client(c), LinkOp::Remove(format!("slow_close{i}"))),
                 Fault::Move { .. } => {
                     if let Some(boot) = signalled.remove(&i) {
                         check_drained(&run, &mut slot, boot, fault);
@@ -560,7 +641,7 @@ pub async fn run(seed: u64, plan: &Plan) -> anyhow::Result<RealOutcome> {
                 }
             }
             Fault::Cut { client: c, after_bytes } => {
-                run.clients[client(c)].record.lock().unwrap().cut_after = Some(*after_bytes);
+                run.link(client(c), LinkOp::Cut { name: format!("cut{i}"), after_bytes: *after_bytes });
             }
             Fault::Stall { client: c, duration } => {
                 run.clients[client(c)].record.lock().unwrap().stall_until = Some(Instant::now() + *duration);
@@ -607,17 +688,31 @@ pub async fn run(seed: u64, plan: &Plan) -> anyhow::Result<RealOutcome> {
                     Toxic::named(format!("bandwidth{i}"), "bandwidth", Direction::Downstream, &[("rate", *kbps)]);
                 run.link(client(c), LinkOp::Add(toxic));
             }
+            Fault::SlowClose { client: c, delay, .. } => {
+                let delay = delay.as_millis() as u64;
+                let toxic =
+                    Toxic::named(format!("slow_close{i}"), "slow_close", Direction::Downstream, &[("delay", delay)]);
+                run.link(client(c), LinkOp::Add(toxic));
+            }
+            Fault::Flood { connections, duration } => {
+                let (run, addr, until) = (run.clone(), *service.borrow(), Instant::now() + *duration);
+                let connections = *connections;
+                attacks.push(tokio::spawn(async move {
+                    let held = attacks::flood(addr, connections, until).await;
+                    run.log(format_args!("flood of {connections}: {held}"));
+                }));
+            }
             Fault::Slowloris { connections } => {
                 // As in the simulation: an attack on a server that is down or draining,
                 // or that closes its listener within a header timeout, is not judged.
                 let at = plan.faults[i].at;
-                let closes_soon = plan.listener_disturbed(at, timing.header_timeout + SLOWLORIS_SLACK);
+                let closes_soon = plan.listener_disturbed(at, timing.header_timeout + attacks::SLOWLORIS_SLACK);
                 let judged = slot.running() && slot.draining.is_none() && slot.moving.is_none() && !closes_soon;
-                let allowed = timing.header_timeout + SLOWLORIS_SLACK;
+                let allowed = timing.header_timeout + attacks::SLOWLORIS_SLACK;
                 for n in 0..*connections {
                     let (run, addr) = (run.clone(), *service.borrow());
                     attacks.push(tokio::spawn(async move {
-                        let held = trickle(addr, allowed + Duration::from_secs(3)).await;
+                        let held = attacks::trickle(addr, allowed + Duration::from_secs(3)).await;
                         match held {
                             Some(held) if held <= allowed => {}
                             _ if !judged => {}
@@ -713,6 +808,22 @@ pub async fn run(seed: u64, plan: &Plan) -> anyhow::Result<RealOutcome> {
             "after clients left (bound {bound:?}): {streams} streams, {connections} connections, {fds} fds (baseline {baseline_fds})"
         ));
     }
+    // The plan's checks on the last boot's metrics, then the memory cgroup's.
+    for expect in &plan.expects {
+        let observed = observe::series_within(addr, &expect.series).await;
+        if !expect.holds(observed) {
+            failures.push(format!("{expect}: the server reports {observed:?}"));
+        } else {
+            run.log(format_args!("{expect}: holds ({observed:?})"));
+        }
+    }
+    if let Some(group) = &slot.cgroup {
+        let (peak, kills, limit) = (group.peak()?, group.oom_kills()?, group.limit()?);
+        run.log(format_args!("memory cgroup: peak {} MiB of {} MiB, {kills} OOM kills", peak >> 20, limit >> 20));
+        if kills > 0 || peak >= limit {
+            failures.push(format!("memory cgroup: peak {peak} of {limit} bytes, {kills} OOM kills"));
+        }
+    }
     failures.extend(run.failures.lock().unwrap().drain(..));
     let trace = std::mem::take(&mut *run.trace.lock().unwrap());
     Ok(RealOutcome {
@@ -741,32 +852,6 @@ async fn wait_state(server: &ServerProcess, ok: impl Fn(char) -> bool) -> anyhow
         anyhow::ensure!(Instant::now() < deadline, "the server's state stayed {state}");
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
-}
-
-/// How much later than the header timeout a real server may close a slowloris
-/// connection (the timer's granularity and a loaded machine).
-const SLOWLORIS_SLACK: Duration = Duration::from_millis(500);
-
-/// Sends part of a request head, then a byte every 300 ms; how long until the server
-/// closed the connection (`None`: still open after `give_up`).
-async fn trickle(addr: SocketAddr, give_up: Duration) -> Option<Duration> {
-    let opened = Instant::now();
-    let Ok(mut tcp) = TcpStream::connect(addr).await else { return Some(Duration::ZERO) };
-    if tcp.write_all(b"GET /events?topic=t0 HTTP/1.1\r\nhost: x\r\n").await.is_err() {
-        return Some(opened.elapsed());
-    }
-    let mut byte = [0u8; 64];
-    while opened.elapsed() < give_up {
-        tokio::select! {
-            read = tcp.read(&mut byte) => if !matches!(read, Ok(n) if n > 0) { return Some(opened.elapsed()) },
-            _ = tokio::time::sleep(Duration::from_millis(300)) => {
-                if tcp.write_all(b"x").await.is_err() {
-                    return Some(opened.elapsed());
-                }
-            }
-        }
-    }
-    None
 }
 
 /// Records a failure unless `boot`, which a restart or move signalled, exited 0 by the

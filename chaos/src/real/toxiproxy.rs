@@ -2,7 +2,7 @@
 //! `toxiproxy_rust`, which blocks, lacks `reset_peer` and ignores 4xx answers). Every
 //! call checks the status, so an API error is an error, never a silent no-op; and
 //! [`Toxiproxy::add_toxic`] reads the toxic back and compares it before returning, so a
-//! fault that did not apply cannot let a scenario pass vacuously.
+//! fault that did not apply cannot let a plan pass vacuously.
 
 use std::net::SocketAddr;
 
