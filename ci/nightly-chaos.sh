@@ -26,8 +26,8 @@ nightly() {
         || { echo "FAIL $plan seed $seed: replay with cargo run -p sse-chaos -- replay --plan $plan --seed $seed"; status=1; }
     done
   done
-  # Generated plans for real (the simulation's generator), about 13 s each; a failure is
-  # shrunk (2 of 3 runs, at most 12 runs), written to fixtures/real-regressions/ and printed
+  # Generated plans for real (the simulation's generator at real-time size), about 10 s each; a failure is
+  # shrunk (dropping whole faults, 2 of 3 runs, at most 24 runs), written to fixtures/real-regressions/ and printed
   # with its plan and replay command.
   target/release/sse-chaos swarm --seeds $((rounds * 20)) --from "$base" --report "$out/report.jsonl" || status=1
   # One hour of generated client-side faults on one server: availability and leak slopes.

@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use sse_chaos::bench::{fanout, idle, publish as publish_bench, resume as resume_bench};
 use sse_chaos::load::tls_client::TlsConnect;
 use sse_chaos::real::{plan_run, soak};
+use sse_plan::generate::Size;
 use sse_plan::search::{self, Shrink};
 
 #[derive(Debug, Parser)]
@@ -89,15 +90,16 @@ enum Command {
         #[arg(long)]
         report: Option<String>,
     },
-    /// Run the plans the generator draws for seeds `from..from+seeds` for real; shrink a
-    /// failure (a step fails if it fails in `k` of `n` runs) and print its plan.
+    /// Run the plans the generator draws for seeds `from..from+seeds` for real (sized for
+    /// real time: about 10 s each); shrink a failure (a step fails if it fails in `k` of
+    /// `n` runs), write its plan to fixtures/real-regressions/ and print it.
     Swarm {
         #[arg(long, default_value_t = 10)]
         seeds: u64,
         #[arg(long, default_value_t = 1)]
         from: u64,
         /// Real runs one shrink may spend.
-        #[arg(long, default_value_t = 12)]
+        #[arg(long, default_value_t = 24)]
         shrink_budget: usize,
         #[arg(long, default_value_t = 2)]
         k: usize,
@@ -201,6 +203,7 @@ fn main() -> anyhow::Result<()> {
                     let result = tokio::task::block_in_place(|| {
                         search::check_seed(
                             seed,
+                            Size::RealTime,
                             Some(shrink),
                             |plan| handle.block_on(plan_run::run(seed, plan)),
                             |outcome| match outcome {

@@ -15,20 +15,20 @@ use tokio::sync::RwLock;
 static MACHINE: RwLock<()> = RwLock::const_new(());
 
 /// Runs a plan file alone on the machine.
-async fn heavy_plan(file: &str, seed: u64) {
+async fn heavy_plan(file: &str, seed: u64) -> plan_run::RealOutcome {
     let _alone = MACHINE.write().await;
-    run_plan(file, seed).await;
+    run_plan(file, seed).await
 }
 
 /// Runs a plan file beside at most one other.
-async fn plan(file: &str, seed: u64) {
+async fn plan(file: &str, seed: u64) -> plan_run::RealOutcome {
     let _shared = MACHINE.read().await;
-    run_plan(file, seed).await;
+    run_plan(file, seed).await
 }
 
 /// Runs a plan file for real and fails with its trace unless the oracle passed it, every
 /// fault was applied (each has its `apply` line in the trace, none a `skip`).
-async fn run_plan(file: &str, seed: u64) {
+async fn run_plan(file: &str, seed: u64) -> plan_run::RealOutcome {
     let seed = std::env::var("CHAOS_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(seed);
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(file);
     let plan: Plan = std::fs::read_to_string(&path).unwrap().parse().unwrap_or_else(|e| panic!("{file}: {e}"));
@@ -38,9 +38,23 @@ async fn run_plan(file: &str, seed: u64) {
     assert!(outcome.passed(), "{file}: {:?}\n{trace}\n{replay}", outcome.failures);
     let applied = trace.lines().filter(|l| l.contains(" apply ")).count();
     assert_eq!(applied, plan.faults.len(), "{file}: every fault applied\n{trace}");
-    assert!(outcome.acked > 50, "{file}: the publisher published ({})", outcome.acked);
+    assert!(outcome.acked > 10, "{file}: the publishers published ({})", outcome.acked);
     let skipped: Vec<&str> = trace.lines().filter(|l| l.contains(" skip ")).collect();
     assert!(skipped.is_empty() || file.contains("memory_pressure"), "{file}: skipped {skipped:?}");
+    outcome
+}
+
+/// Idle streams through nginx: one stream per client for the whole run (a planted
+/// `--heartbeat 10s` fails it: nginx's 3 s read timeout cuts every idle stream).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_streams_behind_nginx_live_on_heartbeats_and_events_are_not_buffered() {
+    let outcome = plan("fixtures/plans/nginx-idle.plan", 31).await;
+    assert!(outcome.connects.iter().all(|c| *c == 1), "streams opened per client: {:?}", outcome.connects);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_a_crash_and_a_move_behind_nginx_end_in_clean_reconnects() {
+    plan("fixtures/plans/nginx-faults.plan", 32).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -199,6 +199,9 @@ pub struct Plan {
     /// Real only: the server runs in a memory cgroup of this many MiB (where the machine
     /// lets one be made) and must never be OOM-killed.
     pub memory_limit_mb: Option<u64>,
+    /// Real only: the clients reach the server through a stock nginx (`reverse_proxy
+    /// nginx`), each through its own Toxiproxy proxy in front of it.
+    pub nginx: bool,
     /// Checks on the server's metrics at the end of the run: the proof that a fault had
     /// the effect it is there for (a write timeout fired, the budget refused growth).
     pub expects: Vec<Expect>,
@@ -259,6 +262,7 @@ impl Plan {
             max_buffered_kb: None,
             nofile: None,
             memory_limit_mb: None,
+            nginx: false,
             expects: Vec::new(),
             faults: Vec::new(),
         }
@@ -273,6 +277,9 @@ impl Plan {
         }
         if let Some(mb) = self.memory_limit_mb {
             settings.push(format!("memory_limit_mb {mb}"));
+        }
+        if self.nginx {
+            settings.push("reverse_proxy nginx".to_owned());
         }
         settings
     }
@@ -429,6 +436,10 @@ impl FromStr for Plan {
                 "max_buffered_kb" => plan.max_buffered_kb = Some(num(1)?),
                 "nofile" => plan.nofile = Some(num(1)?),
                 "memory_limit_mb" => plan.memory_limit_mb = Some(num(1)?),
+                "reverse_proxy" => match words.get(1).copied() {
+                    Some("nginx") => plan.nginx = true,
+                    _ => return Err(format!("line {}: reverse_proxy takes nginx: {line}", n + 1)),
+                },
                 "expect" | "expect_real" => {
                     let value = words.get(3).and_then(|w| w.parse().ok());
                     let (Some(series), Some(op), Some(value)) = (words.get(1), words.get(2), value) else {
@@ -513,6 +524,7 @@ mod tests {
             max_buffered_kb: Some(65536),
             nofile: Some(256),
             memory_limit_mb: Some(256),
+            nginx: true,
             expects: vec![
                 Expect {
                     series: "sse_rejected_total{reason=\"buffer_full\"}".into(),

@@ -57,6 +57,7 @@ pub struct Metrics {
     streams: Gauge,
     connections: Gauge,
     topics: Gauge,
+    subscriptions: Gauge,
     buffered_bytes: Gauge,
     published: Counter,
     delivered: Counter,
@@ -83,6 +84,7 @@ impl Metrics {
             streams: Gauge::default(),
             connections: Gauge::default(),
             topics: Gauge::default(),
+            subscriptions: Gauge::default(),
             buffered_bytes: Gauge::default(),
             published: Counter::default(),
             delivered: Counter::default(),
@@ -98,6 +100,11 @@ impl Metrics {
         registry.register("sse_streams", "Open event streams", metrics.streams.clone());
         registry.register("sse_connections", "Open TCP connections", metrics.connections.clone());
         registry.register("sse_topics", "Topics held in memory", metrics.topics.clone());
+        registry.register(
+            "sse_subscriptions",
+            "Stream registrations on topics (a stream on two topics counts twice)",
+            metrics.subscriptions.clone(),
+        );
         registry.register(
             "sse_buffered_bytes",
             "Framed event bytes held in topic windows",
@@ -146,6 +153,9 @@ impl Metrics {
     }
     pub(crate) fn connection_closed(&self) {
         self.connections.dec();
+    }
+    pub(crate) fn add_subscriptions(&self, delta: i64) {
+        self.subscriptions.inc_by(delta);
     }
     pub(crate) fn set_topics(&self, n: usize) {
         self.topics.set(n as i64);

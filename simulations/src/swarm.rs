@@ -13,6 +13,7 @@ use crate::trace::Trace;
 pub fn check_seed(seed: u64, shrink: bool) -> Result<harness::Outcome, Box<Failure>> {
     search::check_seed(
         seed,
+        sse_plan::generate::Size::Simulation,
         shrink.then_some(Shrink::DETERMINISTIC),
         |plan| harness::run(seed, plan, Trace::default()),
         |outcome| outcome.failures.clone(),

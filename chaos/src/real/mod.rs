@@ -9,10 +9,12 @@
 //! - [`plan_run`]: the real backend for plans: one proxy per client, faults as toxics and
 //!   signals, the same records and oracle as the simulation.
 //! - [`attacks`]: raw-socket slowloris and flood connections.
+//! - [`nginx`]: a stock nginx as the reverse proxy in front of the server.
 //! - [`soak`]: a long run of generated client-side faults: availability and leak slopes.
 
 pub mod attacks;
 pub mod cgroup;
+pub mod nginx;
 pub mod observe;
 pub mod plan_run;
 pub mod processes;

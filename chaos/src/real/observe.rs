@@ -21,11 +21,12 @@ pub const CAUGHT_UP_WITHIN: Duration = Duration::from_secs(1);
 const AVAILABILITY_EVERY: Duration = Duration::from_millis(100);
 const GAUGES_EVERY: Duration = Duration::from_secs(2);
 /// The gauges sampled, as `/metrics` names them.
-pub const GAUGES: [&str; 6] = [
+pub const GAUGES: [&str; 7] = [
     "process_resident_memory_bytes",
     "process_open_fds",
     "tokio_alive_tasks",
     "sse_streams",
+    "sse_subscriptions",
     "sse_connections",
     "sse_buffered_bytes",
 ];

@@ -32,6 +32,7 @@
 //! | nofile (real only) | the server under `prlimit --nofile` |
 //! | memory_limit_mb (real only) | the server in a memory cgroup of that limit (where one can be made; otherwise logged as skipped); it must never be OOM-killed and its peak stays under the limit |
 //! | expect, expect_real | read from the last boot's `/metrics` at the end |
+//! | reverse_proxy nginx (real only) | a stock nginx between every client's proxy and the server ([`super::nginx`]); a move reloads it towards the new process instead of repointing the proxies |
 //!
 //! The run starts (time zero of the plan) once every client's stream is open.
 //!
@@ -58,6 +59,7 @@ use tokio::time::Instant;
 
 use super::attacks;
 use super::cgroup::MemoryCgroup;
+use super::nginx::Nginx;
 use super::observe::{self, metric_within};
 use super::processes::{ServerProcess, ToxiproxyServer};
 use super::subscriber::{self, Shared};
@@ -84,6 +86,8 @@ pub struct RealOutcome {
     pub observed: observe::Observed,
     /// The topics each client followed.
     pub client_topics: Vec<BTreeSet<String>>,
+    /// Per client, the streams it opened.
+    pub connects: Vec<u32>,
 }
 
 impl RealOutcome {
@@ -377,7 +381,7 @@ pub async fn run(seed: u64, plan: &Plan) -> anyhow::Result<RealOutcome> {
     let dir = data.path().join("data");
     let args = flags(plan, seed, &timing);
     let server = ServerProcess::start(&dir, &boot_flags(&args, plan, seed, 1), plan.nofile).await?;
-    let baseline_fds = server.open_fds()?;
+    let baseline = Leftovers::read(server.addr, &server).await;
     let mut setup_log = Vec::new();
     let cgroup = match plan.memory_limit_mb {
         None => None,
@@ -395,6 +399,15 @@ pub async fn run(seed: u64, plan: &Plan) -> anyhow::Result<RealOutcome> {
             }
         },
     };
+    // What the clients' proxies forward to: the server, or nginx in front of it.
+    let nginx = match plan.nginx {
+        true => Some(Nginx::start(server.addr).await?),
+        false => None,
+    };
+    let front = nginx.as_ref().map_or(server.addr, |n| n.addr);
+    if let Some(nginx) = &nginx {
+        setup_log.push(format!("nginx on {} in front of the server (read back: /metrics through it)", nginx.addr));
+    }
     let (service_tx, service) = watch::channel(server.addr);
     let rng = SeededRng::new(seed);
     let topics = plan.client_topics(&rng);
@@ -404,7 +417,7 @@ pub async fn run(seed: u64, plan: &Plan) -> anyhow::Result<RealOutcome> {
     let mut tasks = Vec::new();
     for (i, topics) in topics.iter().enumerate() {
         let proxy = format!("c{i}");
-        let listen = toxiproxy.client.create_proxy(&proxy, server.addr).await?;
+        let listen = toxiproxy.client.create_proxy(&proxy, front).await?;
         // The plan's link jitter, on every client's link for the whole run.
         let half = (plan.max_latency.as_millis() / 2) as u64;
         if half > 0 {
@@ -503,8 +516,16 @@ pub async fn run(seed: u64, plan: &Plan) -> anyhow::Result<RealOutcome> {
             slot.join_cgroup()?;
             slot.boot += 1;
             slot.moving = None;
-            for client in &run.clients {
-                run.toxiproxy.set_upstream(&client.proxy, slot.server.addr).await?;
+            match &nginx {
+                Some(nginx) => {
+                    nginx.repoint(slot.server.addr).await?;
+                    run.log(format_args!("nginx reloaded towards {} (read back)", slot.server.addr));
+                }
+                None => {
+                    for client in &run.clients {
+                        run.toxiproxy.set_upstream(&client.proxy, slot.server.addr).await?;
+                    }
+                }
             }
             let _ = service_tx.send(slot.server.addr);
             run.log(format_args!("boot {}: every proxy and the publisher follow", slot.boot));
@@ -793,20 +814,16 @@ pub async fn run(seed: u64, plan: &Plan) -> anyhow::Result<RealOutcome> {
     let bound = timing.write_timeout + timing.heartbeat + Duration::from_secs(1);
     let deadline = Instant::now() + bound;
     let addr = slot.server.addr;
-    let (mut streams, mut connections, mut fds);
+    let mut left;
     loop {
-        streams = metric_within(addr, "sse_streams").await.unwrap_or(-1.0);
-        connections = metric_within(addr, "sse_connections").await.unwrap_or(-1.0) - 1.0;
-        fds = slot.server.open_fds().unwrap_or(usize::MAX);
-        if (streams == 0.0 && connections <= 0.0 && fds <= baseline_fds + 1) || Instant::now() > deadline {
+        left = Leftovers::read(addr, &slot.server).await;
+        if left.settled(&baseline) || Instant::now() > deadline {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    if !(streams == 0.0 && connections <= 0.0 && fds <= baseline_fds + 1) {
-        failures.push(format!(
-            "after clients left (bound {bound:?}): {streams} streams, {connections} connections, {fds} fds (baseline {baseline_fds})"
-        ));
+    if !left.settled(&baseline) {
+        failures.push(format!("after clients left (bound {bound:?}): {left}, baseline {baseline}"));
     }
     // The plan's checks on the last boot's metrics, then the memory cgroup's.
     for expect in &plan.expects {
@@ -835,7 +852,54 @@ pub async fn run(seed: u64, plan: &Plan) -> anyhow::Result<RealOutcome> {
         took: origin.elapsed(),
         observed,
         client_topics: topics,
+        connects: run.clients.iter().map(|c| c.record.lock().unwrap().connects).collect(),
     })
+}
+
+/// What a server holds that clients leaving must give back: streams, their topic
+/// registrations, connections (less the scrape's own), descriptors and tokio tasks.
+#[derive(Debug, Clone, Copy)]
+struct Leftovers {
+    streams: f64,
+    subscriptions: f64,
+    connections: f64,
+    fds: usize,
+    tasks: f64,
+}
+
+impl Leftovers {
+    /// Reads them (a value the server did not give within a second reads as -1, or as
+    /// `usize::MAX` descriptors).
+    async fn read(addr: SocketAddr, server: &ServerProcess) -> Leftovers {
+        let read = |name: &'static str| async move { metric_within(addr, name).await.unwrap_or(-1.0) };
+        Leftovers {
+            streams: read("sse_streams").await,
+            subscriptions: read("sse_subscriptions").await,
+            connections: read("sse_connections").await - 1.0,
+            fds: server.open_fds().unwrap_or(usize::MAX),
+            tasks: read("tokio_alive_tasks").await,
+        }
+    }
+
+    /// Back to `baseline` (one descriptor and one task of slack: the scrape's).
+    fn settled(&self, baseline: &Leftovers) -> bool {
+        self.streams == 0.0
+            && self.subscriptions == 0.0
+            && self.connections <= 0.0
+            && self.fds <= baseline.fds + 1
+            && self.tasks >= 0.0
+            && self.tasks <= baseline.tasks + 1.0
+    }
+}
+
+impl std::fmt::Display for Leftovers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Leftovers { streams, subscriptions, connections, fds, tasks } = self;
+        write!(
+            f,
+            "{streams} streams, {subscriptions} subscriptions, {connections} connections, {fds} fds, {tasks} tasks"
+        )
+    }
 }
 
 /// Waits (bounded) until the process's state letter in `/proc/PID/stat` satisfies `ok`:

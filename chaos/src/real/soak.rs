@@ -9,7 +9,7 @@
 //!   it counts the time outside the client's own faults (from a fault's start to its heal
 //!   plus the catch-up bound), so it measures whether faults stay with the client they hit
 //!   and end within the bound; per fault kind it counts the time inside them;
-//! - **leak slopes**: RSS, open fds, tokio tasks, streams, connections and buffered bytes,
+//! - **leak slopes**: RSS, open fds, tokio tasks, streams, subscriptions, connections and buffered bytes,
 //!   sampled every 2 s, fitted with a line after a warm-up quarter; a slope more than three
 //!   standard errors above zero and above a floor per hour is a leak (RSS is judged only
 //!   on runs of ten minutes or more: before that its warm-up reads as a trend).

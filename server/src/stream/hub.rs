@@ -378,6 +378,7 @@ impl Hub {
             trimmed_upto = trimmed_upto.max(self.store.trimmed_upto(&topic.name));
             lock(&topic.inner).subscribers.insert(subscriber, signal.clone());
         }
+        self.metrics.add_subscriptions(handles.len() as i64);
         let reset = |reason| Start { after: trimmed_upto, reset: Some(reason) };
         let start = match last_event_id {
             None => Start { after: visible, reset: None },
@@ -399,7 +400,9 @@ impl Hub {
         for topic in topics {
             let unused = {
                 let mut inner = lock(&topic.inner);
-                inner.subscribers.remove(&subscriber);
+                if inner.subscribers.remove(&subscriber).is_some() {
+                    self.metrics.add_subscriptions(-1);
+                }
                 inner.is_unused(self.floor)
             };
             if unused && !state.pending.iter().any(|p| Arc::ptr_eq(&p.topic, topic)) {
