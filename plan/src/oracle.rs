@@ -8,13 +8,15 @@
 //!   acknowledged before the server was back from the cut;
 //! - no event is received twice; within one epoch ids strictly increase across
 //!   reconnects;
-//! - every client has caught up within a bound after the last fault heals.
+//! - every client has caught up within a bound after the last fault heals;
+//! - the plan's `expect` checks hold on the server's metrics at the end.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use sse_server::stream::id::EventId;
 
+use crate::plan::{metric_value, Plan};
 use crate::record::{Acked, Seen};
 
 /// One client's verdict.
@@ -71,6 +73,19 @@ pub fn judge(
         }
     }
     report
+}
+
+/// The plan's `expect` checks against the server's `/metrics` text at the end of a run;
+/// `expect_real` ones too where `real`. One failure sentence per check that does not hold.
+pub fn expectations(plan: &Plan, exposition: &str, real: bool) -> Vec<String> {
+    plan.expects
+        .iter()
+        .filter(|expect| real || !expect.real_only)
+        .filter_map(|expect| {
+            let observed = metric_value(exposition, &expect.series);
+            (!expect.holds(observed)).then(|| format!("{expect}: the server reports {observed:?}"))
+        })
+        .collect()
 }
 
 /// Ids the server acknowledged more than once: an id must never name two events, even

@@ -407,13 +407,7 @@ pub fn run(seed: u64, plan: &Plan, trace: Trace) -> Outcome {
     }
     // The plan's checks on the last boot's metrics.
     if let Some(metrics) = view.metrics.borrow().as_ref() {
-        let exposition = metrics.render();
-        for expect in plan.expects.iter().filter(|e| !e.real_only) {
-            let observed = sse_plan::plan::metric_value(&exposition, &expect.series);
-            if !expect.holds(observed) {
-                failures.push(format!("{expect}: the server reports {observed:?}"));
-            }
-        }
+        failures.extend(oracle::expectations(plan, &metrics.render(), false));
     }
     trace.log(sim.elapsed(), "harness", format_args!("done: {} acked, {} failures", acked.len(), failures.len()));
     Outcome { seed, trace, failures, recoveries, acked: acked.len(), simulated: sim.elapsed(), skipped }

@@ -60,8 +60,13 @@ async fn metric_line(addr: SocketAddr, name: &str) -> anyhow::Result<f64> {
     metric_over(TcpStream::connect(addr).await.context("connect")?, name).await
 }
 
-/// Reads one unlabelled metric over any byte stream connected to the server (TLS).
-pub async fn metric_over<S>(io: S, name: &str) -> anyhow::Result<f64>
+/// The whole `/metrics` text of the server at `addr`.
+pub async fn exposition(addr: SocketAddr) -> anyhow::Result<String> {
+    exposition_over(TcpStream::connect(addr).await.context("connect")?).await
+}
+
+/// The whole `/metrics` text over any byte stream connected to the server.
+async fn exposition_over<S>(io: S) -> anyhow::Result<String>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -69,7 +74,15 @@ where
     tokio::spawn(connection);
     let request = http::Request::get("/metrics").header("host", "bench").body(Full::new(Bytes::new()))?;
     let text = sender.send_request(request).await?.into_body().collect().await?.to_bytes();
-    let text = String::from_utf8_lossy(&text);
+    Ok(String::from_utf8_lossy(&text).into_owned())
+}
+
+/// Reads one unlabelled metric over any byte stream connected to the server (TLS).
+pub async fn metric_over<S>(io: S, name: &str) -> anyhow::Result<f64>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let text = exposition_over(io).await?;
     let prefix = format!("{name} ");
     let line = text.lines().find(|l| l.starts_with(&prefix)).with_context(|| format!("no metric {name}"))?;
     Ok(line[prefix.len()..].trim().parse()?)

@@ -48,13 +48,6 @@ pub async fn metric_within(addr: SocketAddr, name: &str) -> Option<f64> {
     tokio::time::timeout(Duration::from_secs(1), metric(addr, name)).await.ok()?.ok()
 }
 
-/// A series, labels and all (`sse_rejected_total{reason="buffer_full"}`), from
-/// `/metrics`: `Some(0.0)` if the server has not written it yet, `None` if it does not
-/// answer within a second.
-pub async fn series_within(addr: SocketAddr, series: &str) -> Option<f64> {
-    tokio::time::timeout(Duration::from_secs(1), crate::load::publisher::metric_labelled(addr, series)).await.ok()?.ok()
-}
-
 /// Watches until `stop`. `acked` grows as publishers are answered, in time order.
 pub async fn watch(
     origin: Instant,
