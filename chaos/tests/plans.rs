@@ -151,7 +151,8 @@ async fn a_plan_the_simulation_found_replays_for_real() {
     plan("fixtures/sim-regressions/seed-90000762.plan", 90000762).await;
 }
 
-/// The soak in its short setting: 20 s of generated client-side faults on one server.
+/// The soak in its short setting: 20 s of generated client-side faults on one server,
+/// with clients that leave and are replaced.
 /// No acknowledged event lost, availability outside each client's own faults at least
 /// 99.99%, and no gauge trending up (a planted task leak of one per 16 connections
 /// fails this test with `tokio_alive_tasks` climbing).
@@ -165,6 +166,9 @@ async fn a_short_soak_keeps_availability_and_shows_no_leak() {
     assert!(report.passed(), "{report}repeat: cargo run -p sse-chaos -- soak --duration 20s --seed 1 --clients 6");
     let faults = report.outcome.trace.iter().filter(|l| l.contains(" apply ")).count();
     assert!(faults >= 1, "the soak applied faults: {:?}", report.outcome.trace);
+    // Clients came and went: some left, and the clients that took their seats opened
+    // streams of their own (more streams than the first clients' would be).
+    assert!(report.left() >= 3, "clients left and were replaced: {:?}", report.outcome.trace);
     assert_eq!(report.slopes.len(), sse_chaos::real::observe::GAUGES.len(), "every gauge has a trend");
     assert!(report.outcome.observed.caught_up.iter().all(|s| s.len() > 100), "availability was sampled");
 }

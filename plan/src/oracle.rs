@@ -28,10 +28,48 @@ pub struct ClientReport {
     pub recovery: Duration,
 }
 
+/// The part of a run a client was there for, and so what it is owed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Presence {
+    /// The opening position of its first stream: it is owed the events after it (in its
+    /// epoch, and every event of another history). `None`: every event of the run.
+    pub from: Option<EventId>,
+    /// It left for good: it is owed only what was acknowledged before this time (from
+    /// the run's start). `None`: it stayed to the end.
+    pub owed_until: Option<Duration>,
+}
+
+impl Presence {
+    /// A client there from before the first publish to the end.
+    pub const WHOLE_RUN: Presence = Presence { from: None, owed_until: None };
+
+    /// Whether the client is owed `event`.
+    pub fn owes(&self, event: &Acked) -> bool {
+        let after_join = match (&self.from, EventId::parse(&event.id)) {
+            (Some(from), Some(id)) => id.epoch != from.epoch || id.seq > from.seq,
+            _ => true,
+        };
+        after_join && self.owed_until.is_none_or(|until| event.at <= until)
+    }
+}
+
 /// Judges one client that followed `topics` for the whole run.
 pub fn judge(
     name: &str,
     topics: &BTreeSet<String>,
+    seen: &[Seen],
+    acked: &[Acked],
+    forgotten: &BTreeMap<String, Duration>,
+    calm_from: Duration,
+) -> ClientReport {
+    judge_present(name, topics, &Presence::WHOLE_RUN, seen, acked, forgotten, calm_from)
+}
+
+/// Judges one client that followed `topics` while `presence` says it was there.
+pub fn judge_present(
+    name: &str,
+    topics: &BTreeSet<String>,
+    presence: &Presence,
     seen: &[Seen],
     acked: &[Acked],
     forgotten: &BTreeMap<String, Duration>,
@@ -60,7 +98,7 @@ pub fn judge(
         }
         received_at.insert(event.data.as_str(), event.at);
     }
-    for event in acked.iter().filter(|a| topics.contains(&a.topic)) {
+    for event in acked.iter().filter(|a| topics.contains(&a.topic) && presence.owes(a)) {
         match received_at.get(event.data.as_str()) {
             Some(at) => report.recovery = report.recovery.max(at.saturating_sub(calm_from)),
             None if excused_by_reset(seen, &event.id) => {}
@@ -188,5 +226,26 @@ mod tests {
         reacked.push(Acked { at: Duration::from_secs(2), ..ack("0000000e-2", "d") });
         assert_eq!(reused_ids(&reacked).len(), 1);
         assert!(reused_ids(&acked).is_empty());
+    }
+
+    #[test]
+    fn a_client_that_joined_late_or_left_is_owed_only_its_part() {
+        let topics: BTreeSet<String> = ["t".to_owned()].into();
+        let acked = [
+            Acked { at: Duration::from_secs(1), ..ack("0000000e-1", "a") },
+            Acked { at: Duration::from_secs(2), ..ack("0000000e-2", "b") },
+            Acked { at: Duration::from_secs(3), ..ack("0000000e-3", "c") },
+        ];
+        let joined = Presence { from: EventId::parse("0000000e-1"), owed_until: None };
+        let judged = |presence: &Presence, seen: &[Seen]| {
+            judge_present("c", &topics, presence, seen, &acked, &BTreeMap::new(), Duration::ZERO).failures
+        };
+        assert!(judged(&joined, &[ev("0000000e-2", "b"), ev("0000000e-3", "c")]).is_empty());
+        assert_eq!(judged(&joined, &[ev("0000000e-3", "c")]).len(), 1, "b came after the join");
+        let left = Presence { from: None, owed_until: Some(Duration::from_secs(2)) };
+        assert!(judged(&left, &[ev("0000000e-1", "a"), ev("0000000e-2", "b")]).is_empty());
+        assert_eq!(judged(&left, &[ev("0000000e-1", "a")]).len(), 1, "b was acknowledged before it left");
+        let new_history = Presence { from: EventId::parse("0000000f-9"), owed_until: None };
+        assert_eq!(judged(&new_history, &[]).len(), 3, "events of another epoch are owed");
     }
 }

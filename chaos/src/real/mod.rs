@@ -4,6 +4,8 @@
 //! - [`processes`]: the Toxiproxy server and `sse-server` children, signals via `nix`.
 //! - [`cgroup`]: a memory cgroup for the server under test.
 //! - [`subscriber`]: an EventSource-like client that resumes with `Last-Event-ID`.
+//! - [`roster`]: who sits on each client seat: the plan's clients, or clients that come
+//!   and go (the soak), each judged for the part of the run it was there.
 //! - [`observe`]: availability samples per client and the server's gauges during a run,
 //!   and the leak-slope fit.
 //! - [`plan_run`]: the real backend for plans: one proxy per client, faults as toxics and
@@ -18,6 +20,7 @@ pub mod nginx;
 pub mod observe;
 pub mod plan_run;
 pub mod processes;
+pub mod roster;
 pub mod soak;
 pub mod subscriber;
 pub mod toxiproxy;

@@ -1,9 +1,11 @@
-//! What a real run watches while it runs: every 100 ms, whether each client is caught up
-//! (it has the newest event acknowledged on its topics at least a second ago) and the
+//! What a real run watches while it runs: every 100 ms, whether each seat's client is
+//! caught up (it has the newest event acknowledged on its topics at least a second ago,
+//! or joined after it; a seat without a client, or whose client has not opened a stream
+//! yet, is not sampled) and the
 //! buffered bytes (for the budget check); every 2 s, the server's gauges from `/metrics`
 //! (for leak trends).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -13,7 +15,7 @@ use sse_server::stream::id::EventId;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::subscriber::Shared;
+use super::roster::Seat;
 use crate::load::publisher::metric;
 
 /// How stale a client may be and still count as caught up.
@@ -34,7 +36,7 @@ pub const GAUGES: [&str; 7] = [
 /// Everything observed.
 #[derive(Debug, Default)]
 pub struct Observed {
-    /// Per client, (time from the run's start, caught up?).
+    /// Per seat, (time from the run's start, caught up?).
     pub caught_up: Vec<Vec<(Duration, bool)>>,
     /// Per gauge, (time, value); a sample the server did not answer is left out.
     pub gauges: BTreeMap<&'static str, Vec<(Duration, f64)>>,
@@ -53,10 +55,10 @@ pub async fn watch(
     origin: Instant,
     service: watch::Receiver<SocketAddr>,
     acked: Arc<Mutex<Vec<Acked>>>,
-    clients: Vec<(Shared, BTreeSet<String>)>,
+    seats: Arc<Vec<Seat>>,
     mut stop: watch::Receiver<bool>,
 ) -> Observed {
-    let mut observed = Observed { caught_up: vec![Vec::new(); clients.len()], ..Observed::default() };
+    let mut observed = Observed { caught_up: vec![Vec::new(); seats.len()], ..Observed::default() };
     // The newest id per topic among events acknowledged at least CAUGHT_UP_WITHIN ago.
     let mut newest: BTreeMap<String, EventId> = BTreeMap::new();
     let mut frontier = 0;
@@ -72,12 +74,20 @@ pub async fn watch(
                 frontier += 1;
             }
         }
-        for (n, (record, topics)) in clients.iter().enumerate() {
-            let last = record.lock().unwrap().events.last().and_then(|e| EventId::parse(&e.id));
-            let caught_up = topics
+        for (n, seat) in seats.iter().enumerate() {
+            let Some(record) = seat.current() else { continue };
+            let (opened, last) = {
+                let record = record.lock().unwrap();
+                let opened = record.opened_at.as_deref().and_then(EventId::parse);
+                (opened, record.events.last().and_then(|e| EventId::parse(&e.id)))
+            };
+            let Some(opened) = opened else { continue };
+            let have = last.filter(|last| last.epoch != opened.epoch || last.seq > opened.seq).unwrap_or(opened);
+            let caught_up = seat
+                .topics
                 .iter()
                 .filter_map(|t| newest.get(t))
-                .all(|wanted| last.is_some_and(|have| have.epoch == wanted.epoch && have.seq >= wanted.seq));
+                .all(|wanted| have.epoch == wanted.epoch && have.seq >= wanted.seq);
             observed.caught_up[n].push((now, caught_up));
         }
         let addr = *service.borrow();

@@ -13,7 +13,7 @@
 //! |---|---|
 //! | max_latency | `latency` L/2 ± L/2 downstream on every client's link, all run long |
 //! | partition | `timeout` 0 both ways; on heal, a connection that lived through it is reset (it lost bytes, which TCP never does, so it must not be read on) |
-//! | hold | `latency` of the hold's length downstream, removed at release (what was held arrives then) |
+//! | hold | `latency` of the hold's length downstream, removed at release (what was held arrives then); skipped, and logged so, on a link with a slow toxic (`slicer`, `bandwidth`, `slow_close`), and a slow toxic is skipped on a link with a hold (see `LinkUse`) |
 //! | lag | `latency` L/2 ± L/2 downstream |
 //! | drop, drop_all | a one-shot `reset_peer`, removed once the client's stream ended |
 //! | cut | Toxiproxy's `limit_data` of N bytes as a one-shot, when no other toxic is on the link; otherwise the client closes its connection after N more bytes (as the simulated client does), because behind another toxic `limit_data` deadlocks Toxiproxy's chain (a `latency` toxic blocks handing data to a `limit_data` that stopped reading, and removing it hangs) |
@@ -63,7 +63,7 @@ use super::cgroup::MemoryCgroup;
 use super::nginx::Nginx;
 use super::observe::{self, metric_within};
 use super::processes::{ServerProcess, ToxiproxyServer};
-use super::subscriber::{self, Shared};
+use super::roster::{self, Churn, Owned, Seat};
 use super::toxiproxy::{Direction, Toxic, Toxiproxy};
 use crate::load::publisher::exposition;
 
@@ -139,18 +139,47 @@ impl Slot {
     }
 }
 
+/// What a toxic does to a link, for the one rule about sharing one: a hold and a slow
+/// toxic (`slicer`, `bandwidth`, `slow_close`) are never on a link at once. Taking a
+/// `latency` toxic off pushes everything it holds through the toxics after it while the
+/// proxy stays locked; behind a slow toxic a hold's seconds of events take longer than
+/// Toxiproxy's 25 s API timeout (its `toxic_collection.go` and `link.go`), and a 1-hour
+/// soak saw the API answer 503 there and later the process gone. Whichever comes second is
+/// skipped and logged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LinkUse {
+    Hold,
+    Slow,
+    Other,
+}
+
+impl LinkUse {
+    fn of(kind: &str) -> LinkUse {
+        match kind {
+            "slicer" | "bandwidth" | "slow_close" => LinkUse::Slow,
+            _ => LinkUse::Other,
+        }
+    }
+
+    fn clashes(self, on_link: LinkUse) -> bool {
+        matches!((self, on_link), (LinkUse::Hold, LinkUse::Slow) | (LinkUse::Slow, LinkUse::Hold))
+    }
+}
+
 /// Everything one run shares between its parts.
 struct Run {
     origin: Instant,
     toxiproxy: Toxiproxy,
     clients: Vec<Client>,
+    seats: Arc<Vec<Seat>>,
     trace: Mutex<Vec<String>>,
     failures: Mutex<Vec<String>>,
+    /// Why the run cannot go on (Toxiproxy failed it): ends the run at once.
+    broken: watch::Sender<Option<String>>,
 }
 
 struct Client {
     proxy: String,
-    record: Shared,
     /// Toxiproxy work for this client's link, done in order by a task of its own, so a
     /// slow API call (removing a toxic waits for the data it holds) never stalls the
     /// timeline.
@@ -160,6 +189,9 @@ struct Client {
 /// Work on one client's link.
 enum LinkOp {
     Add(Toxic),
+    /// A hold: a `latency` toxic as long as the hold. Never on a link with a slow toxic
+    /// (see [`LinkUse`]).
+    AddHold(Toxic),
     Remove(String),
     /// Add, wait until the client's stream ended (or two seconds), remove.
     OneShot(Toxic),
@@ -193,21 +225,34 @@ impl Run {
         self.failures.lock().unwrap().push(what);
     }
 
+    /// Ends the run at once: a fault that Toxiproxy did not apply or remove as asked
+    /// leaves nothing after it worth judging.
+    fn break_off(&self, what: String) {
+        let what = format!("at {:.3}s, {what}", self.now().as_secs_f64());
+        self.log(&what);
+        let _ = self.broken.send(Some(what));
+    }
+
     fn ends(&self, client: usize) -> usize {
-        self.clients[client].record.lock().unwrap().ends.len()
+        self.seats[client].current().map_or(0, |record| record.lock().unwrap().ends.len())
     }
 
     /// Does the link work of client `client`, in order, until its queue closes.
     async fn link_worker(self: Arc<Run>, client: usize, mut ops: mpsc::UnboundedReceiver<LinkOp>, jitter: bool) {
         let proxy = self.clients[client].proxy.clone();
         // Toxics on the link now (the run-long jitter among them).
-        let mut on_link: BTreeSet<String> = jitter.then(|| "jitter".to_owned()).into_iter().collect();
+        let mut on_link: BTreeMap<String, LinkUse> =
+            jitter.then(|| ("jitter".to_owned(), LinkUse::Other)).into_iter().collect();
         while let Some(op) = ops.recv().await {
             let done = match op {
                 LinkOp::Add(toxic) => {
-                    let added = self.toxiproxy.add_toxic(&proxy, &toxic).await;
-                    on_link.insert(toxic.name.clone());
-                    added.map(|()| self.log(format_args!("applied {} on {proxy} (read back)", toxic.name)))
+                    let usage = LinkUse::of(toxic.kind);
+                    self.add_on_link(&proxy, &mut on_link, toxic, usage).await
+                }
+                LinkOp::AddHold(toxic) => self.add_on_link(&proxy, &mut on_link, toxic, LinkUse::Hold).await,
+                LinkOp::Remove(name) if !on_link.contains_key(&name) => {
+                    self.log(format_args!("nothing to remove on {proxy}: {name} was skipped"));
+                    Ok(())
                 }
                 LinkOp::Remove(name) => {
                     let removed = self.toxiproxy.remove_toxic(&proxy, &name).await;
@@ -221,7 +266,9 @@ impl Run {
                     Ok(())
                 }
                 LinkOp::Cut { after_bytes, .. } => {
-                    self.clients[client].record.lock().unwrap().cut_after = Some(after_bytes);
+                    if let Some(record) = self.seats[client].current() {
+                        record.lock().unwrap().cut_after = Some(after_bytes);
+                    }
                     self.log(format_args!(
                         "{proxy}: the client cuts after {after_bytes} bytes (other toxics on the link)"
                     ));
@@ -253,9 +300,31 @@ impl Run {
                 }
             };
             if let Err(error) = done {
-                self.fail(format!("{proxy}: {error:#}"));
+                self.break_off(format!("{proxy}: {error:#}"));
             }
         }
+    }
+
+    /// Adds a toxic to a client's link, unless it is a hold and a slow toxic is on the
+    /// link, or the other way round: then it is skipped, and the trace says so.
+    async fn add_on_link(
+        &self,
+        proxy: &str,
+        on_link: &mut BTreeMap<String, LinkUse>,
+        toxic: Toxic,
+        usage: LinkUse,
+    ) -> anyhow::Result<()> {
+        if let Some((other, _)) = on_link.iter().find(|(_, on)| usage.clashes(**on)) {
+            self.log(format_args!(
+                "skip {} on {proxy}: {other} is on the link (a hold and a slow toxic never share one)",
+                toxic.name
+            ));
+            return Ok(());
+        }
+        self.toxiproxy.add_toxic(proxy, &toxic).await?;
+        on_link.insert(toxic.name.clone(), usage);
+        self.log(format_args!("applied {} on {proxy} (read back)", toxic.name));
+        Ok(())
     }
 
     /// Queues work on a client's link.
@@ -270,7 +339,7 @@ impl Run {
         let proxy = self.clients[client].proxy.clone();
         let before = self.ends(client);
         if let Err(error) = self.toxiproxy.add_toxic(&proxy, &toxic).await {
-            return self.fail(format!("{} on {proxy}: {error:#}", toxic.name));
+            return self.break_off(format!("{} on {proxy}: {error:#}", toxic.name));
         }
         self.log(format_args!("applied {} on {proxy}", toxic.kind));
         while self.ends(client) == before && Instant::now() < until {
@@ -278,7 +347,7 @@ impl Run {
         }
         let ended = self.ends(client) > before;
         if let Err(error) = self.toxiproxy.remove_toxic(&proxy, &toxic.name).await {
-            return self.fail(format!("remove {} on {proxy}: {error:#}", toxic.name));
+            return self.break_off(format!("remove {} on {proxy}: {error:#}", toxic.name));
         }
         self.log(format_args!(
             "removed {} on {proxy} ({})",
@@ -375,10 +444,60 @@ async fn post(addr: SocketAddr, topic: &str, data: &str) -> anyhow::Result<Strin
     Ok(id.to_owned())
 }
 
+/// How often a run checks that Toxiproxy is alive and answering.
+const HEALTH_EVERY: Duration = Duration::from_secs(2);
+
 /// Runs `plan` for real under `seed`.
 pub async fn run(seed: u64, plan: &Plan) -> anyhow::Result<RealOutcome> {
+    run_churning(seed, plan, Vec::new()).await
+}
+
+/// Runs `plan` for real under `seed`, with clients that come and go as `churn` says
+/// (sorted by time). A Toxiproxy that exits or stops answering, or that fails an API call,
+/// ends the run at once with an error that quotes the end of its log: every fault after
+/// it would be judged without having been applied.
+pub async fn run_churning(seed: u64, plan: &Plan, churn: Vec<Churn>) -> anyhow::Result<RealOutcome> {
+    let mut toxiproxy = ToxiproxyServer::start(seed).await?;
+    let (broken_tx, mut broken) = watch::channel(None);
+    let client = toxiproxy.client;
+    tokio::select! {
+        biased;
+        outcome = run_on(seed, plan, churn, client, broken_tx) => outcome,
+        why = toxiproxy_lost(&mut toxiproxy, &mut broken) => Err(anyhow::anyhow!(why)),
+    }
+}
+
+/// Resolves once Toxiproxy failed the run (an API call failed, its process exited or its
+/// API stopped answering), with why.
+async fn toxiproxy_lost(server: &mut ToxiproxyServer, broken: &mut watch::Receiver<Option<String>>) -> String {
+    loop {
+        tokio::select! {
+            changed = broken.changed() => {
+                if changed.is_err() {
+                    // The run is over: nothing can break it any more.
+                    std::future::pending::<()>().await;
+                }
+                if let Some(why) = broken.borrow().clone() {
+                    return format!("{why}\nToxiproxy's log ends:\n{}", server.log_tail());
+                }
+            }
+            () = tokio::time::sleep(HEALTH_EVERY) => {
+                if let Err(error) = server.health().await {
+                    return format!("{error:#}");
+                }
+            }
+        }
+    }
+}
+
+async fn run_on(
+    seed: u64,
+    plan: &Plan,
+    churn: Vec<Churn>,
+    toxiproxy: Toxiproxy,
+    broken: watch::Sender<Option<String>>,
+) -> anyhow::Result<RealOutcome> {
     let timing = Timing::PLANS;
-    let toxiproxy = ToxiproxyServer::start(seed).await?;
     let data = tempfile::tempdir()?;
     let dir = data.path().join("data");
     let args = flags(plan, seed, &timing);
@@ -415,23 +534,21 @@ pub async fn run(seed: u64, plan: &Plan) -> anyhow::Result<RealOutcome> {
     let topics = plan.client_topics(&rng);
     let (stop_tx, stop) = watch::channel(false);
     let mut clients = Vec::new();
+    let mut seats = Vec::new();
     let mut link_queues = Vec::new();
-    let mut tasks = Vec::new();
     for (i, topics) in topics.iter().enumerate() {
         let proxy = format!("c{i}");
-        let listen = toxiproxy.client.create_proxy(&proxy, front).await?;
+        let listen = toxiproxy.create_proxy(&proxy, front).await?;
         // The plan's link jitter, on every client's link for the whole run.
         let half = (plan.max_latency.as_millis() / 2) as u64;
         if half > 0 {
             let jitter =
                 Toxic::named("jitter".into(), "latency", Direction::Downstream, &[("latency", half), ("jitter", half)]);
-            toxiproxy.client.add_toxic(&proxy, &jitter).await?;
+            toxiproxy.add_toxic(&proxy, &jitter).await?;
         }
-        let record = Shared::default();
-        let topics = topics.iter().cloned().collect();
-        tasks.push(tokio::spawn(subscriber::run(listen, topics, timing.heartbeat, record.clone(), stop.clone())));
+        seats.push(Seat::new(topics.clone(), listen, timing.heartbeat));
         let (link, ops) = mpsc::unbounded_channel();
-        clients.push(Client { proxy, record, link });
+        clients.push(Client { proxy, link });
         link_queues.push((ops, half > 0));
     }
     // Time zero of the plan: every client's stream is open.
@@ -450,26 +567,35 @@ pub async fn run(seed: u64, plan: &Plan) -> anyhow::Result<RealOutcome> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let origin = Instant::now();
+    let seats = Arc::new(seats);
     let run = Arc::new(Run {
         origin,
-        toxiproxy: toxiproxy.client,
+        toxiproxy,
         clients,
+        seats: seats.clone(),
         trace: Mutex::default(),
         failures: Mutex::default(),
+        broken,
     });
     setup_log.iter().for_each(|line| run.log(line));
-    for (client, (ops, jitter)) in link_queues.into_iter().enumerate() {
-        tokio::spawn(run.clone().link_worker(client, ops, jitter));
-    }
+    let _link_workers: Vec<Owned<()>> = link_queues
+        .into_iter()
+        .enumerate()
+        .map(|(client, (ops, jitter))| Owned::spawn(run.clone().link_worker(client, ops, jitter)))
+        .collect();
+    let _churn = {
+        let run = run.clone();
+        Owned::spawn(roster::churn(origin, seats.clone(), churn, move |line| run.log(line)))
+    };
     let acked_live: Arc<Mutex<Vec<Acked>>> = Arc::default();
     let publishers: Vec<_> = (0..PUBLISHERS)
         .map(|tag| {
             let publisher = publish(plan.clone(), rng.next_u64(), tag, origin, service.clone(), acked_live.clone());
-            tokio::spawn(publisher)
+            Owned::spawn(publisher)
         })
         .collect();
-    let watched = run.clients.iter().zip(&topics).map(|(c, t)| (c.record.clone(), t.clone())).collect();
-    let observer = tokio::spawn(observe::watch(origin, service.clone(), acked_live.clone(), watched, stop.clone()));
+    let observer =
+        Owned::spawn(observe::watch(origin, service.clone(), acked_live.clone(), seats.clone(), stop.clone()));
     let budget = plan.buffer_budget() as f64;
     let mut slot = Slot {
         server,
@@ -640,7 +766,7 @@ pub async fn run(seed: u64, plan: &Plan) -> anyhow::Result<RealOutcome> {
                     Direction::Downstream,
                     &[("latency", ms), ("jitter", 0)],
                 );
-                run.link(client(c), LinkOp::Add(toxic));
+                run.link(client(c), LinkOp::AddHold(toxic));
             }
             Fault::Lag { client: c, latency, .. } => {
                 let half = (latency.as_millis() / 2) as u64;
@@ -667,7 +793,9 @@ pub async fn run(seed: u64, plan: &Plan) -> anyhow::Result<RealOutcome> {
                 run.link(client(c), LinkOp::Cut { name: format!("cut{i}"), after_bytes: *after_bytes });
             }
             Fault::Stall { client: c, duration } => {
-                run.clients[client(c)].record.lock().unwrap().stall_until = Some(Instant::now() + *duration);
+                if let Some(record) = run.seats[client(c)].current() {
+                    record.lock().unwrap().stall_until = Some(Instant::now() + *duration);
+                }
             }
             Fault::Crash { .. } => {
                 if slot.running() {
@@ -720,7 +848,7 @@ pub async fn run(seed: u64, plan: &Plan) -> anyhow::Result<RealOutcome> {
             Fault::Flood { connections, duration } => {
                 let (run, addr, until) = (run.clone(), *service.borrow(), Instant::now() + *duration);
                 let connections = *connections;
-                attacks.push(tokio::spawn(async move {
+                attacks.push(Owned::spawn(async move {
                     let held = attacks::flood(addr, connections, until).await;
                     run.log(format_args!("flood of {connections}: {held}"));
                 }));
@@ -734,7 +862,7 @@ pub async fn run(seed: u64, plan: &Plan) -> anyhow::Result<RealOutcome> {
                 let allowed = timing.header_timeout + attacks::SLOWLORIS_SLACK;
                 for n in 0..*connections {
                     let (run, addr) = (run.clone(), *service.borrow());
-                    attacks.push(tokio::spawn(async move {
+                    attacks.push(Owned::spawn(async move {
                         let held = attacks::trickle(addr, allowed + Duration::from_secs(3)).await;
                         match held {
                             Some(held) if held <= allowed => {}
@@ -779,14 +907,24 @@ pub async fn run(seed: u64, plan: &Plan) -> anyhow::Result<RealOutcome> {
             }
         }
     }
+    // A client that left is owed what was acknowledged a catch-up bound before it left.
+    let grace = timing.catch_up_bound();
     let judge = |run: &Run| {
         let mut failures = oracle::reused_ids(&acked);
         let mut recoveries = Vec::new();
-        for (i, (client, topics)) in run.clients.iter().zip(&topics).enumerate() {
-            let seen = client.record.lock().unwrap().seen(origin);
-            let report = oracle::judge(&format!("client-{i}"), topics, &seen, &acked, &forgotten, calm_from);
-            failures.extend(report.failures);
-            recoveries.push(report.recovery);
+        for (i, seat) in run.seats.iter().enumerate() {
+            let mut recovery = Duration::ZERO;
+            for (k, tenant) in seat.tenants(grace).iter().enumerate() {
+                let name = if k == 0 { format!("client-{i}") } else { format!("client-{i}.{k}") };
+                let seen = tenant.record.lock().unwrap().seen(origin);
+                let report =
+                    oracle::judge_present(&name, &seat.topics, &tenant.presence, &seen, &acked, &forgotten, calm_from);
+                failures.extend(report.failures);
+                if tenant.stayed {
+                    recovery = recovery.max(report.recovery);
+                }
+            }
+            recoveries.push(recovery);
         }
         (failures, recoveries)
     };
@@ -806,9 +944,7 @@ pub async fn run(seed: u64, plan: &Plan) -> anyhow::Result<RealOutcome> {
 
     // Clients leave; the server must return to its baseline.
     let _ = stop_tx.send(true);
-    for task in &tasks {
-        task.abort();
-    }
+    seats.iter().for_each(Seat::close);
     let observed = observer.await.unwrap_or_default();
     if observed.max_buffered > budget {
         failures.push(format!("buffered bytes reached {}, over the windows' budget {budget}", observed.max_buffered));
@@ -860,7 +996,7 @@ pub async fn run(seed: u64, plan: &Plan) -> anyhow::Result<RealOutcome> {
         took: origin.elapsed(),
         observed,
         client_topics: topics,
-        connects: run.clients.iter().map(|c| c.record.lock().unwrap().connects).collect(),
+        connects: seats.iter().map(Seat::connects).collect(),
     })
 }
 

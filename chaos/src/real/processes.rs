@@ -24,11 +24,14 @@ fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("chaos/ sits in the workspace").to_owned()
 }
 
-/// A running Toxiproxy: ours (killed on drop) or an external one.
+/// A running Toxiproxy: ours (killed on drop, its output kept in a log file) or an
+/// external one.
 #[derive(Debug)]
 pub struct ToxiproxyServer {
     pub client: Toxiproxy,
     child: Option<Child>,
+    /// Where our Toxiproxy writes its log (removed with the server).
+    log: Option<tempfile::NamedTempFile>,
 }
 
 impl ToxiproxyServer {
@@ -43,7 +46,7 @@ impl ToxiproxyServer {
             }
             let client = Toxiproxy { api };
             client.version().await.context("the external Toxiproxy does not answer")?;
-            return Ok(ToxiproxyServer { client, child: None });
+            return Ok(ToxiproxyServer { client, child: None, log: None });
         }
         let bin = std::env::var_os("TOXIPROXY_BIN")
             .map(PathBuf::from)
@@ -52,13 +55,15 @@ impl ToxiproxyServer {
             bail!("Toxiproxy is not installed at {}: run ci/install-toxiproxy.sh", bin.display());
         }
         let port = free_port()?;
+        let log = tempfile::Builder::new().prefix("toxiproxy-").suffix(".log").tempfile()?;
         let child = Command::new(&bin)
             .args(["-host", "127.0.0.1", "-port", &port.to_string(), "-seed", &seed.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stdout(log.reopen()?)
+            .stderr(log.reopen()?)
             .spawn()
             .with_context(|| format!("start {}", bin.display()))?;
-        let server = ToxiproxyServer { client: Toxiproxy { api: ([127, 0, 0, 1], port).into() }, child: Some(child) };
+        let client = Toxiproxy { api: ([127, 0, 0, 1], port).into() };
+        let server = ToxiproxyServer { client, child: Some(child), log: Some(log) };
         let deadline = Instant::now() + Duration::from_secs(10);
         while server.client.version().await.is_err() {
             if Instant::now() > deadline {
@@ -69,6 +74,38 @@ impl ToxiproxyServer {
         Ok(server)
     }
 }
+
+impl ToxiproxyServer {
+    /// Whether Toxiproxy still serves: our process has not exited and the API answers
+    /// within [`HEALTH_WITHIN`]. The error says which, with the end of its log.
+    pub async fn health(&mut self) -> anyhow::Result<()> {
+        if let Some(status) = self.child.as_mut().map(Child::try_wait).transpose()?.flatten() {
+            bail!("Toxiproxy exited ({status}); the end of its log:\n{}", self.log_tail());
+        }
+        match tokio::time::timeout(HEALTH_WITHIN, self.client.version()).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(error)) => bail!("Toxiproxy's API fails ({error:#}); the end of its log:\n{}", self.log_tail()),
+            Err(_) => bail!(
+                "Toxiproxy's API did not answer within {HEALTH_WITHIN:?}; the end of its log:\n{}",
+                self.log_tail()
+            ),
+        }
+    }
+
+    /// The last lines of our Toxiproxy's log (empty for an external one).
+    pub fn log_tail(&self) -> String {
+        let Some(log) = &self.log else { return String::new() };
+        let text = std::fs::read_to_string(log.path()).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(LOG_TAIL)..].join("\n")
+    }
+}
+
+/// How long a health check waits for Toxiproxy's `/version`: it answers in
+/// milliseconds, whatever its proxies are doing.
+const HEALTH_WITHIN: Duration = Duration::from_secs(5);
+/// Log lines a failure quotes.
+const LOG_TAIL: usize = 20;
 
 impl Drop for ToxiproxyServer {
     fn drop(&mut self) {

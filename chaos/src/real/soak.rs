@@ -1,8 +1,11 @@
 //! A long real run (soak): one long-lived server, clients behind their
 //! own proxies, and client-side faults drawn without end from the plan generator (the
 //! client-side faults of the plans it draws for `seed`, `seed + 1`, …, a few per
-//! window), run by the real backend and judged by the one oracle. On top it reports what
-//! long runs are for:
+//! window), run by the real backend and judged by the one oracle. Clients come and go:
+//! each seat's client leaves for good after a seeded 3 to 20 s (never inside its own
+//! faults), and a new one takes the seat 0.1 to 2 s later, subscribing afresh; each is
+//! judged for the part of the run it was there. On top it reports what long runs are
+//! for:
 //!
 //! - **availability**: the share of 100 ms samples in which a client was caught up (it
 //!   had the newest event acknowledged on its topics at least a second earlier). Overall
@@ -24,8 +27,11 @@ use std::time::Duration;
 use sse_plan::search::plan_for;
 use sse_plan::{Plan, StoreMode, TimedFault, Timing};
 
+use sse_server::rng::SeededRng;
+
 use super::observe::{Slope, GAUGES};
 use super::plan_run::{self, RealOutcome};
+use super::roster::{Churn, LEAVES};
 
 /// Faults are drawn per window of this length.
 const WINDOW: Duration = Duration::from_secs(15);
@@ -95,6 +101,11 @@ impl SoakReport {
         self.failures.is_empty()
     }
 
+    /// Clients that left for good during the run (each replaced by a new one).
+    pub fn left(&self) -> usize {
+        self.outcome.trace.iter().filter(|l| l.contains(LEAVES)).count()
+    }
+
     /// The report as one JSON object (for the nightly report).
     pub fn to_json(&self) -> String {
         let slopes: serde_json::Map<String, serde_json::Value> = self
@@ -111,6 +122,7 @@ impl SoakReport {
             "seconds": self.outcome.took.as_secs_f64(),
             "acked": self.outcome.acked,
             "faults": self.outcome.trace.iter().filter(|l| l.contains(" apply ")).count(),
+            "clients_left": self.left(),
             "availability": self.availability,
             "availability_per_client": self.per_client,
             "availability_per_fault_kind": self.per_kind,
@@ -127,8 +139,11 @@ impl fmt::Display for SoakReport {
         let faults = self.outcome.trace.iter().filter(|l| l.contains(" apply ")).count();
         writeln!(
             f,
-            "{verdict} soak seed {} over {:.0?}: {} events acknowledged, {faults} faults",
-            self.seed, self.outcome.took, self.outcome.acked
+            "{verdict} soak seed {} over {:.0?}: {} events acknowledged, {faults} faults, {} clients left and were replaced",
+            self.seed,
+            self.outcome.took,
+            self.outcome.acked,
+            self.left()
         )?;
         writeln!(f, "  availability outside each client's own faults: {:.4}%", self.availability * 100.0)?;
         let per_client: Vec<String> = self.per_client.iter().map(|a| format!("{:.2}%", a * 100.0)).collect();
@@ -146,10 +161,52 @@ impl fmt::Display for SoakReport {
     }
 }
 
-/// Runs a soak of `duration` under `seed` with `clients` clients.
+/// How long a seat's client stays, at least and at most.
+const STAYS: (Duration, Duration) = (Duration::from_secs(3), Duration::from_secs(20));
+/// How long a seat stays empty between clients, at most (at least 100 ms).
+const EMPTY_AT_MOST: Duration = Duration::from_secs(2);
+
+/// When each seat's client leaves and how soon the next one comes: seeded, and never
+/// inside that seat's own faults (from a fault's start to its heal plus the catch-up
+/// bound), so a client that leaves was caught up when it left; nobody leaves in the last
+/// catch-up bound before publishing ends.
+pub fn churn(seed: u64, plan: &Plan) -> Vec<Churn> {
+    let rng = SeededRng::new(seed ^ 0xc4_u64.rotate_left(56));
+    let bound = Timing::PLANS.catch_up_bound();
+    let last = plan.publish_until().saturating_sub(bound);
+    let draw =
+        |(low, high): (Duration, Duration)| low + Duration::from_millis(rng.up_to((high - low).as_millis() as u64));
+    let mut churn = Vec::new();
+    for seat in 0..plan.clients {
+        let own: Vec<(Duration, Duration)> = plan
+            .faults
+            .iter()
+            .filter(|f| f.fault.link().is_some_and(|c| c.is_none_or(|c| c % plan.clients == seat)))
+            .map(|f| (f.at, f.heals_at() + bound))
+            .collect();
+        let mut at = Duration::from_secs(1);
+        loop {
+            at += draw(STAYS);
+            while let Some((_, end)) = own.iter().find(|(start, end)| at >= *start && at <= *end) {
+                at = *end + Duration::from_millis(100);
+            }
+            if at > last {
+                break;
+            }
+            let gap = draw((Duration::from_millis(100), EMPTY_AT_MOST));
+            churn.push(Churn { at, seat, gap });
+            at += gap;
+        }
+    }
+    churn.sort_by_key(|c| (c.at, c.seat));
+    churn
+}
+
+/// Runs a soak of `duration` under `seed` with `clients` clients at a time.
 pub async fn run(seed: u64, duration: Duration, clients: usize) -> anyhow::Result<SoakReport> {
     let plan = plan(seed, duration, clients);
-    let outcome = plan_run::run(seed, &plan).await?;
+    let churn = churn(seed, &plan);
+    let outcome = plan_run::run_churning(seed, &plan, churn).await?;
     Ok(judge(seed, &plan, outcome))
 }
 

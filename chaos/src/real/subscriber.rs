@@ -31,6 +31,9 @@ pub struct Record {
     /// For each reset notice: how many events had arrived before it, and when it came.
     pub reset_positions: Vec<(usize, Instant)>,
     pub connects: u32,
+    /// The opening position of the first stream that reached it: the client is owed
+    /// every event after it.
+    pub opened_at: Option<String>,
     /// Why each stream ended.
     pub ends: Vec<String>,
     /// Read nothing until then (a stalled reader; the plan's `stall`).
@@ -164,7 +167,10 @@ async fn stream_once(
         for item in items {
             match item {
                 Item::Retry(ms) => *retry = Duration::from_millis(ms),
-                Item::Position(id) => *last_id = Some(id),
+                Item::Position(id) => {
+                    record.opened_at.get_or_insert_with(|| id.clone());
+                    *last_id = Some(id);
+                }
                 Item::Event { event, data, .. } if event == "reset" => {
                     let position = (record.events.len(), Instant::now());
                     record.reset_positions.push(position);
