@@ -46,6 +46,12 @@ pub struct Config {
     #[arg(long, env = "SSE_BACKLOG", default_value_t = 1024)]
     pub backlog: u32,
 
+    /// Share `--listen` with other processes started with this flag (`SO_REUSEPORT`): the
+    /// kernel spreads new connections over them, and a process that exits loses only its
+    /// own connections.
+    #[arg(long, env = "SSE_REUSE_PORT")]
+    pub reuse_port: bool,
+
     /// Idle time after which a stream gets a `:` heartbeat comment.
     #[arg(long, env = "SSE_HEARTBEAT", default_value = "15s", value_parser = humantime::parse_duration)]
     pub heartbeat: Duration,

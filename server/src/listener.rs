@@ -43,10 +43,15 @@ impl Listener for TcpListener {
     }
 }
 
-/// Binds a TCP listener with `SO_REUSEADDR` and the given backlog.
-pub fn bind(addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
+/// Binds a TCP listener with `SO_REUSEADDR` and the given backlog; with `reuse_port`
+/// also `SO_REUSEPORT`, so several processes that all ask for it share the address and
+/// the kernel spreads new connections over them.
+pub fn bind(addr: SocketAddr, backlog: u32, reuse_port: bool) -> io::Result<TcpListener> {
     let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
     socket.set_reuseaddr(true)?;
+    if reuse_port {
+        socket.set_reuseport(true)?;
+    }
     socket.bind(addr)?;
     socket.listen(backlog)
 }

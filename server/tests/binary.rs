@@ -123,6 +123,47 @@ fn each_process_starts_a_new_epoch_even_with_a_pinned_seed() {
     assert_ne!(epoch(), epoch());
 }
 
+/// `--reuse-port`: two processes share one address and the kernel spreads new streams
+/// over both (each names its own epoch in a stream's opening position); once one is
+/// killed, the other takes every new stream. Without the flag the address is taken.
+#[test]
+fn processes_with_reuse_port_share_one_address_and_outlive_each_other() {
+    let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
+    let start = |epoch: &str| {
+        let mut child = Command::new(BIN)
+            .args(["--store", "memory", "--listen", &addr, "--reuse-port", "--epoch", epoch, "--log-format", "json"])
+            .env_clear()
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut log = BufReader::new(child.stderr.take().unwrap());
+        line_with(&mut log, "\"message\":\"serving\"");
+        (child, log)
+    };
+    let (mut first, _first_log) = start("0000000a");
+    let (mut second, _second_log) = start("0000000b");
+    // The epoch in the opening position (`id: <epoch>-0`) of a new stream.
+    let epoch_of_a_new_stream = || {
+        let mut stream = TcpStream::connect(&addr).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        stream.write_all(b"GET /events?topic=shared HTTP/1.1\r\nhost: x\r\n\r\n").unwrap();
+        let opening = read_until(&mut stream, "-0\n");
+        opening.split("id: ").nth(1).unwrap().split('-').next().unwrap().to_owned()
+    };
+    // 40 streams all on one process would happen with probability 2^-39.
+    let epochs: std::collections::BTreeSet<String> = (0..40).map(|_| epoch_of_a_new_stream()).collect();
+    assert_eq!(epochs, ["0000000a".to_owned(), "0000000b".to_owned()].into(), "both processes take streams");
+    first.kill().unwrap();
+    first.wait().unwrap();
+    for _ in 0..20 {
+        assert_eq!(epoch_of_a_new_stream(), "0000000b", "the survivor takes every new stream");
+    }
+    let without = output_within(Command::new(BIN).args(["--store", "memory", "--listen", &addr]).env_clear());
+    assert_eq!(without.status.code(), Some(71), "without --reuse-port the address is taken");
+    second.kill().unwrap();
+    second.wait().unwrap();
+}
+
 /// A data directory that cannot be used is a clear error and status 74, never a panic:
 /// held by another server, or not writable.
 #[test]

@@ -13,11 +13,11 @@
 //! |---|---|
 //! | max_latency | `latency` L/2 ± L/2 downstream on every client's link, all run long |
 //! | partition | `timeout` 0 both ways; on heal, a connection that lived through it is reset (it lost bytes, which TCP never does, so it must not be read on) |
-//! | hold | `latency` of the hold's length downstream, removed at release (what was held arrives then); skipped, and logged so, on a link with a slow toxic (`slicer`, `bandwidth`, `slow_close`), and a slow toxic is skipped on a link with a hold (see `LinkUse`) |
+//! | hold | `latency` of the hold's length downstream, removed at release (what was held arrives then); it shares a link with latency only: a hold is skipped on a link with another fault on it, and another fault but a lag on a link with a hold, each logged (see `LinkUse`) |
 //! | lag | `latency` L/2 ± L/2 downstream |
 //! | drop, drop_all | a one-shot `reset_peer`, removed once the client's stream ended |
 //! | cut | Toxiproxy's `limit_data` of N bytes as a one-shot, when no other toxic is on the link; otherwise the client closes its connection after N more bytes (as the simulated client does), because behind another toxic `limit_data` deadlocks Toxiproxy's chain (a `latency` toxic blocks handing data to a `limit_data` that stopped reading, and removing it hangs) |
-//! | stall | the client stops reading |
+//! | stall | the client stops reading (queued on its link, so it is never beside a hold) |
 //! | crash | SIGKILL, restart on the same data directory when it heals |
 //! | restart | SIGTERM; the process must have exited 0 (drained) by the heal, then restarts |
 //! | move | SIGTERM; once it exited, a second process on the same data directory and a new port, every proxy repointed through the API, the publisher follows |
@@ -139,30 +139,30 @@ impl Slot {
     }
 }
 
-/// What a toxic does to a link, for the one rule about sharing one: a hold and a slow
-/// toxic (`slicer`, `bandwidth`, `slow_close`) are never on a link at once. Taking a
-/// `latency` toxic off pushes everything it holds through the toxics after it while the
-/// proxy stays locked; behind a slow toxic a hold's seconds of events take longer than
-/// Toxiproxy's 25 s API timeout (its `toxic_collection.go` and `link.go`), and a 1-hour
-/// soak saw the API answer 503 there and later the process gone. Whichever comes second is
-/// skipped and logged.
+/// What a fault does to a client's link, for the one rule about sharing it: while a hold
+/// is on a link, nothing but latency shares it. Releasing a hold takes its `latency`
+/// toxic off, and Toxiproxy then pushes everything the hold kept through whatever follows
+/// it, with the proxy locked (`toxic_collection.go`, `link.go`): behind a toxic that reads
+/// slowly or not at all (`slicer`, `bandwidth`, `slow_close`, `timeout`, `reset_peer`,
+/// `limit_data`), or into a client that stopped reading or closed its end (a stall, a
+/// cut), that outlasts its 25 s API timeout and the proxy stays wedged. Two 1-hour soaks
+/// hit it (behind a `slicer` and `bandwidth`; into a stalled client). So a hold is
+/// skipped on a link with another fault on it, and another fault (but a lag) is skipped
+/// on a link with a hold; each skip is logged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum LinkUse {
     Hold,
-    Slow,
+    /// A `latency` toxic (a lag, the run-long jitter): it reads as fast as it is fed.
+    Latency,
     Other,
 }
 
 impl LinkUse {
     fn of(kind: &str) -> LinkUse {
         match kind {
-            "slicer" | "bandwidth" | "slow_close" => LinkUse::Slow,
+            "latency" => LinkUse::Latency,
             _ => LinkUse::Other,
         }
-    }
-
-    fn clashes(self, on_link: LinkUse) -> bool {
-        matches!((self, on_link), (LinkUse::Hold, LinkUse::Slow) | (LinkUse::Slow, LinkUse::Hold))
     }
 }
 
@@ -189,9 +189,11 @@ struct Client {
 /// Work on one client's link.
 enum LinkOp {
     Add(Toxic),
-    /// A hold: a `latency` toxic as long as the hold. Never on a link with a slow toxic
-    /// (see [`LinkUse`]).
+    /// A hold: a `latency` toxic as long as the hold (see [`LinkUse`] for what it
+    /// never shares a link with).
     AddHold(Toxic),
+    /// The client stops reading for a while (the fault's name for the trace).
+    Stall(Duration, String),
     Remove(String),
     /// Add, wait until the client's stream ended (or two seconds), remove.
     OneShot(Toxic),
@@ -242,14 +244,51 @@ impl Run {
         let proxy = self.clients[client].proxy.clone();
         // Toxics on the link now (the run-long jitter among them).
         let mut on_link: BTreeMap<String, LinkUse> =
-            jitter.then(|| ("jitter".to_owned(), LinkUse::Other)).into_iter().collect();
+            jitter.then(|| ("jitter".to_owned(), LinkUse::Latency)).into_iter().collect();
         while let Some(op) = ops.recv().await {
+            let hold = on_link.iter().find(|(_, on)| **on == LinkUse::Hold).map(|(name, _)| name.clone());
             let done = match op {
+                LinkOp::Add(toxic) if LinkUse::of(toxic.kind) == LinkUse::Other && hold.is_some() => {
+                    self.skip_beside_hold(&proxy, &toxic.name, hold);
+                    Ok(())
+                }
+                LinkOp::OneShot(toxic) if hold.is_some() => {
+                    self.skip_beside_hold(&proxy, &toxic.name, hold);
+                    Ok(())
+                }
+                LinkOp::Cut { name, .. } | LinkOp::Stall(_, name) if hold.is_some() => {
+                    self.skip_beside_hold(&proxy, &name, hold);
+                    Ok(())
+                }
+                LinkOp::AddHold(toxic) => {
+                    let record = self.seats[client].current();
+                    let client_side = record.is_some_and(|r| {
+                        let r = r.lock().unwrap();
+                        r.cut_after.is_some() || r.stall_until.is_some_and(|until| until > Instant::now())
+                    });
+                    let other = on_link.iter().find(|(_, on)| **on != LinkUse::Latency).map(|(name, _)| name.clone());
+                    match other.or(client_side.then(|| "a stall or cut by the client".to_owned())) {
+                        Some(other) => {
+                            self.log(format_args!(
+                                "skip {} on {proxy}: {other} is on the link (a hold shares it with latency only)",
+                                toxic.name
+                            ));
+                            Ok(())
+                        }
+                        None => self.add_on_link(&proxy, &mut on_link, toxic, LinkUse::Hold).await,
+                    }
+                }
                 LinkOp::Add(toxic) => {
                     let usage = LinkUse::of(toxic.kind);
                     self.add_on_link(&proxy, &mut on_link, toxic, usage).await
                 }
-                LinkOp::AddHold(toxic) => self.add_on_link(&proxy, &mut on_link, toxic, LinkUse::Hold).await,
+                LinkOp::Stall(duration, _) => {
+                    if let Some(record) = self.seats[client].current() {
+                        record.lock().unwrap().stall_until = Some(Instant::now() + duration);
+                    }
+                    self.log(format_args!("{proxy}: the client stops reading for {duration:?}"));
+                    Ok(())
+                }
                 LinkOp::Remove(name) if !on_link.contains_key(&name) => {
                     self.log(format_args!("nothing to remove on {proxy}: {name} was skipped"));
                     Ok(())
@@ -278,10 +317,15 @@ impl Run {
                     self.one_shot(client, toxic, Instant::now() + Duration::from_secs(2)).await;
                     Ok(())
                 }
+                LinkOp::HealPartition { names, .. } if !names.iter().all(|name| on_link.contains_key(name)) => {
+                    self.log(format_args!("nothing to heal on {proxy}: {} was skipped", names[0]));
+                    Ok(())
+                }
                 LinkOp::HealPartition { names, ends_at_apply, reset } => {
                     let mut result = Ok(());
                     for name in &names {
                         result = result.and(self.toxiproxy.remove_toxic(&proxy, name).await);
+                        on_link.remove(name);
                     }
                     // Toxiproxy usually closes such a connection as the toxic goes.
                     let survived = self.ends(client) == ends_at_apply;
@@ -305,8 +349,13 @@ impl Run {
         }
     }
 
-    /// Adds a toxic to a client's link, unless it is a hold and a slow toxic is on the
-    /// link, or the other way round: then it is skipped, and the trace says so.
+    /// Logs a fault skipped because a hold is on the link (see [`LinkUse`]).
+    fn skip_beside_hold(&self, proxy: &str, what: &str, hold: Option<String>) {
+        let hold = hold.unwrap_or_default();
+        self.log(format_args!("skip {what} on {proxy}: {hold} is on the link (a hold shares it with latency only)"));
+    }
+
+    /// Adds a toxic to a client's link and notes it there.
     async fn add_on_link(
         &self,
         proxy: &str,
@@ -314,13 +363,6 @@ impl Run {
         toxic: Toxic,
         usage: LinkUse,
     ) -> anyhow::Result<()> {
-        if let Some((other, _)) = on_link.iter().find(|(_, on)| usage.clashes(**on)) {
-            self.log(format_args!(
-                "skip {} on {proxy}: {other} is on the link (a hold and a slow toxic never share one)",
-                toxic.name
-            ));
-            return Ok(());
-        }
         self.toxiproxy.add_toxic(proxy, &toxic).await?;
         on_link.insert(toxic.name.clone(), usage);
         self.log(format_args!("applied {} on {proxy} (read back)", toxic.name));
@@ -793,9 +835,7 @@ async fn run_on(
                 run.link(client(c), LinkOp::Cut { name: format!("cut{i}"), after_bytes: *after_bytes });
             }
             Fault::Stall { client: c, duration } => {
-                if let Some(record) = run.seats[client(c)].current() {
-                    record.lock().unwrap().stall_until = Some(Instant::now() + *duration);
-                }
+                run.link(client(c), LinkOp::Stall(*duration, format!("stall{i}")));
             }
             Fault::Crash { .. } => {
                 if slot.running() {

@@ -48,7 +48,7 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(async move {
-        let listener = match sse_server::listener::bind(config.listen, config.backlog) {
+        let listener = match sse_server::listener::bind(config.listen, config.backlog, config.reuse_port) {
             Ok(listener) => listener,
             Err(error) => {
                 say(format_args!("cannot listen on {}: {error}", config.listen));

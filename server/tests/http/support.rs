@@ -47,7 +47,7 @@ impl TestServer {
 
     /// Runs an already built server (on a store of the test's choosing).
     pub async fn start_server(server: Server) -> TestServer {
-        let listener = sse_server::listener::bind("127.0.0.1:0".parse().unwrap(), 128).unwrap();
+        let listener = sse_server::listener::bind("127.0.0.1:0".parse().unwrap(), 128, false).unwrap();
         let addr = listener.local_addr().unwrap();
         let (metrics, stop, task) = spawn_server(listener, server);
         TestServer { addr, metrics, stop: Some(stop), task }
