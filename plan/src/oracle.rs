@@ -31,9 +31,10 @@ pub struct ClientReport {
 /// The part of a run a client was there for, and so what it is owed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Presence {
-    /// The opening position of its first stream: it is owed the events after it (in its
-    /// epoch, and every event of another history). `None`: every event of the run.
-    pub from: Option<EventId>,
+    /// The opening position of its first stream, and when it arrived: it is owed the
+    /// events after it (in its epoch, and every event of another history). `None`: every
+    /// event of the run.
+    pub from: Option<(EventId, Duration)>,
     /// It left for good: it is owed only what was acknowledged before this time (from
     /// the run's start). `None`: it stayed to the end.
     pub owed_until: Option<Duration>,
@@ -46,10 +47,20 @@ impl Presence {
     /// Whether the client is owed `event`.
     pub fn owes(&self, event: &Acked) -> bool {
         let after_join = match (&self.from, EventId::parse(&event.id)) {
-            (Some(from), Some(id)) => id.epoch != from.epoch || id.seq > from.seq,
+            (Some((from, _)), Some(id)) => id.epoch != from.epoch || id.seq > from.seq,
             _ => true,
         };
         after_join && self.owed_until.is_none_or(|until| event.at <= until)
+    }
+
+    /// An event at or below its opening position although it was published only after
+    /// the position arrived: the position ran ahead of the history (an event at or below
+    /// a position was stored before the stream opened).
+    fn vouched_too_early(&self, event: &Acked) -> bool {
+        match (&self.from, EventId::parse(&event.id)) {
+            (Some((from, at)), Some(id)) => id.epoch == from.epoch && id.seq <= from.seq && event.sent > *at,
+            _ => false,
+        }
     }
 }
 
@@ -97,6 +108,13 @@ pub fn judge_present(
             }
         }
         received_at.insert(event.data.as_str(), event.at);
+    }
+    let early = acked.iter().find(|a| topics.contains(&a.topic) && presence.vouched_too_early(a));
+    if let (Some(early), Some((from, at))) = (early, presence.from) {
+        report.failures.push(format!(
+            "{name}: its opening position {from} (at {at:?}) is at or past event {} {}, published only at {:?}",
+            early.id, early.data, early.sent
+        ));
     }
     for event in acked.iter().filter(|a| topics.contains(&a.topic) && presence.owes(a)) {
         match received_at.get(event.data.as_str()) {
@@ -165,7 +183,7 @@ mod tests {
         Seen::Event(Received { at: Duration::from_secs(1), id: id.into(), data: data.into() })
     }
     fn ack(id: &str, data: &str) -> Acked {
-        Acked { at: Duration::ZERO, id: id.into(), topic: "t".into(), data: data.into() }
+        Acked { at: Duration::ZERO, sent: Duration::ZERO, id: id.into(), topic: "t".into(), data: data.into() }
     }
 
     #[test]
@@ -232,11 +250,12 @@ mod tests {
     fn a_client_that_joined_late_or_left_is_owed_only_its_part() {
         let topics: BTreeSet<String> = ["t".to_owned()].into();
         let acked = [
-            Acked { at: Duration::from_secs(1), ..ack("0000000e-1", "a") },
-            Acked { at: Duration::from_secs(2), ..ack("0000000e-2", "b") },
-            Acked { at: Duration::from_secs(3), ..ack("0000000e-3", "c") },
+            Acked { at: Duration::from_secs(1), sent: Duration::from_secs(1), ..ack("0000000e-1", "a") },
+            Acked { at: Duration::from_secs(2), sent: Duration::from_secs(2), ..ack("0000000e-2", "b") },
+            Acked { at: Duration::from_secs(3), sent: Duration::from_secs(3), ..ack("0000000e-3", "c") },
         ];
-        let joined = Presence { from: EventId::parse("0000000e-1"), owed_until: None };
+        let joined =
+            Presence { from: EventId::parse("0000000e-1").map(|id| (id, Duration::from_secs(1))), owed_until: None };
         let judged = |presence: &Presence, seen: &[Seen]| {
             judge_present("c", &topics, presence, seen, &acked, &BTreeMap::new(), Duration::ZERO).failures
         };
@@ -245,7 +264,13 @@ mod tests {
         let left = Presence { from: None, owed_until: Some(Duration::from_secs(2)) };
         assert!(judged(&left, &[ev("0000000e-1", "a"), ev("0000000e-2", "b")]).is_empty());
         assert_eq!(judged(&left, &[ev("0000000e-1", "a")]).len(), 1, "b was acknowledged before it left");
-        let new_history = Presence { from: EventId::parse("0000000f-9"), owed_until: None };
+        let new_history =
+            Presence { from: EventId::parse("0000000f-9").map(|id| (id, Duration::ZERO)), owed_until: None };
         assert_eq!(judged(&new_history, &[]).len(), 3, "events of another epoch are owed");
+        let ahead = Presence { from: EventId::parse("0000000e-3").map(|id| (id, Duration::ZERO)), owed_until: None };
+        let failures = judged(&ahead, &[]);
+        assert_eq!(failures.len(), 1, "a position past events published 1 to 3 s later: {failures:?}");
+        let on_time = Presence { from: EventId::parse("0000000e-3").map(|id| (id, Duration::from_secs(3))), ..ahead };
+        assert!(judged(&on_time, &[]).is_empty(), "a position may cover what was published before it arrived");
     }
 }

@@ -7,7 +7,11 @@ use std::time::Duration;
 /// An event the server acknowledged with `201`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Acked {
+    /// When the `201` arrived.
     pub at: Duration,
+    /// When the publish was sent: an event sent after a client's stream announced its
+    /// position was stored after that position.
+    pub sent: Duration,
     pub id: String,
     pub topic: String,
     pub data: String,

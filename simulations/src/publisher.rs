@@ -40,11 +40,12 @@ pub async fn run(config: PublisherConfig, acked: Rc<RefCell<Vec<Acked>>>, trace:
         let name = format!("{topic}#{attempt}");
         let data = format!("{name}{}", config.padding);
         attempt += 1;
+        let sent = turmoil::sim_elapsed().unwrap_or_default();
         match tokio::time::timeout(Duration::from_secs(2), publish(config.server.host(), topic, &data)).await {
             Ok(Ok(id)) => {
                 trace.here("publisher", format_args!("acked {id} {name}"));
                 let at = turmoil::sim_elapsed().unwrap_or_default();
-                acked.borrow_mut().push(Acked { at, id, topic: topic.clone(), data });
+                acked.borrow_mut().push(Acked { at, sent, id, topic: topic.clone(), data });
             }
             Ok(Err(error)) => trace.here("publisher", format_args!("failed {name}: {error}")),
             Err(_) => trace.here("publisher", format_args!("timed out {name}")),

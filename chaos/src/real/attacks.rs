@@ -2,6 +2,7 @@
 //! proxy): slowloris connections that trickle a request head, and floods of stream
 //! requests held open.
 
+use super::roster::Owned;
 use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -57,7 +58,7 @@ impl fmt::Display for Flooded {
 /// Opens `connections` stream requests at once, holds every one until `until`, then
 /// drops them all.
 pub async fn flood(addr: SocketAddr, connections: usize, until: Instant) -> Flooded {
-    let tasks: Vec<_> = (0..connections).map(|_| tokio::spawn(hold_stream(addr, until))).collect();
+    let tasks: Vec<_> = (0..connections).map(|_| Owned::spawn(hold_stream(addr, until))).collect();
     let mut flooded = Flooded::default();
     for task in tasks {
         match task.await.ok().flatten() {

@@ -1,7 +1,7 @@
 //! What a real run watches while it runs: every 100 ms, whether each seat's client is
 //! caught up (it has the newest event acknowledged on its topics at least a second ago,
-//! or joined after it; a seat without a client, or whose client has not opened a stream
-//! yet, is not sampled) and the
+//! or subscribed after it; a seat without a client is not sampled, and a client that has
+//! no opening position a second after it joined counts as behind) and the
 //! buffered bytes (for the budget check); every 2 s, the server's gauges from `/metrics`
 //! (for leak trends).
 
@@ -75,13 +75,19 @@ pub async fn watch(
             }
         }
         for (n, seat) in seats.iter().enumerate() {
-            let Some(record) = seat.current() else { continue };
+            let Some((record, joined)) = seat.current_since() else { continue };
             let (opened, last) = {
                 let record = record.lock().unwrap();
-                let opened = record.opened_at.as_deref().and_then(EventId::parse);
+                let opened = record.opened_at.as_ref().and_then(|(id, _)| EventId::parse(id));
                 (opened, record.events.last().and_then(|e| EventId::parse(&e.id)))
             };
-            let Some(opened) = opened else { continue };
+            let Some(opened) = opened else {
+                // Not subscribed yet: a client kept waiting counts as behind.
+                if now >= joined + CAUGHT_UP_WITHIN {
+                    observed.caught_up[n].push((now, false));
+                }
+                continue;
+            };
             let have = last.filter(|last| last.epoch != opened.epoch || last.seq > opened.seq).unwrap_or(opened);
             let caught_up = seat
                 .topics

@@ -86,9 +86,9 @@ pub struct RealOutcome {
     pub took: Duration,
     /// Availability samples and the server's gauges over the run.
     pub observed: observe::Observed,
-    /// The topics each client followed.
+    /// The topics each client seat followed.
     pub client_topics: Vec<BTreeSet<String>>,
-    /// Per client, the streams it opened.
+    /// Per client seat, the streams its clients opened.
     pub connects: Vec<u32>,
 }
 
@@ -248,16 +248,14 @@ impl Run {
         while let Some(op) = ops.recv().await {
             let hold = on_link.iter().find(|(_, on)| **on == LinkUse::Hold).map(|(name, _)| name.clone());
             let done = match op {
-                LinkOp::Add(toxic) if LinkUse::of(toxic.kind) == LinkUse::Other && hold.is_some() => {
-                    self.skip_beside_hold(&proxy, &toxic.name, hold);
-                    Ok(())
-                }
-                LinkOp::OneShot(toxic) if hold.is_some() => {
-                    self.skip_beside_hold(&proxy, &toxic.name, hold);
+                LinkOp::Add(toxic) | LinkOp::OneShot(toxic)
+                    if hold.is_some() && LinkUse::of(toxic.kind) == LinkUse::Other =>
+                {
+                    self.skip_beside_hold(&proxy, &toxic.name, hold.as_deref().unwrap_or_default());
                     Ok(())
                 }
                 LinkOp::Cut { name, .. } | LinkOp::Stall(_, name) if hold.is_some() => {
-                    self.skip_beside_hold(&proxy, &name, hold);
+                    self.skip_beside_hold(&proxy, &name, hold.as_deref().unwrap_or_default());
                     Ok(())
                 }
                 LinkOp::AddHold(toxic) => {
@@ -269,10 +267,7 @@ impl Run {
                     let other = on_link.iter().find(|(_, on)| **on != LinkUse::Latency).map(|(name, _)| name.clone());
                     match other.or(client_side.then(|| "a stall or cut by the client".to_owned())) {
                         Some(other) => {
-                            self.log(format_args!(
-                                "skip {} on {proxy}: {other} is on the link (a hold shares it with latency only)",
-                                toxic.name
-                            ));
+                            self.skip_beside_hold(&proxy, &toxic.name, &other);
                             Ok(())
                         }
                         None => self.add_on_link(&proxy, &mut on_link, toxic, LinkUse::Hold).await,
@@ -349,10 +344,9 @@ impl Run {
         }
     }
 
-    /// Logs a fault skipped because a hold is on the link (see [`LinkUse`]).
-    fn skip_beside_hold(&self, proxy: &str, what: &str, hold: Option<String>) {
-        let hold = hold.unwrap_or_default();
-        self.log(format_args!("skip {what} on {proxy}: {hold} is on the link (a hold shares it with latency only)"));
+    /// Logs a fault skipped for sharing a link with a hold (see [`LinkUse`]).
+    fn skip_beside_hold(&self, proxy: &str, what: &str, other: &str) {
+        self.log(format_args!("skip {what} on {proxy}: {other} is on the link (a hold shares it with latency only)"));
     }
 
     /// Adds a toxic to a client's link and notes it there.
@@ -460,11 +454,12 @@ async fn publish(
         let data = format!("{topic}#p{tag}.{n}{padding}");
         n += 1;
         let addr = *service.borrow();
+        let sent = origin.elapsed();
         let attempt = tokio::time::timeout(Duration::from_secs(1), post(addr, topic, &data)).await;
         if let Ok(Ok(id)) = attempt {
             let mut acked = acked.lock().unwrap();
             // Stamped under the lock, so the list stays in time order.
-            acked.push(Acked { at: origin.elapsed(), id, topic: topic.clone(), data });
+            acked.push(Acked { at: origin.elapsed(), sent, id, topic: topic.clone(), data });
         }
         tokio::time::sleep_until(next).await;
     }
@@ -486,6 +481,11 @@ async fn post(addr: SocketAddr, topic: &str, data: &str) -> anyhow::Result<Strin
     Ok(id.to_owned())
 }
 
+/// Events acknowledged this long before a client subscribed are left out of its
+/// judgement (they were in the history before its position; an acknowledgement can come
+/// a little before its event is visible, hence the margin).
+const JOIN_MARGIN: Duration = Duration::from_secs(2);
+
 /// How often a run checks that Toxiproxy is alive and answering.
 const HEALTH_EVERY: Duration = Duration::from_secs(2);
 
@@ -502,11 +502,13 @@ pub async fn run_churning(seed: u64, plan: &Plan, churn: Vec<Churn>) -> anyhow::
     let mut toxiproxy = ToxiproxyServer::start(seed).await?;
     let (broken_tx, mut broken) = watch::channel(None);
     let client = toxiproxy.client;
-    tokio::select! {
+    let outcome = tokio::select! {
         biased;
         outcome = run_on(seed, plan, churn, client, broken_tx) => outcome,
-        why = toxiproxy_lost(&mut toxiproxy, &mut broken) => Err(anyhow::anyhow!(why)),
-    }
+        why = toxiproxy_lost(&mut toxiproxy, &mut broken) => return Err(anyhow::anyhow!(why)),
+    };
+    // A setup call that failed (creating a proxy, repointing one) quotes the log too.
+    outcome.map_err(|error| error.context(format!("Toxiproxy's log ends:\n{}", toxiproxy.log_tail())))
 }
 
 /// Resolves once Toxiproxy failed the run (an API call failed, its process exited or its
@@ -514,14 +516,10 @@ pub async fn run_churning(seed: u64, plan: &Plan, churn: Vec<Churn>) -> anyhow::
 async fn toxiproxy_lost(server: &mut ToxiproxyServer, broken: &mut watch::Receiver<Option<String>>) -> String {
     loop {
         tokio::select! {
-            changed = broken.changed() => {
-                if changed.is_err() {
-                    // The run is over: nothing can break it any more.
-                    std::future::pending::<()>().await;
-                }
-                if let Some(why) = broken.borrow().clone() {
-                    return format!("{why}\nToxiproxy's log ends:\n{}", server.log_tail());
-                }
+            // An error here means the run is over (its sender is gone): the other branch won.
+            Ok(why) = broken.wait_for(Option::is_some) => {
+                let why = why.clone().unwrap_or_default();
+                return format!("{why}\nToxiproxy's log ends:\n{}", server.log_tail());
             }
             () = tokio::time::sleep(HEALTH_EVERY) => {
                 if let Err(error) = server.health().await {
@@ -625,7 +623,7 @@ async fn run_on(
         .enumerate()
         .map(|(client, (ops, jitter))| Owned::spawn(run.clone().link_worker(client, ops, jitter)))
         .collect();
-    let _churn = {
+    let churn = {
         let run = run.clone();
         Owned::spawn(roster::churn(origin, seats.clone(), churn, move |line| run.log(line)))
     };
@@ -947,18 +945,33 @@ async fn run_on(
             }
         }
     }
-    // A client that left is owed what was acknowledged a catch-up bound before it left.
-    let grace = timing.catch_up_bound();
+    // A client that left is owed what was acknowledged a little before it left (clients
+    // leave only when their own faults are long over, so they are caught up then).
+    let grace = observe::CAUGHT_UP_WITHIN * 2 + plan.max_latency;
     let judge = |run: &Run| {
         let mut failures = oracle::reused_ids(&acked);
         let mut recoveries = Vec::new();
         for (i, seat) in run.seats.iter().enumerate() {
             let mut recovery = Duration::ZERO;
-            for (k, tenant) in seat.tenants(grace).iter().enumerate() {
+            for (k, tenant) in seat.tenants(origin, grace).iter().enumerate() {
                 let name = if k == 0 { format!("client-{i}") } else { format!("client-{i}.{k}") };
+                if tenant.presence.from.is_none() {
+                    failures
+                        .push(format!("{name} (joined at {:?}) never got a stream's opening position", tenant.joined));
+                    continue;
+                }
                 let seen = tenant.record.lock().unwrap().seen(origin);
-                let report =
-                    oracle::judge_present(&name, &seat.topics, &tenant.presence, &seen, &acked, &forgotten, calm_from);
+                // Acknowledged before it subscribed (less a margin): not its business.
+                let first = acked.partition_point(|a| a.at + JOIN_MARGIN < tenant.joined);
+                let report = oracle::judge_present(
+                    &name,
+                    &seat.topics,
+                    &tenant.presence,
+                    &seen,
+                    &acked[first..],
+                    &forgotten,
+                    calm_from,
+                );
                 failures.extend(report.failures);
                 if tenant.stayed {
                     recovery = recovery.max(report.recovery);
@@ -984,6 +997,7 @@ async fn run_on(
 
     // Clients leave; the server must return to its baseline.
     let _ = stop_tx.send(true);
+    drop(churn);
     seats.iter().for_each(Seat::close);
     let observed = observer.await.unwrap_or_default();
     if observed.max_buffered > budget {

@@ -56,10 +56,13 @@ impl ToxiproxyServer {
         }
         let port = free_port()?;
         let log = tempfile::Builder::new().prefix("toxiproxy-").suffix(".log").tempfile()?;
+        // One descriptor (one file offset) for both streams, so a crash on stderr lands after
+        // the last lines on stdout instead of over the start of the file.
+        let out = log.reopen()?;
         let child = Command::new(&bin)
             .args(["-host", "127.0.0.1", "-port", &port.to_string(), "-seed", &seed.to_string()])
-            .stdout(log.reopen()?)
-            .stderr(log.reopen()?)
+            .stderr(out.try_clone()?)
+            .stdout(out)
             .spawn()
             .with_context(|| format!("start {}", bin.display()))?;
         let client = Toxiproxy { api: ([127, 0, 0, 1], port).into() };
@@ -95,7 +98,8 @@ impl ToxiproxyServer {
     /// The last lines of our Toxiproxy's log (empty for an external one).
     pub fn log_tail(&self) -> String {
         let Some(log) = &self.log else { return String::new() };
-        let text = std::fs::read_to_string(log.path()).unwrap_or_default();
+        let bytes = std::fs::read(log.path()).unwrap_or_default();
+        let text = String::from_utf8_lossy(&bytes);
         let lines: Vec<&str> = text.lines().collect();
         lines[lines.len().saturating_sub(LOG_TAIL)..].join("\n")
     }

@@ -51,6 +51,8 @@ impl<T> Drop for Owned<T> {
 /// One client on a seat.
 struct Tenant {
     record: Shared,
+    /// When it subscribed, from the run's start (the plan's clients: zero).
+    joined: Duration,
     /// When it left for good, from the run's start.
     left: Option<Duration>,
     /// Tells its subscriber to close its stream and stop.
@@ -70,6 +72,8 @@ pub struct Seat {
 #[derive(Debug)]
 pub struct TenantView {
     pub record: Shared,
+    pub joined: Duration,
+    /// `from` is `None` while it never received an opening position.
     pub presence: Presence,
     /// Still there at the end of the run.
     pub stayed: bool,
@@ -79,17 +83,17 @@ impl Seat {
     /// A seat with its first tenant subscribing through `listen`.
     pub fn new(topics: BTreeSet<String>, listen: SocketAddr, heartbeat: Duration) -> Seat {
         let seat = Seat { topics, listen, heartbeat, tenants: Mutex::default() };
-        seat.join();
+        seat.join(Duration::ZERO);
         seat
     }
 
-    /// A new tenant subscribes, with no resume id.
-    pub fn join(&self) {
+    /// A new tenant subscribes at `at` (from the run's start), with no resume id.
+    pub fn join(&self, at: Duration) {
         let record = Shared::default();
         let (leave, left) = watch::channel(false);
         let topics = self.topics.iter().cloned().collect();
         let task = Owned::spawn(subscriber::run(self.listen, topics, self.heartbeat, record.clone(), left));
-        self.tenants.lock().unwrap().push(Tenant { record, left: None, leave, _task: task });
+        self.tenants.lock().unwrap().push(Tenant { record, joined: at, left: None, leave, _task: task });
     }
 
     /// The tenant there leaves for good at `at` (from the run's start): its stream closes.
@@ -109,20 +113,27 @@ impl Seat {
 
     /// The record of the tenant there now, if one is.
     pub fn current(&self) -> Option<Shared> {
-        self.tenants.lock().unwrap().last().filter(|t| t.left.is_none()).map(|t| t.record.clone())
+        self.current_since().map(|(record, _)| record)
     }
 
-    /// Every tenant so far, with what it is owed: events after its first opening position,
-    /// acknowledged at least `grace` before it left.
-    pub fn tenants(&self, grace: Duration) -> Vec<TenantView> {
+    /// The record of the tenant there now and when it joined, if one is there.
+    pub fn current_since(&self) -> Option<(Shared, Duration)> {
+        self.tenants.lock().unwrap().last().filter(|t| t.left.is_none()).map(|t| (t.record.clone(), t.joined))
+    }
+
+    /// Every tenant so far, with what it is owed: events after its first opening position
+    /// (timed from `origin`), acknowledged at least `grace` before it left.
+    pub fn tenants(&self, origin: Instant, grace: Duration) -> Vec<TenantView> {
         self.tenants
             .lock()
             .unwrap()
             .iter()
             .map(|t| {
-                let from = t.record.lock().unwrap().opened_at.as_deref().and_then(EventId::parse);
+                let opened = t.record.lock().unwrap().opened_at.clone();
+                let from =
+                    opened.and_then(|(id, at)| Some((EventId::parse(&id)?, at.saturating_duration_since(origin))));
                 let presence = Presence { from, owed_until: t.left.map(|left| left.saturating_sub(grace)) };
-                TenantView { record: t.record.clone(), presence, stayed: t.left.is_none() }
+                TenantView { record: t.record.clone(), joined: t.joined, presence, stayed: t.left.is_none() }
             })
             .collect()
     }
@@ -162,7 +173,7 @@ pub async fn churn(origin: Instant, seats: Arc<Vec<Seat>>, churn: Vec<Churn>, lo
         if join_first {
             let (at, seat) = joins.remove(0);
             tokio::time::sleep_until(origin + at).await;
-            seats[seat].join();
+            seats[seat].join(origin.elapsed());
             log(format!("c{seat}: a new client joins"));
         } else if let Some(Churn { at, seat, gap }) = leaves.next() {
             tokio::time::sleep_until(origin + at).await;

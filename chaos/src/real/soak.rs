@@ -166,10 +166,11 @@ const STAYS: (Duration, Duration) = (Duration::from_secs(3), Duration::from_secs
 /// How long a seat stays empty between clients, at most (at least 100 ms).
 const EMPTY_AT_MOST: Duration = Duration::from_secs(2);
 
-/// When each seat's client leaves and how soon the next one comes: seeded, and never
-/// inside that seat's own faults (from a fault's start to its heal plus the catch-up
-/// bound), so a client that leaves was caught up when it left; nobody leaves in the last
-/// catch-up bound before publishing ends.
+/// When each seat's client leaves and how soon the next one comes: seeded, and neither
+/// the leave nor the empty seat after it inside that seat's own faults (from a fault's
+/// start to its heal plus the catch-up bound), so a client that leaves was caught up when
+/// it left and every fault finds a client; nobody leaves in the last catch-up bound
+/// before publishing ends.
 pub fn churn(seed: u64, plan: &Plan) -> Vec<Churn> {
     let rng = SeededRng::new(seed ^ 0xc4_u64.rotate_left(56));
     let bound = Timing::PLANS.catch_up_bound();
@@ -187,7 +188,8 @@ pub fn churn(seed: u64, plan: &Plan) -> Vec<Churn> {
         let mut at = Duration::from_secs(1);
         loop {
             at += draw(STAYS);
-            while let Some((_, end)) = own.iter().find(|(start, end)| at >= *start && at <= *end) {
+            // Neither the leave nor the empty seat after it meets one of the seat's faults.
+            while let Some((_, end)) = own.iter().find(|(start, end)| at <= *end && at + EMPTY_AT_MOST >= *start) {
                 at = *end + Duration::from_millis(100);
             }
             if at > last {

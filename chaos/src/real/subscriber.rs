@@ -31,9 +31,9 @@ pub struct Record {
     /// For each reset notice: how many events had arrived before it, and when it came.
     pub reset_positions: Vec<(usize, Instant)>,
     pub connects: u32,
-    /// The opening position of the first stream that reached it: the client is owed
-    /// every event after it.
-    pub opened_at: Option<String>,
+    /// The opening position of the first stream that reached it, and when it arrived:
+    /// the client is owed every event after it.
+    pub opened_at: Option<(String, Instant)>,
     /// Why each stream ended.
     pub ends: Vec<String>,
     /// Read nothing until then (a stalled reader; the plan's `stall`).
@@ -168,7 +168,7 @@ async fn stream_once(
             match item {
                 Item::Retry(ms) => *retry = Duration::from_millis(ms),
                 Item::Position(id) => {
-                    record.opened_at.get_or_insert_with(|| id.clone());
+                    record.opened_at.get_or_insert_with(|| (id.clone(), Instant::now()));
                     *last_id = Some(id);
                 }
                 Item::Event { event, data, .. } if event == "reset" => {
