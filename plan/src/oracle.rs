@@ -247,6 +247,56 @@ mod tests {
     }
 
     #[test]
+    fn a_reset_excuses_only_what_it_covered_and_a_power_cut_only_what_came_before_the_return() {
+        let topics: BTreeSet<String> = ["t".to_owned()].into();
+        let acked: Vec<Acked> =
+            (1..=5).map(|n| ack(&format!("0000000e-{n}"), ["a", "b", "c", "d", "e"][n - 1])).collect();
+        let reset = || Seen::Reset { at: Duration::ZERO, reason: "evicted".into() };
+        let failures = |seen: &[Seen], forgotten: &BTreeMap<String, Duration>| {
+            judge("c", &topics, seen, &acked, forgotten, Duration::ZERO).failures
+        };
+        let none = BTreeMap::new();
+        // b went missing before the notice (the client was past it already): not excused;
+        // d, between the notice's before and after, is.
+        let gap_before = [ev("0000000e-1", "a"), ev("0000000e-3", "c"), reset(), ev("0000000e-5", "e")];
+        assert_eq!(failures(&gap_before, &none).len(), 1, "{:?}", failures(&gap_before, &none));
+        // Another event under b's id before the notice: b itself is still owed.
+        let wrong_before = [ev("0000000e-1", "a"), ev("0000000e-2", "x"), reset(), ev("0000000e-3", "c")];
+        let found = failures(&wrong_before, &none);
+        assert!(found.iter().any(|f| f.contains("0000000e-2 b")), "{found:?}");
+        // The replay after the notice starts at b's id with other data: b is not covered.
+        let wrong_after = [ev("0000000e-1", "a"), reset(), ev("0000000e-2", "x"), ev("0000000e-3", "c")];
+        let found = failures(&wrong_after, &none);
+        assert!(found.iter().any(|f| f.contains("0000000e-2 b")), "{found:?}");
+        // A notice whose replay is in another history covers what this one lost after it.
+        let new_history = [ev("0000000e-1", "a"), reset(), ev("0000000f-1", "y")];
+        let found = failures(&new_history, &none);
+        assert!(found.iter().all(|f| !f.contains("0000000e-")), "the reset covers e-2..e-5: {found:?}");
+        // A notice before anything arrived in this epoch, followed by this epoch's replay.
+        let early =
+            [reset(), ev("0000000e-2", "b"), ev("0000000e-3", "c"), ev("0000000e-4", "d"), ev("0000000e-5", "e")];
+        assert!(failures(&early, &none).is_empty(), "a lost before the first event: {:?}", failures(&early, &none));
+        // A power cut took b back; the server was back at 1 s. Acknowledged at 0 s: excused;
+        // acknowledged exactly when the server was back: owed.
+        let cut: BTreeMap<String, Duration> = [("0000000e-2".to_owned(), Duration::from_secs(1))].into();
+        let without_b = [ev("0000000e-1", "a"), ev("0000000e-3", "c"), ev("0000000e-4", "d"), ev("0000000e-5", "e")];
+        assert!(failures(&without_b, &cut).is_empty());
+        let back_at_zero: BTreeMap<String, Duration> = [("0000000e-2".to_owned(), Duration::ZERO)].into();
+        assert_eq!(failures(&without_b, &back_at_zero).len(), 1, "acknowledged once the server was back");
+    }
+
+    #[test]
+    fn expect_lines_are_judged_against_the_metrics_and_real_only_ones_only_for_real() {
+        let plan: Plan = "clients 1\nexpect sse_streams >= 2\nexpect_real sse_connections <= 0\n".parse().unwrap();
+        let both_fail = "sse_streams 1\nsse_connections 3\n";
+        assert_eq!(expectations(&plan, both_fail, true).len(), 2);
+        let simulated = expectations(&plan, both_fail, false);
+        assert_eq!(simulated.len(), 1, "the simulation skips expect_real: {simulated:?}");
+        assert!(simulated[0].contains("sse_streams") && simulated[0].contains("Some(1.0)"), "{simulated:?}");
+        assert!(expectations(&plan, "sse_streams 2\nsse_connections 0\n", true).is_empty());
+    }
+
+    #[test]
     fn a_client_that_joined_late_or_left_is_owed_only_its_part() {
         let topics: BTreeSet<String> = ["t".to_owned()].into();
         let acked = [
