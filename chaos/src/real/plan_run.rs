@@ -183,7 +183,7 @@ struct Client {
     /// Toxiproxy work for this client's link, done in order by a task of its own, so a
     /// slow API call (removing a toxic waits for the data it holds) never stalls the
     /// timeline.
-    link: mpsc::UnboundedSender<LinkOp>,
+    link: mpsc::UnboundedSender<(Instant, LinkOp)>,
 }
 
 /// Work on one client's link.
@@ -240,12 +240,25 @@ impl Run {
     }
 
     /// Does the link work of client `client`, in order, until its queue closes.
-    async fn link_worker(self: Arc<Run>, client: usize, mut ops: mpsc::UnboundedReceiver<LinkOp>, jitter: bool) {
+    async fn link_worker(
+        self: Arc<Run>,
+        client: usize,
+        mut ops: mpsc::UnboundedReceiver<(Instant, LinkOp)>,
+        jitter: bool,
+    ) {
         let proxy = self.clients[client].proxy.clone();
         // Toxics on the link now (the run-long jitter among them).
         let mut on_link: BTreeMap<String, LinkUse> =
             jitter.then(|| ("jitter".to_owned(), LinkUse::Latency)).into_iter().collect();
-        while let Some(op) = ops.recv().await {
+        while let Some((queued, op)) = ops.recv().await {
+            // Work waits behind slower work on the same link (a one-shot waits up to 2 s
+            // for the stream to end): the trace says when that made it late.
+            let late = queued.elapsed();
+            if late > TOLERANCE && !matches!(op, LinkOp::Flush(_)) {
+                self.log(format_args!(
+                    "{proxy}: link work starts {late:.1?} after it was due (queued behind other work)"
+                ));
+            }
             let hold = on_link.iter().find(|(_, on)| **on == LinkUse::Hold).map(|(name, _)| name.clone());
             let done = match op {
                 LinkOp::Add(toxic) | LinkOp::OneShot(toxic)
@@ -366,7 +379,7 @@ impl Run {
     /// Queues work on a client's link.
     fn link(&self, client: usize, op: LinkOp) {
         // The worker lives as long as the run.
-        let _ = self.clients[client].link.send(op);
+        let _ = self.clients[client].link.send((Instant::now(), op));
     }
 
     /// Adds a toxic (read back by the API client) that must end the client's current
