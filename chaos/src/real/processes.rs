@@ -80,7 +80,7 @@ impl ToxiproxyServer {
 
 impl ToxiproxyServer {
     /// Whether Toxiproxy still serves: our process has not exited and the API answers
-    /// within [`HEALTH_WITHIN`]. The error says which, with the end of its log.
+    /// within 5 s. The error says which, with the end of its log.
     pub async fn health(&mut self) -> anyhow::Result<()> {
         if let Some(status) = self.child.as_mut().map(Child::try_wait).transpose()?.flatten() {
             bail!("Toxiproxy exited ({status}); the end of its log:\n{}", self.log_tail());
