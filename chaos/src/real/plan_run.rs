@@ -190,8 +190,12 @@ struct Client {
 enum LinkOp {
     Add(Toxic),
     /// A hold: a `latency` toxic as long as the hold (see [`LinkUse`] for what it
-    /// never shares a link with).
-    AddHold(Toxic),
+    /// never shares a link with); `patience`: it would last to within half a second of
+    /// the client's patience with a silent stream.
+    AddHold {
+        toxic: Toxic,
+        patience: bool,
+    },
     /// The client stops reading for a while (the fault's name for the trace).
     Stall(Duration, String),
     Remove(String),
@@ -271,7 +275,18 @@ impl Run {
                     self.skip_beside_hold(&proxy, &name, hold.as_deref().unwrap_or_default());
                     Ok(())
                 }
-                LinkOp::AddHold(toxic) => {
+                LinkOp::AddHold { toxic, patience: true } => {
+                    // The client would close its stream about when the hold ends, and
+                    // Toxiproxy wedges releasing a hold into a closed connection (its
+                    // removal waits on a writer that is gone; disabling the proxy first
+                    // does not help, tried): a 1-hour soak hit this at 3,018 s.
+                    self.log(format_args!(
+                        "skip {} on {proxy}: it would last to within 0.5 s of the client giving up on the silent stream, or past it, and Toxiproxy cannot release a hold into a closed connection",
+                        toxic.name
+                    ));
+                    Ok(())
+                }
+                LinkOp::AddHold { toxic, .. } => {
                     let record = self.seats[client].current();
                     let client_side = record.is_some_and(|r| {
                         let r = r.lock().unwrap();
@@ -819,7 +834,9 @@ async fn run_on(
                     Direction::Downstream,
                     &[("latency", ms), ("jitter", 0)],
                 );
-                run.link(client(c), LinkOp::AddHold(toxic));
+                // The client gives up on a stream silent for three heartbeats.
+                let patience = *release_after + Duration::from_millis(500) >= timing.heartbeat * 3;
+                run.link(client(c), LinkOp::AddHold { toxic, patience });
             }
             Fault::Lag { client: c, latency, .. } => {
                 let half = (latency.as_millis() / 2) as u64;
