@@ -44,6 +44,23 @@ async fn run_plan(file: &str, seed: u64) -> plan_run::RealOutcome {
     outcome
 }
 
+/// Holds as long as the client's patience with a silent stream are skipped, and said so:
+/// releasing them wedged Toxiproxy. With the skip taken out, this run stops with
+/// Toxiproxy's 503 on the hold's removal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn holds_the_client_would_give_up_on_are_skipped_not_wedged() {
+    let file = "fixtures/plans/long-holds.plan";
+    let plan: Plan =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(file)).unwrap().parse().unwrap();
+    let _shared = MACHINE.read().await;
+    let outcome = plan_run::run(41, &plan).await.unwrap_or_else(|error| panic!("{file} could not run: {error:#}"));
+    let trace = outcome.trace.join("\n");
+    assert!(outcome.passed(), "{:?}\n{trace}", outcome.failures);
+    let skipped: Vec<&str> = trace.lines().filter(|l| l.contains(" skip hold")).collect();
+    assert_eq!(skipped.len(), 2, "the 2.8 s and 4.5 s holds are skipped:\n{trace}");
+    assert!(trace.contains("applied hold2") && trace.contains("removed hold2"), "the 2.4 s hold applies:\n{trace}");
+}
+
 /// Idle streams through nginx: one stream per client for the whole run. A planted 10 s
 /// heartbeat fails it with 3 streams per client (nginx's 3 s read timeout and the client's
 /// three-heartbeat silence both end idle streams then).
