@@ -3,7 +3,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::process::{Child, ChildStderr, Command, ExitStatus, Output, Stdio};
 use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_sse-server");
@@ -109,13 +109,7 @@ fn read_until(stream: &mut TcpStream, marker: &str) -> String {
 #[test]
 fn each_process_starts_a_new_epoch_even_with_a_pinned_seed() {
     let epoch = || {
-        let mut child = Command::new(BIN)
-            .args(["--store", "memory", "--listen", "127.0.0.1:0", "--log-format", "json", "--seed", "7"])
-            .env_clear()
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let line = line_with(&mut BufReader::new(child.stderr.take().unwrap()), "\"message\":\"serving\"");
+        let (mut child, _log, line) = serving(&["--store", "memory", "--listen", "127.0.0.1:0", "--seed", "7"]);
         child.kill().unwrap();
         child.wait().unwrap();
         line.split("\"epoch\":\"").nth(1).unwrap().split('"').next().unwrap().to_owned()
@@ -129,19 +123,9 @@ fn each_process_starts_a_new_epoch_even_with_a_pinned_seed() {
 #[test]
 fn processes_with_reuse_port_share_one_address_and_outlive_each_other() {
     let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
-    let start = |epoch: &str| {
-        let mut child = Command::new(BIN)
-            .args(["--store", "memory", "--listen", &addr, "--reuse-port", "--epoch", epoch, "--log-format", "json"])
-            .env_clear()
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut log = BufReader::new(child.stderr.take().unwrap());
-        line_with(&mut log, "\"message\":\"serving\"");
-        (child, log)
-    };
-    let (mut first, _first_log) = start("0000000a");
-    let (mut second, _second_log) = start("0000000b");
+    let start = |epoch: &str| serving(&["--store", "memory", "--listen", &addr, "--reuse-port", "--epoch", epoch]);
+    let (mut first, _first_log, _) = start("0000000a");
+    let (mut second, _second_log, _) = start("0000000b");
     // The epoch in the opening position (`id: <epoch>-0`) of a new stream.
     let epoch_of_a_new_stream = || {
         let mut stream = TcpStream::connect(&addr).unwrap();
@@ -170,15 +154,8 @@ fn processes_with_reuse_port_share_one_address_and_outlive_each_other() {
 fn an_unusable_data_dir_is_a_clear_error_with_status_74() {
     let data = tempfile::tempdir().unwrap();
     let dir = data.path().to_str().unwrap();
-    let mut first = Command::new(BIN)
-        .args(["--data-dir", dir, "--listen", "127.0.0.1:0", "--log-format", "json"])
-        .env_clear()
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
     // The first server's log stays open while the second tries: it must still be serving.
-    let mut first_log = BufReader::new(first.stderr.take().unwrap());
-    line_with(&mut first_log, "\"message\":\"serving\"");
+    let (mut first, _first_log, _) = serving(&["--data-dir", dir, "--listen", "127.0.0.1:0"]);
     let second = output_within(Command::new(BIN).args(["--data-dir", dir, "--listen", "127.0.0.1:0"]).env_clear());
     assert!(first.try_wait().unwrap().is_none(), "the first server is still running");
     first.kill().unwrap();
@@ -232,6 +209,16 @@ const EXIT_BOUND: Duration = Duration::from_secs(20);
 /// Runs `command` to its end, capturing its output, and fails if it is still running
 /// after `EXIT_BOUND` (it is killed then). The pipes are read after the exit, so this is
 /// for commands that print less than a pipe holds (64 KiB), as every one here does.
+/// Starts the binary with `args` and a JSON log, and waits for its "serving" line; the
+/// log stays open as long as the returned reader lives.
+fn serving(args: &[&str]) -> (Child, BufReader<ChildStderr>, String) {
+    let mut child =
+        Command::new(BIN).args(args).args(["--log-format", "json"]).env_clear().stderr(Stdio::piped()).spawn().unwrap();
+    let mut log = BufReader::new(child.stderr.take().unwrap());
+    let line = line_with(&mut log, "\"message\":\"serving\"");
+    (child, log, line)
+}
+
 fn output_within(command: &mut Command) -> Output {
     let mut child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     let status = exit_within(&mut child, "start");
