@@ -145,6 +145,11 @@ pub struct Config {
     #[arg(long, env = "SSE_RETAIN_AGE", default_value = "7days", value_parser = humantime::parse_duration)]
     pub retain_age: Duration,
 
+    /// How long a publish's `Idempotency-Key` is remembered: a retry with the same key
+    /// within it gets the first publish's id and stores nothing new.
+    #[arg(long, env = "SSE_DEDUP_WINDOW", default_value = "2m", value_parser = humantime::parse_duration)]
+    pub dedup_window: Duration,
+
     /// A bearer token that may publish (`Authorization: Bearer <token>`); repeat the flag
     /// for several, or give `SSE_PUBLISH_TOKENS` a comma-separated list. Without any,
     /// anyone who can reach the server may publish, and the server warns at start.

@@ -31,6 +31,10 @@ pub enum ApiError {
     /// 408: the body did not arrive within `--body-timeout`.
     #[error("the request body did not arrive in time")]
     BodyTimeout,
+    /// 409: an earlier request with the same idempotency key is still being handled;
+    /// retry after the given delay for its answer.
+    #[error("{1}")]
+    Conflict(&'static str, &'static str, Duration),
     /// 413: the body exceeds `--max-event-bytes`.
     #[error("the event body exceeds the configured maximum")]
     PayloadTooLarge,
@@ -58,6 +62,7 @@ impl ApiError {
             ApiError::NotFound => 404,
             ApiError::MethodNotAllowed(_) => 405,
             ApiError::BodyTimeout => 408,
+            ApiError::Conflict(..) => 409,
             ApiError::PayloadTooLarge => 413,
             ApiError::UriTooLong => 414,
             ApiError::TooManyRequests(..) => 429,
@@ -77,6 +82,7 @@ impl ApiError {
             ApiError::NotFound => "not_found",
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::BodyTimeout => "body_timeout",
+            ApiError::Conflict(code, ..) => code,
             ApiError::PayloadTooLarge => "payload_too_large",
             ApiError::UriTooLong => "uri_too_long",
             ApiError::TooManyRequests(code, ..) => code,
@@ -91,9 +97,9 @@ impl ApiError {
             ApiError::MethodNotAllowed(allow) => Some(("allow", (*allow).to_owned())),
             ApiError::Unauthorized => Some(("www-authenticate", "Bearer".to_owned())),
             ApiError::InvalidToken => Some(("www-authenticate", "Bearer error=\"invalid_token\"".to_owned())),
-            ApiError::Unavailable(_, _, after) | ApiError::TooManyRequests(_, _, after) => {
-                Some(("retry-after", after.as_secs().max(1).to_string()))
-            }
+            ApiError::Unavailable(_, _, after)
+            | ApiError::TooManyRequests(_, _, after)
+            | ApiError::Conflict(_, _, after) => Some(("retry-after", after.as_secs().max(1).to_string())),
             _ => None,
         }
     }

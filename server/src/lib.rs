@@ -8,8 +8,10 @@
 //! - [`http`]: the front door: the request head, the lean event-stream path, hyper for
 //!   everything else, TLS, request parsing, the state every connection sees.
 //! - [`access`]: who may publish, read private topics, and from which browser origins.
-//! - [`stream`]: the hub (sequencer, bounded windows), subscriptions (cursors), SSE
-//!   framing, event ids and wake-ups.
+//! - [`stream`]: the hub (bounded windows following the log), subscriptions (cursors),
+//!   SSE framing, event ids and wake-ups.
+//! - [`log`]: the log the hub follows, which assigns ids: the single-node sequencer over
+//!   a store, and idempotency keys.
 //! - [`store`]: the storage seam; the disk store (redb) and the in-memory one.
 //! - Leaves every layer may use: [`listener`] (the `Listener` seam: tokio TCP here,
 //!   turmoil in simulations), [`limits`] (per-address connections, publish rates),
@@ -27,6 +29,7 @@ pub mod error;
 pub mod http;
 pub mod limits;
 pub mod listener;
+pub mod log;
 pub mod metrics;
 pub mod rng;
 pub mod server;

@@ -20,6 +20,7 @@ use crate::http::shared::Shared;
 use crate::http::tls::{self, Tls};
 use crate::limits::{ConnectionsPerIp, RateLimit};
 use crate::listener::Listener;
+use crate::log::LocalLog;
 use crate::metrics::Metrics;
 use crate::rng::SeededRng;
 use crate::store::{DiskOptions, DiskStore, FsyncPolicy, MemoryStore, Retention, Store, StoreError, WriteFaults};
@@ -67,6 +68,7 @@ impl Server {
                         age: config.retain_age,
                     },
                     new_epoch: new_epoch(&config),
+                    dedup_window: config.dedup_window,
                     faults: WriteFaults::new(),
                 })
                 .map_err(StartError::Store)?,
@@ -94,7 +96,8 @@ impl Server {
             coalesce: config.coalesce,
             max_buffered_bytes: config.max_buffered_bytes,
         };
-        let hub = Arc::new(Hub::new(store, limits, metrics.clone()));
+        let log = Arc::new(LocalLog::new(store, config.dedup_window));
+        let hub = Hub::new(log, limits, metrics.clone());
         let shared = Shared {
             access: AccessPolicy::new(
                 config.publish_tokens.clone(),
@@ -265,7 +268,7 @@ async fn drain(shared: &Shared) {
     } else {
         info!("drained");
     }
-    if let Err(error) = shared.hub.store().close().await {
+    if let Err(error) = shared.hub.log().close().await {
         warn!(%error, "the event store did not close cleanly");
     }
 }

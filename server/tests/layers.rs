@@ -9,12 +9,13 @@ use std::path::Path;
 
 /// Top-level modules, from the accept loop down; a module may import only those after
 /// it. The leaves share the last rank: they import nothing of the crate.
-const LAYERS: [&[&str]; 7] = [
+const LAYERS: [&[&str]; 8] = [
     &["server"],
     &["http"],
     &["config"],
     &["access"],
     &["stream"],
+    &["log"],
     &["store"],
     &["error", "limits", "listener", "metrics", "rng"],
 ];

@@ -17,14 +17,21 @@ use sse_server::store::{
 
 const EPOCH: u32 = 0x5eed;
 const TOPICS: [&str; 3] = ["a", "b", "c"];
-const NO_TAIL: TailLimits = TailLimits { events: 0, bytes: 0, total_bytes: 0 };
+const NO_TAIL: TailLimits = TailLimits { events: 0, bytes: 0, total_bytes: 0, keys_within: Duration::ZERO };
 
 fn open(dir: &Path, retention: Retention) -> Result<DiskStore, StoreError> {
     open_with(dir, retention, FsyncPolicy::Interval(Duration::from_millis(2)))
 }
 
 fn open_with(dir: &Path, retention: Retention, fsync: FsyncPolicy) -> Result<DiskStore, StoreError> {
-    DiskStore::open(DiskOptions { dir: dir.to_owned(), fsync, retention, new_epoch: EPOCH, faults: WriteFaults::new() })
+    DiskStore::open(DiskOptions {
+        dir: dir.to_owned(),
+        fsync,
+        retention,
+        new_epoch: EPOCH,
+        dedup_window: Duration::from_secs(60),
+        faults: WriteFaults::new(),
+    })
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -111,7 +118,7 @@ proptest! {
                     Op::Publish { topic, len } => {
                         let topic = TOPICS[*topic];
                         let frame = Bytes::from(format!("id: {next}\ndata: {}\n\n", "x".repeat(*len)));
-                        let record = Record { seq: next, topic: Arc::from(topic), frame: frame.clone() };
+                        let record = Record { seq: next, topic: Arc::from(topic), frame: frame.clone(), key: None };
                         store.append(record).await.unwrap();
                         model.acknowledge(topic, next, frame, &retention);
                         last_issued = next;
@@ -220,7 +227,7 @@ async fn live(mut booted: Booted, life: &[Life]) -> Result<usize, TestCaseError>
                         highest_acked
                     );
                     let frame = Bytes::from(format!("id: {EPOCH:08x}-{next}\ndata: e\n\n"));
-                    booted.store().append(Record { seq: next, topic: Arc::from("a"), frame }).await.unwrap();
+                    booted.store().append(Record { seq: next, topic: Arc::from("a"), frame, key: None }).await.unwrap();
                     highest_acked = next;
                     acked_since_sync.push(next);
                     next += 1;
@@ -303,7 +310,10 @@ fn write_reference(dir: &Path) -> BTreeMap<u64, (String, Bytes)> {
         for seq in 1..=200u64 {
             let topic = format!("t{}", seq % 4);
             let frame = Bytes::from(format!("id: {EPOCH:08x}-{seq}\ndata: event {seq} {}\n\n", "y".repeat(40)));
-            store.append(Record { seq, topic: Arc::from(topic.as_str()), frame: frame.clone() }).await.unwrap();
+            store
+                .append(Record { seq, topic: Arc::from(topic.as_str()), frame: frame.clone(), key: None })
+                .await
+                .unwrap();
             written.insert(seq, (topic, frame));
         }
         store.close().await.unwrap();
@@ -345,7 +355,12 @@ fn a_damaged_file_fails_to_open_cleanly_or_serves_only_intact_events() {
         };
         opened += 1;
         runtime().block_on(async {
-            let recovered = store.recover(TailLimits { events: 1000, bytes: 1 << 20, total_bytes: 1 << 30 });
+            let recovered = store.recover(TailLimits {
+                events: 1000,
+                bytes: 1 << 20,
+                total_bytes: 1 << 30,
+                keys_within: Duration::ZERO,
+            });
             for record in &recovered.tail {
                 assert_eq!(written.get(&record.seq).map(|w| &w.1), Some(&record.frame), "seed {seed}: tail");
             }

@@ -1,6 +1,7 @@
 //! The simulated publisher: one event at a time, each on a fresh connection, recording
-//! every acknowledgement. An attempt that gets no answer is not retried with the same
-//! data, so a retry can never look like a duplicate.
+//! every acknowledgement. An attempt that gets no answer is retried (up to
+//! [`ATTEMPTS`] times) under the same `Idempotency-Key`, so a retry of an event that was
+//! stored after all gets its first id back instead of storing a duplicate.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -30,6 +31,9 @@ pub struct PublisherConfig {
     pub padding: String,
 }
 
+/// Tries per event.
+pub const ATTEMPTS: usize = 3;
+
 /// Publishes from `start` to `stop`, every `interval`.
 pub async fn run(config: PublisherConfig, acked: Rc<RefCell<Vec<Acked>>>, trace: Trace) -> turmoil::Result {
     let rng = SeededRng::new(config.seed);
@@ -41,24 +45,31 @@ pub async fn run(config: PublisherConfig, acked: Rc<RefCell<Vec<Acked>>>, trace:
         let data = format!("{name}{}", config.padding);
         attempt += 1;
         let sent = turmoil::sim_elapsed().unwrap_or_default();
-        match tokio::time::timeout(Duration::from_secs(2), publish(config.server.host(), topic, &data)).await {
-            Ok(Ok(id)) => {
-                trace.here("publisher", format_args!("acked {id} {name}"));
-                let at = turmoil::sim_elapsed().unwrap_or_default();
-                acked.borrow_mut().push(Acked { at, sent, id, topic: topic.clone(), data });
+        for _ in 0..ATTEMPTS {
+            match tokio::time::timeout(Duration::from_secs(2), publish(config.server.host(), topic, &name, &data)).await
+            {
+                Ok(Ok(id)) => {
+                    trace.here("publisher", format_args!("acked {id} {name}"));
+                    let at = turmoil::sim_elapsed().unwrap_or_default();
+                    acked.borrow_mut().push(Acked { at, sent, id, topic: topic.clone(), data });
+                    break;
+                }
+                Ok(Err(error)) => trace.here("publisher", format_args!("failed {name}: {error}")),
+                Err(_) => trace.here("publisher", format_args!("timed out {name}")),
             }
-            Ok(Err(error)) => trace.here("publisher", format_args!("failed {name}: {error}")),
-            Err(_) => trace.here("publisher", format_args!("timed out {name}")),
+            if turmoil::sim_elapsed().unwrap_or_default() >= config.stop {
+                break;
+            }
         }
         tokio::time::sleep(config.interval).await;
     }
     Ok(())
 }
 
-async fn publish(server: &str, topic: &str, data: &str) -> Result<String, String> {
+async fn publish(server: &str, topic: &str, key: &str, data: &str) -> Result<String, String> {
     let mut tcp = TcpStream::connect((server, SERVER_PORT)).await.map_err(|e| e.to_string())?;
     let request = format!(
-        "POST /events?topic={topic} HTTP/1.1\r\nhost: {server}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{data}",
+        "POST /events?topic={topic} HTTP/1.1\r\nhost: {server}\r\nidempotency-key: {key}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{data}",
         data.len()
     );
     tcp.write_all(request.as_bytes()).await.map_err(|e| e.to_string())?;

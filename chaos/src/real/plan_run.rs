@@ -462,7 +462,9 @@ pub const PUBLISHERS: usize = 4;
 
 /// One publisher: from 1 s until the plan's end, every `publish_every`, to a seeded topic
 /// at a time, each event on a fresh connection to wherever the service is now; records
-/// every `201`. An attempt that got no answer is never repeated with the same data.
+/// every `201`. An attempt that got no answer is retried under the same
+/// `Idempotency-Key` while the event's slot lasts, so a lost answer never stores a
+/// duplicate.
 async fn publish(
     plan: Plan,
     seed: u64,
@@ -481,23 +483,33 @@ async fn publish(
         let topic = &topics[rng.up_to(topics.len() as u64 - 1) as usize];
         let data = format!("{topic}#p{tag}.{n}{padding}");
         n += 1;
-        let addr = *service.borrow();
+        let key = format!("p{tag}.{n}");
         let sent = origin.elapsed();
-        let attempt = tokio::time::timeout(Duration::from_secs(1), post(addr, topic, &data)).await;
-        if let Ok(Ok(id)) = attempt {
-            let mut acked = acked.lock().unwrap();
-            // Stamped under the lock, so the list stays in time order.
-            acked.push(Acked { at: origin.elapsed(), sent, id, topic: topic.clone(), data });
+        for _ in 0..PUBLISH_ATTEMPTS {
+            let addr = *service.borrow();
+            let attempt = tokio::time::timeout(Duration::from_secs(1), post(addr, topic, &key, &data)).await;
+            if let Ok(Ok(id)) = attempt {
+                let mut acked = acked.lock().unwrap();
+                // Stamped under the lock, so the list stays in time order.
+                acked.push(Acked { at: origin.elapsed(), sent, id, topic: topic.clone(), data });
+                break;
+            }
+            if origin.elapsed() >= plan.publish_until() {
+                break;
+            }
         }
         tokio::time::sleep_until(next).await;
     }
 }
 
-/// One publish on a fresh connection; the acknowledged id.
-async fn post(addr: SocketAddr, topic: &str, data: &str) -> anyhow::Result<String> {
+/// Tries per published event.
+const PUBLISH_ATTEMPTS: usize = 3;
+
+/// One publish on a fresh connection under idempotency key `key`; the acknowledged id.
+async fn post(addr: SocketAddr, topic: &str, key: &str, data: &str) -> anyhow::Result<String> {
     let mut tcp = TcpStream::connect(addr).await?;
     let head = format!(
-        "POST /events?topic={topic} HTTP/1.1\r\nhost: chaos\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{data}",
+        "POST /events?topic={topic} HTTP/1.1\r\nhost: chaos\r\nidempotency-key: {key}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{data}",
         data.len()
     );
     tcp.write_all(head.as_bytes()).await?;

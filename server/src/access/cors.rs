@@ -14,7 +14,7 @@ use std::str::FromStr;
 /// What a preflight answer adds: the methods and request headers a page may use, and how
 /// long (seconds) the browser may cache the answer.
 const PREFLIGHT_HEADERS: &str = "access-control-allow-methods: GET, POST\r\n\
-access-control-allow-headers: authorization, content-type, last-event-id\r\n\
+access-control-allow-headers: authorization, content-type, idempotency-key, last-event-id\r\n\
 access-control-max-age: 600\r\n";
 
 /// One `--cors-origin` value: an exact origin, or `*`.

@@ -142,6 +142,8 @@ fn credentials(headers: &http::HeaderMap) -> Credentials<'_> {
 
 async fn publish(shared: &Shared, req: Request<Incoming>, peer: SocketAddr) -> Result<Response<Body>, ApiError> {
     let target = request::parse_publish(req.uri().query())?;
+    let key =
+        request::parse_idempotency_key(req.headers().get("idempotency-key").map(|v| v.as_bytes()))?.map(str::to_owned);
     // Publishing reads the header only: no cookie is looked at.
     let bearer =
         Credentials::from_headers(req.headers().get(header::AUTHORIZATION).map(|v| v.as_bytes()), std::iter::empty());
@@ -164,9 +166,14 @@ async fn publish(shared: &Shared, req: Request<Incoming>, peer: SocketAddr) -> R
     };
     let data =
         std::str::from_utf8(&body).map_err(|_| ApiError::BadRequest("invalid_utf8", "event data must be UTF-8"))?;
-    let id = shared.hub.publish(&target.topic, target.event_type.as_deref(), data).await?;
-    let json = format!("{{\"id\":\"{id}\",\"topic\":\"{}\"}}", target.topic);
-    Ok(text(StatusCode::CREATED, "application/json", json))
+    let published = shared.hub.publish_keyed(&target.topic, target.event_type.as_deref(), data, key.as_deref()).await?;
+    let json = format!("{{\"id\":\"{}\",\"topic\":\"{}\"}}", published.id, target.topic);
+    let mut response = text(StatusCode::CREATED, "application/json", json);
+    if published.duplicate {
+        // The answer the first publish got; nothing new was stored.
+        response.headers_mut().insert("idempotent-replayed", http::HeaderValue::from_static("true"));
+    }
+    Ok(response)
 }
 
 fn subscribe(

@@ -111,6 +111,21 @@ pub fn parse_publish(query: Option<&str>) -> Result<PublishRequest, ApiError> {
     Ok(PublishRequest { topic, event_type })
 }
 
+/// Longest `Idempotency-Key` taken.
+pub const MAX_IDEMPOTENCY_KEY_BYTES: usize = 128;
+
+/// Checks a publish's `Idempotency-Key` header: 1 to 128 visible ASCII characters.
+pub fn parse_idempotency_key(value: Option<&[u8]>) -> Result<Option<&str>, ApiError> {
+    let Some(value) = value else { return Ok(None) };
+    if value.is_empty() || value.len() > MAX_IDEMPOTENCY_KEY_BYTES || !value.iter().all(|b| b.is_ascii_graphic()) {
+        return Err(ApiError::BadRequest(
+            "invalid_idempotency_key",
+            "an Idempotency-Key is 1 to 128 visible ASCII characters",
+        ));
+    }
+    Ok(std::str::from_utf8(value).ok())
+}
+
 /// Splits `a=b&c=d`, percent-decoding keys and values (`+` is a space).
 fn query_pairs(query: &str) -> Result<Vec<(String, String)>, ApiError> {
     if query.len() > MAX_QUERY_BYTES {
@@ -155,6 +170,18 @@ fn percent_decode(text: &str) -> Result<String, ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn idempotency_keys_are_short_visible_ascii() {
+        assert_eq!(parse_idempotency_key(None).unwrap(), None);
+        assert_eq!(parse_idempotency_key(Some(b"order-17:a")).unwrap(), Some("order-17:a"));
+        let longest = vec![b'k'; MAX_IDEMPOTENCY_KEY_BYTES];
+        assert!(parse_idempotency_key(Some(&longest)).is_ok());
+        for bad in [&b""[..], b"a b", b"caf\xc3\xa9", b"tab\t", &[b'k'; MAX_IDEMPOTENCY_KEY_BYTES + 1]] {
+            let error = parse_idempotency_key(Some(bad)).unwrap_err();
+            assert_eq!((error.status(), error.code()), (400, "invalid_idempotency_key"), "{bad:?}");
+        }
+    }
 
     #[test]
     fn subscribe_dedups_sorts_and_prefers_the_header_id() {

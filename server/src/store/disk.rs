@@ -15,6 +15,7 @@ use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex, RwLock};
+use std::time::Duration;
 
 use bytes::Bytes;
 use redb::{Database, ReadableDatabase, ReadableTable};
@@ -22,7 +23,9 @@ use tokio::sync::{oneshot, Semaphore};
 use tracing::{info, warn};
 
 use super::backend::WriteFaults;
-use super::tables::{guarded, lock, open_database, redb_error, scan, DiskShared, EVENTS, META, META_EPOCH, TRIMMED};
+use super::tables::{
+    guarded, lock, open_database, redb_error, scan, DiskShared, EVENTS, KEYS, META, META_EPOCH, TRIMMED,
+};
 use super::writer::{self, Command, WriterState};
 use super::{
     codec, merge_slices, newest_within, take_slice, FsyncPolicy, ReadOutcome, Record, Recovery, Retention, Store,
@@ -43,6 +46,8 @@ pub struct DiskOptions {
     pub retention: Retention,
     /// The epoch a new store starts with; an existing store keeps its own.
     pub new_epoch: u32,
+    /// How long idempotency keys are kept.
+    pub dedup_window: Duration,
     /// Injected write faults (tests).
     pub faults: Arc<WriteFaults>,
 }
@@ -85,7 +90,9 @@ impl DiskStore {
         // the durable reservation covers them, and ids retention removed or a damaged cut
         // took out still count as handed out.
         let floor = scan.last_seq.max(scan.reserved).max(trimmed.values().copied().max().unwrap_or(0));
-        let state = WriterState::new(options.fsync, options.retention, scan.stats, scan.last_seq, scan.reserved, floor);
+        let mut state =
+            WriterState::new(options.fsync, options.retention, scan.stats, scan.last_seq, scan.reserved, floor);
+        state.dedup_window = options.dedup_window;
         let topics = state.topics();
         info!(
             path = %path.display(),
@@ -177,6 +184,7 @@ fn init_meta(db: &Database, new_epoch: u32) -> Result<u32, StoreError> {
     };
     txn.open_table(EVENTS).map_err(redb_error)?;
     txn.open_table(TRIMMED).map_err(redb_error)?;
+    txn.open_table(KEYS).map_err(redb_error)?;
     txn.commit().map_err(redb_error)?;
     Ok(epoch)
 }
@@ -273,13 +281,31 @@ fn newest_blocking(shared: &DiskShared, topics: &[Arc<str>], limits: TailLimits)
             if newest.len() == limits.events || bytes > limits.bytes {
                 break;
             }
-            newest.push(Record { seq, topic: topic.clone(), frame: Bytes::copy_from_slice(decoded.frame) });
+            newest.push(Record { seq, topic: topic.clone(), frame: Bytes::copy_from_slice(decoded.frame), key: None });
         }
         newest.reverse();
         total += newest.iter().map(|r| r.frame.len()).sum::<usize>();
         per_topic.insert(topic.clone(), newest);
     }
     Ok(newest_within(per_topic, limits))
+}
+
+/// Idempotency keys stored less than `within` ago, with their ids.
+fn keys_blocking(shared: &DiskShared, within: Duration) -> Result<Vec<(Arc<str>, u64)>, StoreError> {
+    let guard = shared.db.read().unwrap_or_else(|p| p.into_inner());
+    let db = guard.as_ref().ok_or(StoreError::Closed)?;
+    let txn = db.begin_read().map_err(redb_error)?;
+    let keys = txn.open_table(KEYS).map_err(redb_error)?;
+    let since = writer::now_ms().saturating_sub(u64::try_from(within.as_millis()).unwrap_or(u64::MAX));
+    let mut out = Vec::new();
+    for entry in keys.iter().map_err(redb_error)? {
+        let (seq, value) = entry.map_err(redb_error)?;
+        let (stored_ms, key) = value.value();
+        if stored_ms >= since {
+            out.push((Arc::from(key), seq.value()));
+        }
+    }
+    Ok(out)
 }
 
 impl Store for DiskStore {
@@ -289,7 +315,11 @@ impl Store for DiskStore {
             warn!(%error, "cannot read the newest events back; windows start empty and resumes read the store");
             Vec::new()
         });
-        Recovery { epoch: opened.epoch, floor: opened.floor, tail }
+        let keys = keys_blocking(&self.shared, limits.keys_within).unwrap_or_else(|error| {
+            warn!(%error, "cannot read the idempotency keys back; retries of earlier publishes store anew");
+            Vec::new()
+        });
+        Recovery { epoch: opened.epoch, floor: opened.floor, tail, keys }
     }
 
     fn append(&self, record: Record) -> StoreFuture<()> {

@@ -5,8 +5,10 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use bytes::Bytes;
+use tokio::time::Instant;
 
 use super::{
     merge_slices, newest_within, take_slice, FsyncPolicy, ReadOutcome, Record, Recovery, Store, StoreError,
@@ -35,6 +37,10 @@ struct Inner {
     /// and no further; each boot starts it afresh from the floor, as a process would.
     handed_out: u64,
     sync_pending: bool,
+    /// Idempotency keys with their ids, in the order stored, and when.
+    keys: VecDeque<(Instant, u64, Arc<str>)>,
+    /// How long keys are kept: the window the last recovery asked for.
+    keys_within: Duration,
 }
 
 #[derive(Debug, Default)]
@@ -61,6 +67,8 @@ impl MemoryStore {
             reserved: 0,
             handed_out: 0,
             sync_pending: false,
+            keys: VecDeque::new(),
+            keys_within: Duration::ZERO,
         };
         MemoryStore { inner: Arc::new(Mutex::new(inner)), policy }
     }
@@ -78,6 +86,7 @@ impl MemoryStore {
                 forgotten.push(seq);
             }
         }
+        inner.keys.retain(|(_, seq, _)| *seq <= synced);
         forgotten.sort_unstable();
         inner.topics.retain(|_, log| !log.events.is_empty() || log.trimmed_upto > 0);
         inner.last_seq = synced;
@@ -99,11 +108,24 @@ impl MemoryStore {
             .topics
             .iter()
             .flat_map(|(topic, log)| {
-                log.events.iter().map(|(seq, frame)| Record { seq: *seq, topic: topic.clone(), frame: frame.clone() })
+                log.events.iter().map(|(seq, frame)| Record {
+                    seq: *seq,
+                    topic: topic.clone(),
+                    frame: frame.clone(),
+                    key: None,
+                })
             })
             .collect();
         all.sort_unstable_by_key(|r| r.seq);
         all
+    }
+}
+
+impl Inner {
+    fn forget_keys_before(&mut self, now: Instant) {
+        while self.keys.front().is_some_and(|(at, _, _)| now.saturating_duration_since(*at) >= self.keys_within) {
+            self.keys.pop_front();
+        }
     }
 }
 
@@ -120,16 +142,24 @@ impl Store for MemoryStore {
                 let records = log
                     .events
                     .iter()
-                    .map(|(seq, frame)| Record { seq: *seq, topic: topic.clone(), frame: frame.clone() })
+                    .map(|(seq, frame)| Record { seq: *seq, topic: topic.clone(), frame: frame.clone(), key: None })
                     .collect();
                 (topic.clone(), records)
             })
             .collect();
-        Recovery { epoch: inner.epoch, floor, tail: newest_within(per_topic, limits) }
+        inner.keys_within = limits.keys_within;
+        inner.forget_keys_before(Instant::now());
+        let keys = inner.keys.iter().map(|(_, seq, key)| (key.clone(), *seq)).collect();
+        Recovery { epoch: inner.epoch, floor, tail: newest_within(per_topic, limits), keys }
     }
 
     fn append(&self, record: Record) -> StoreFuture<()> {
         let mut inner = lock(&self.inner);
+        if let Some(key) = record.key {
+            let now = Instant::now();
+            inner.forget_keys_before(now);
+            inner.keys.push_back((now, record.seq, key));
+        }
         let (keep_events, keep_bytes) = (inner.keep_events, inner.keep_bytes);
         let log = inner.topics.entry(record.topic).or_default();
         log.bytes += record.frame.len();

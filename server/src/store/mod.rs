@@ -59,6 +59,8 @@ pub struct Record {
     pub topic: Arc<str>,
     /// The framed event, exactly as streams send it.
     pub frame: Bytes,
+    /// The publisher's idempotency key, kept for the dedup window.
+    pub key: Option<Arc<str>>,
 }
 
 /// What a store read found.
@@ -80,6 +82,8 @@ pub struct Recovery {
     pub floor: u64,
     /// The newest retained events, in id order, within the limits asked for.
     pub tail: Vec<Record>,
+    /// Idempotency keys stored within [`TailLimits::keys_within`], with their ids.
+    pub keys: Vec<(Arc<str>, u64)>,
 }
 
 /// How much of a topic's newest history [`Store::recover`] hands back for the windows.
@@ -91,6 +95,8 @@ pub struct TailLimits {
     pub bytes: usize,
     /// Framed bytes over all topics.
     pub total_bytes: usize,
+    /// Idempotency keys stored less than this long ago are handed back.
+    pub keys_within: Duration,
 }
 
 /// When an acknowledged publish is durable.

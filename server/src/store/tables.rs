@@ -19,6 +19,9 @@ use super::{codec, StoreError};
 pub(super) const EVENTS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("events");
 pub(super) const TRIMMED: TableDefinition<&str, u64> = TableDefinition::new("trimmed");
 pub(super) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// Idempotency keys by id: (when stored, in wall-clock ms; the key). Kept for the dedup
+/// window, pruned from the oldest.
+pub(super) const KEYS: TableDefinition<u64, (u64, &str)> = TableDefinition::new("keys");
 pub(super) const META_EPOCH: &str = "epoch";
 pub(super) const META_RESERVED: &str = "reserved";
 

@@ -17,7 +17,7 @@ use tokio::sync::oneshot;
 use tracing::{info, warn};
 
 use super::tables::{
-    guarded, lock, open_database, redb_error, scan, DiskShared, TopicStats, EVENTS, META, META_RESERVED, TRIMMED,
+    guarded, lock, open_database, redb_error, scan, DiskShared, TopicStats, EVENTS, KEYS, META, META_RESERVED, TRIMMED,
 };
 use super::{codec, FsyncPolicy, Record, Retention, StoreError, SEQ_RESERVATION};
 
@@ -64,6 +64,8 @@ pub(super) struct WriterState {
     last_sync: std::time::Instant,
     /// Where the next age-retention pass starts.
     age_cursor: Option<Arc<str>>,
+    /// How long idempotency keys are kept.
+    pub dedup_window: Duration,
 }
 
 impl WriterState {
@@ -88,6 +90,7 @@ impl WriterState {
             unsynced: false,
             last_sync,
             age_cursor: None,
+            dedup_window: Duration::ZERO,
         }
     }
 
@@ -190,7 +193,7 @@ fn run(shared: &DiskShared, mut state: WriterState, inbox: &mpsc::Receiver<Comma
 }
 
 /// Wall-clock milliseconds, stamped on each stored event for age retention.
-fn now_ms() -> u64 {
+pub(super) fn now_ms() -> u64 {
     #[allow(clippy::disallowed_types)] // ages must survive restarts: wall clock, outside simulations
     let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
     since.map_or(0, |d| d.as_millis() as u64)
@@ -229,6 +232,7 @@ fn commit(shared: &DiskShared, state: &mut WriterState, records: &[&Record], clo
     let age_candidates = age_candidates(state, &added);
     let mut txn = db.begin_write().map_err(redb_error)?;
     let mut trims = Vec::new();
+    let pruned_keys;
     {
         let mut events = txn.open_table(EVENTS).map_err(redb_error)?;
         for record in records {
@@ -258,11 +262,18 @@ fn commit(shared: &DiskShared, state: &mut WriterState, records: &[&Record], clo
             let before = trimmed.get(&*trim.topic).map_err(redb_error)?.map_or(0, |v| v.value());
             trimmed.insert(&*trim.topic, before.max(upto)).map_err(redb_error)?;
         }
+        let mut keys = txn.open_table(KEYS).map_err(redb_error)?;
+        for record in records {
+            if let Some(key) = &record.key {
+                keys.insert(record.seq, (now, &**key)).map_err(redb_error)?;
+            }
+        }
+        pruned_keys = prune_keys(&mut keys, now, state.dedup_window)?;
         if reserved != state.reserved {
             txn.open_table(META).map_err(redb_error)?.insert(META_RESERVED, reserved).map_err(redb_error)?;
         }
     }
-    let nothing_to_write = records.is_empty() && trims.is_empty() && reserved == state.reserved;
+    let nothing_to_write = records.is_empty() && trims.is_empty() && pruned_keys == 0 && reserved == state.reserved;
     // An id past the durable reservation must not be acknowledged before the reservation
     // is on disk, whatever the policy.
     let durable = closing || state.sync_due() || reserved > state.reserved;
@@ -302,6 +313,24 @@ fn commit(shared: &DiskShared, state: &mut WriterState, records: &[&Record], clo
         state.unsynced = true;
     }
     Ok(())
+}
+
+/// Removes keys stored longer ago than `window`, oldest first, a bounded number per
+/// commit; returns how many.
+fn prune_keys(keys: &mut redb::Table<u64, (u64, &str)>, now_ms: u64, window: Duration) -> Result<usize, StoreError> {
+    let since = now_ms.saturating_sub(u64::try_from(window.as_millis()).unwrap_or(u64::MAX));
+    let mut old = Vec::new();
+    for entry in keys.iter().map_err(redb_error)? {
+        let (seq, value) = entry.map_err(redb_error)?;
+        if value.value().0 >= since || old.len() == MAX_TRIM_PER_COMMIT {
+            break;
+        }
+        old.push(seq.value());
+    }
+    for seq in &old {
+        keys.remove(*seq).map_err(redb_error)?;
+    }
+    Ok(old.len())
 }
 
 /// Topics (besides those just written) whose oldest event's age to check this pass,

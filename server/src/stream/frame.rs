@@ -28,6 +28,16 @@ pub fn event(id: EventId, event_type: Option<&str>, data: &str) -> Bytes {
     out.freeze()
 }
 
+/// The length [`event`] gives for an id at most `widest` (the widest possible when
+/// `None`), without framing: what a publish reserves before the log assigns its id.
+pub fn event_len(widest: Option<u64>, event_type: Option<&str>, data: &str) -> usize {
+    let seq_digits = widest.map_or(20, |seq| seq.checked_ilog10().map_or(1, |log| log as usize + 1));
+    let id = "id: ".len() + 8 + 1 + seq_digits + 1;
+    let event_type = event_type.map_or(0, |t| "event: ".len() + t.len() + 1);
+    let data: usize = split_lines(data).map(|line| "data: ".len() + line.len() + 1).sum();
+    id + event_type + data + 1
+}
+
 /// Splits on CRLF, LF and CR, as the EventSource parser does; always at least one line.
 fn split_lines(data: &str) -> impl Iterator<Item = &str> {
     let mut rest = Some(data);
@@ -105,6 +115,18 @@ pub const TOKEN_EXPIRED: &[u8] = b": disconnected: the access token expired, rec
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_reserved_length_is_the_framed_length_at_the_widest_id() {
+        for (seq, event_type, data) in
+            [(1, None, "x"), (9, Some("t"), "a\r\nb\rc\n"), (10, None, ""), (99_999, Some("type"), "\n\n")]
+        {
+            let framed = event(EventId { epoch: 7, seq }, event_type, data).len();
+            assert_eq!(event_len(Some(seq), event_type, data), framed, "{seq} {data:?}");
+            assert!(event_len(Some(seq * 10), event_type, data) > framed);
+            assert!(event_len(None, event_type, data) >= framed);
+        }
+    }
 
     #[test]
     fn splits_every_kind_of_line_break() {

@@ -1,26 +1,26 @@
-//! The hub: sequencer, per-topic windows, the store and subscriber wake-ups.
+//! The hub: per-topic windows and subscriber wake-ups, following a [`Log`].
 //!
-//! One lock orders publishes: under it an event gets the next id, is framed once into
-//! `Bytes` and handed to the store, in id order. It becomes visible to streams only once
-//! the store has acknowledged it (durable under the store's policy), and visibility moves
-//! in id order too (the `visible` watermark): readers take events up to a watermark they
-//! loaded first, so a multi-topic stream never sees id 11 of one topic before id 10 of
-//! another, and no stream ever sees an event a crash could take back.
+//! A publish is appended to the log, which assigns its id and answers once it is durable.
+//! Committed events come back from the log in id order ([`Follower::apply`]): each joins
+//! its topic's window and then the `visible` watermark moves to it. Readers take events up
+//! to a watermark they loaded first, so a multi-topic stream never sees id 11 of one topic
+//! before id 10 of another, and no stream ever sees an event the log does not hold.
 //! Subscribers are cursors (a last-delivered id): their memory does not grow with lag.
 //! A cursor behind a window's oldest event is told so ([`Gap`]) and catches up from the
-//! store; one behind what the store retains is told `reset: evicted`, never handed a
+//! log; one behind what the log retains is told `reset: evicted`, never handed a
 //! silently shortened history.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
 
 use crate::error::ApiError;
+use crate::log::{AppendError, Follower, Hold, Log, NewEvent};
 use crate::metrics::Metrics;
-use crate::store::{ReadOutcome, Record, Store, StoreError, StoreFuture, TailLimits};
+use crate::store::{ReadOutcome, Record, StoreError, StoreFuture, TailLimits};
 use crate::stream::frame::{self, ResetReason};
 use crate::stream::id::EventId;
 use crate::stream::signal::Signal;
@@ -41,7 +41,7 @@ pub struct HubLimits {
     pub max_topics: usize,
     /// How long a topic gathers events before waking subscribers.
     pub coalesce: Duration,
-    /// Framed bytes held in all windows (and in flight to the store) together; a publish
+    /// Framed bytes held in all windows (and in flight to the log) together; a publish
     /// that would grow past it is refused (503), so no mix of topics can exhaust memory.
     pub max_buffered_bytes: usize,
 }
@@ -59,43 +59,45 @@ pub(crate) struct Start {
     pub reset: Option<ResetReason>,
 }
 
-/// Every topic, the sequencer and the store.
+/// A publish's answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Published {
+    /// The event's id.
+    pub id: EventId,
+    /// The idempotency key was seen within the dedup window: this is the first
+    /// publish's id and nothing new was stored.
+    pub duplicate: bool,
+}
+
+/// Every topic, and the log they follow.
 #[derive(Debug)]
 pub struct Hub {
     epoch: u32,
     limits: HubLimits,
     state: Mutex<HubState>,
-    /// Highest id whose event is in its window; readers never look past it.
+    /// Highest id the hub has applied; readers never look past it.
     visible: AtomicU64,
     next_subscriber: AtomicU64,
     /// Set when the server drains: every stream says goodbye and ends.
     closing: AtomicBool,
     metrics: Arc<Metrics>,
-    store: Arc<dyn Store>,
-    /// Ids at or below this may be in the store from an earlier process.
+    log: Arc<dyn Log>,
+    /// Ids at or below this may be in the log from before the hub started.
     floor: u64,
 }
 
 #[derive(Debug, Default)]
 struct HubState {
-    last_seq: u64,
     /// Framed bytes in all windows.
     buffered: usize,
-    /// Framed bytes handed to the store and not yet settled.
-    pending_bytes: usize,
-    /// Events handed to the store, in id order, until they are settled.
-    pending: VecDeque<Pending>,
+    /// Framed bytes reserved by publishes waiting for the log (an upper bound).
+    in_flight: usize,
+    /// Publishes waiting for the log.
+    in_flight_count: u64,
+    /// Highest id applied without a window to hold it (the topic limit was reached): a
+    /// topic created later reads anything up to here from the log.
+    unwindowed_upto: u64,
     topics: BTreeMap<Arc<str>, Arc<Topic>>,
-}
-
-/// An event on its way to the store.
-#[derive(Debug)]
-struct Pending {
-    seq: u64,
-    topic: Arc<Topic>,
-    frame: Bytes,
-    /// `Some(true)` once stored, `Some(false)` once refused.
-    stored: Option<bool>,
 }
 
 /// One topic: its window and its subscribers' wake-up handles.
@@ -109,7 +111,7 @@ pub struct Topic {
 struct TopicInner {
     window: VecDeque<Stored>,
     bytes: usize,
-    /// Highest id older than the window; a cursor below it reads from the store.
+    /// Highest id older than the window; a cursor below it reads from the log.
     evicted_upto: u64,
     subscribers: BTreeMap<u64, Arc<Signal>>,
     flush_pending: bool,
@@ -161,35 +163,40 @@ impl TopicInner {
         (added, freed)
     }
 
-    /// Nothing to remember: no subscribers, no window, and no eviction past what a new
-    /// topic assumes (`floor`).
-    fn is_unused(&self, floor: u64) -> bool {
-        self.subscribers.is_empty() && self.window.is_empty() && self.evicted_upto <= floor
+    /// Nothing to remember: no subscribers and no window (a window keeps its newest
+    /// event, so an empty one never held any; a topic made anew starts at least as far
+    /// back as this one did).
+    fn is_unused(&self) -> bool {
+        self.subscribers.is_empty() && self.window.is_empty()
     }
 }
 
 impl Hub {
-    /// A hub over `store`, starting from what the store recovered: its epoch, ids above
+    /// A hub following `log`, starting from what the log recovered: its epoch, ids above
     /// its floor, and windows filled with the newest retained events.
-    pub fn new(store: Arc<dyn Store>, limits: HubLimits, metrics: Arc<Metrics>) -> Self {
-        let recovery = store.recover(TailLimits {
+    pub fn new(log: Arc<dyn Log>, limits: HubLimits, metrics: Arc<Metrics>) -> Arc<Self> {
+        let tail = TailLimits {
             events: limits.window,
             bytes: limits.window_bytes,
             total_bytes: limits.max_buffered_bytes,
-        });
-        let hub = Hub {
-            epoch: recovery.epoch,
-            limits,
-            state: Mutex::new(HubState { last_seq: recovery.floor, ..HubState::default() }),
-            visible: AtomicU64::new(recovery.floor),
-            next_subscriber: AtomicU64::new(1),
-            closing: AtomicBool::new(false),
-            metrics,
-            store,
-            floor: recovery.floor,
+            keys_within: Duration::ZERO,
         };
-        hub.preload(recovery.tail);
-        hub
+        Arc::new_cyclic(|me: &Weak<Hub>| {
+            let recovery = log.start(me.clone(), tail);
+            let hub = Hub {
+                epoch: recovery.epoch,
+                limits,
+                state: Mutex::new(HubState::default()),
+                visible: AtomicU64::new(recovery.floor),
+                next_subscriber: AtomicU64::new(1),
+                closing: AtomicBool::new(false),
+                metrics,
+                log,
+                floor: recovery.floor,
+            };
+            hub.preload(recovery.tail);
+            hub
+        })
     }
 
     fn preload(&self, tail: Vec<Record>) {
@@ -198,7 +205,7 @@ impl Hub {
             let Ok(topic) = self.topic_in(&mut state, &record.topic) else { continue };
             let mut inner = lock(&topic.inner);
             if inner.window.is_empty() {
-                // Anything older is in the store: cursors below read from there.
+                // Anything older is in the log: cursors below read from there.
                 inner.evicted_upto = record.seq - 1;
             }
             let (added, freed) = inner.push(record.seq, record.frame, &self.limits);
@@ -212,14 +219,14 @@ impl Hub {
         self.epoch
     }
 
-    /// The store behind the hub.
-    pub fn store(&self) -> &Arc<dyn Store> {
-        &self.store
+    /// The log the hub follows.
+    pub fn log(&self) -> &Arc<dyn Log> {
+        &self.log
     }
 
-    /// Whether the store is accepting writes.
+    /// Whether the log is accepting appends.
     pub fn store_is_healthy(&self) -> bool {
-        self.store.is_healthy()
+        self.log.is_healthy()
     }
 
     /// Tells every stream to end (they check [`Hub::is_closing`] when woken). Streams
@@ -243,46 +250,65 @@ impl Hub {
         self.closing.load(Ordering::SeqCst)
     }
 
-    /// Stores one event; once the store acknowledges it, it joins its topic's window and
-    /// the topic's subscribers are woken (now, or after `coalesce`). Returns its id only
-    /// then. Dropping the future does not lose or stall anything: the rest of the wait
-    /// moves to a task of its own (`Settlement`).
+    /// Publishes one event and returns its id once the log holds it durably.
     pub async fn publish(
         self: &Arc<Self>,
         topic: &str,
         event_type: Option<&str>,
         data: &str,
     ) -> Result<EventId, ApiError> {
-        let (id, stored) = self.hand_to_store(topic, event_type, data)?;
-        let outcome = Settlement { hub: self, seq: id.seq, stored: Some(stored) }.wait().await;
-        match outcome {
-            Ok(()) => {
-                self.metrics.published();
-                Ok(id)
-            }
-            Err(error) => Err(self.refused(&error)),
-        }
+        Ok(self.publish_keyed(topic, event_type, data, None).await?.id)
     }
 
-    fn hand_to_store(
-        &self,
+    /// Publishes one event under an idempotency key: a key the log has seen within its
+    /// dedup window gets the first publish's id back and stores nothing new. Dropping the
+    /// future loses nothing: an event handed to the log is still settled.
+    pub async fn publish_keyed(
+        self: &Arc<Self>,
         topic: &str,
         event_type: Option<&str>,
         data: &str,
-    ) -> Result<(EventId, StoreFuture<()>), ApiError> {
-        let mut state = lock(&self.state);
-        let topic = self.topic_in(&mut state, topic)?;
-        let id = EventId { epoch: self.epoch, seq: state.last_seq + 1 };
-        let framed = frame::event(id, event_type, data);
-        let (unused, (_, freed)) = {
-            let inner = lock(&topic.inner);
-            (inner.is_unused(self.floor), inner.evictions_for(framed.len(), &self.limits))
+        key: Option<&str>,
+    ) -> Result<Published, ApiError> {
+        let reservation = self.admit(topic, event_type, data)?;
+        let event = NewEvent {
+            topic: Arc::from(topic),
+            event_type: event_type.map(Box::from),
+            data: Box::from(data),
+            key: key.map(Box::from),
+            hold: Hold::new(reservation),
         };
-        if state.buffered + state.pending_bytes - freed + framed.len() > self.limits.max_buffered_bytes {
-            if unused && !state.pending.iter().any(|p| Arc::ptr_eq(&p.topic, &topic)) {
-                state.topics.remove(&topic.name);
-                self.metrics.set_topics(state.topics.len());
+        let outcome = self.log.append(event).await;
+        match outcome {
+            Ok(appended) => {
+                if !appended.duplicate {
+                    self.metrics.published();
+                }
+                Ok(Published { id: EventId { epoch: self.epoch, seq: appended.seq }, duplicate: appended.duplicate })
             }
+            Err(AppendError::Store(error)) => Err(self.refused(&error)),
+            Err(AppendError::KeyInFlight) => Err(ApiError::Conflict(
+                "publish_in_flight",
+                "a publish with this Idempotency-Key is still being stored; retry for its id",
+                Duration::from_secs(1),
+            )),
+        }
+    }
+
+    /// Checks the topic limit and the buffer budget, and reserves the event's bytes
+    /// until the log has answered.
+    fn admit(self: &Arc<Self>, topic: &str, event_type: Option<&str>, data: &str) -> Result<Reservation, ApiError> {
+        let mut state = lock(&self.state);
+        let held = state.topics.get(topic).cloned();
+        if held.is_none() && state.topics.len() >= self.limits.max_topics {
+            self.metrics.rejected("max_topics");
+            return Err(topic_limit());
+        }
+        // The id is not known yet: reserve for the widest it can be.
+        let widest = self.log.assigned_upto().map(|seq| seq + state.in_flight_count + 1);
+        let bytes = frame::event_len(widest, event_type, data);
+        let freed = held.map_or(0, |topic| lock(&topic.inner).evictions_for(bytes, &self.limits).1);
+        if state.buffered + state.in_flight - freed + bytes > self.limits.max_buffered_bytes {
             self.metrics.rejected("buffer_full");
             return Err(ApiError::Unavailable(
                 "buffer_full",
@@ -290,46 +316,9 @@ impl Hub {
                 Duration::from_secs(1),
             ));
         }
-        state.last_seq = id.seq;
-        state.pending_bytes += framed.len();
-        let record = Record { seq: id.seq, topic: topic.name.clone(), frame: framed.clone() };
-        state.pending.push_back(Pending { seq: id.seq, topic, frame: framed, stored: None });
-        Ok((id, self.store.append(record)))
-    }
-
-    /// Records the store's answer for `seq`, then moves every answered event at the front
-    /// of the queue into its window (or drops it, if refused), in id order.
-    fn settle(&self, seq: u64, stored: bool) {
-        let mut state = lock(&self.state);
-        let Some(front) = state.pending.front().map(|p| p.seq) else { return };
-        if let Some(pending) = state.pending.get_mut((seq - front) as usize) {
-            pending.stored = Some(stored);
-        }
-        let mut touched: Vec<Arc<Topic>> = Vec::new();
-        let mut delta = 0i64;
-        while state.pending.front().is_some_and(|p| p.stored.is_some()) {
-            let pending = state.pending.pop_front().expect("checked above");
-            state.pending_bytes -= pending.frame.len();
-            if pending.stored == Some(true) {
-                let (added, freed) = lock(&pending.topic.inner).push(pending.seq, pending.frame, &self.limits);
-                state.buffered = state.buffered + added - freed;
-                delta += added as i64 - freed as i64;
-                self.visible.store(pending.seq, Ordering::Release);
-                if !touched.iter().any(|t| Arc::ptr_eq(t, &pending.topic)) {
-                    touched.push(pending.topic);
-                }
-            } else if lock(&pending.topic.inner).is_unused(self.floor)
-                && !state.pending.iter().any(|p| Arc::ptr_eq(&p.topic, &pending.topic))
-            {
-                state.topics.remove(&pending.topic.name);
-                self.metrics.set_topics(state.topics.len());
-            }
-        }
-        drop(state);
-        for topic in touched {
-            self.wake(&topic);
-        }
-        self.metrics.add_buffered(delta);
+        state.in_flight += bytes;
+        state.in_flight_count += 1;
+        Ok(Reservation { hub: self.clone(), bytes })
     }
 
     fn wake(&self, topic: &Arc<Topic>) {
@@ -375,18 +364,20 @@ impl Hub {
         let visible = self.visible.load(Ordering::Acquire);
         let mut trimmed_upto = 0;
         for topic in &handles {
-            trimmed_upto = trimmed_upto.max(self.store.trimmed_upto(&topic.name));
+            trimmed_upto = trimmed_upto.max(self.log.trimmed_upto(&topic.name));
             lock(&topic.inner).subscribers.insert(subscriber, signal.clone());
         }
         self.metrics.add_subscriptions(handles.len() as i64);
+        // Ids handed out but not visible yet (a publish settling) are known too; a log
+        // others append to cannot tell, and takes an id of its epoch at its word.
+        let unknown = |seq: u64| self.log.assigned_upto().is_some_and(|assigned| seq > assigned);
         let reset = |reason| Start { after: trimmed_upto, reset: Some(reason) };
         let start = match last_event_id {
             None => Start { after: visible, reset: None },
             Some(text) => match EventId::parse(text) {
                 None => reset(ResetReason::Malformed),
                 Some(id) if id.epoch != self.epoch => reset(ResetReason::OtherEpoch),
-                // Ids handed out but not visible yet (a publish settling) are known too.
-                Some(id) if id.seq > state.last_seq => reset(ResetReason::Unknown),
+                Some(id) if unknown(id.seq) => reset(ResetReason::Unknown),
                 Some(id) if id.seq < trimmed_upto => reset(ResetReason::Evicted),
                 Some(id) => Start { after: id.seq, reset: None },
             },
@@ -403,9 +394,9 @@ impl Hub {
                 if inner.subscribers.remove(&subscriber).is_some() {
                     self.metrics.add_subscriptions(-1);
                 }
-                inner.is_unused(self.floor)
+                inner.is_unused()
             };
-            if unused && !state.pending.iter().any(|p| Arc::ptr_eq(&p.topic, topic)) {
+            if unused {
                 state.topics.remove(&topic.name);
             }
         }
@@ -442,10 +433,10 @@ impl Hub {
         Ok(batch)
     }
 
-    /// Reads the next stretch after `after` from the store (for a cursor behind a window).
+    /// Reads the next stretch after `after` from the log (for a cursor behind a window).
     pub(crate) fn read_store(&self, topics: &[Arc<Topic>], after: u64) -> StoreFuture<ReadOutcome> {
         let upto = self.visible.load(Ordering::Acquire);
-        self.store.read(topics.iter().map(|t| t.name.clone()).collect(), after, upto)
+        self.log.read(topics.iter().map(|t| t.name.clone()).collect(), after, upto)
     }
 
     fn topic_in(&self, state: &mut HubState, name: &str) -> Result<Arc<Topic>, ApiError> {
@@ -457,9 +448,11 @@ impl Hub {
             return Err(topic_limit());
         }
         let name: Arc<str> = Arc::from(name);
-        // Whatever the store kept from before this process is older than any window: a
-        // cursor at or below the floor reads the store first.
-        let inner = TopicInner { evicted_upto: self.floor, ..TopicInner::default() };
+        // A topic not held has no events in any window: whatever the log kept from before
+        // the hub started, or applied while no window could hold it, is older than this
+        // window, and a cursor at or below that reads the log first.
+        let evicted_upto = self.floor.max(state.unwindowed_upto);
+        let inner = TopicInner { evicted_upto, ..TopicInner::default() };
         let topic = Arc::new(Topic { name: name.clone(), inner: Mutex::new(inner) });
         state.topics.insert(name, topic.clone());
         self.metrics.set_topics(state.topics.len());
@@ -467,50 +460,71 @@ impl Hub {
     }
 }
 
+impl Follower for Hub {
+    fn frame(&self, seq: u64, event: &NewEvent) -> Bytes {
+        frame::event(EventId { epoch: self.epoch, seq }, event.event_type.as_deref(), &event.data)
+    }
+
+    /// Each committed event joins its topic's window (a topic made for it if there is
+    /// room), then the watermark moves past the batch and the topics' streams are woken.
+    fn apply(&self, records: Vec<Record>) {
+        let Some(last) = records.last().map(|r| r.seq) else { return };
+        let mut state = lock(&self.state);
+        let mut touched: Vec<Arc<Topic>> = Vec::new();
+        let mut delta = 0i64;
+        for record in records {
+            let Ok(topic) = self.topic_in(&mut state, &record.topic) else {
+                state.unwindowed_upto = record.seq;
+                continue;
+            };
+            let (added, freed) = lock(&topic.inner).push(record.seq, record.frame, &self.limits);
+            state.buffered = state.buffered + added - freed;
+            delta += added as i64 - freed as i64;
+            if !touched.iter().any(|t| Arc::ptr_eq(t, &topic)) {
+                touched.push(topic);
+            }
+        }
+        self.visible.store(last, Ordering::Release);
+        drop(state);
+        for topic in touched {
+            self.wake(&topic);
+        }
+        self.metrics.add_buffered(delta);
+    }
+}
+
 fn topic_limit() -> ApiError {
     ApiError::Unavailable("topic_limit", "the server holds its maximum number of topics", Duration::from_secs(5))
 }
 
-/// One handed-out event's acknowledgement, awaited where the publish waits. If the
-/// publish is dropped first (its client went away), the rest of the wait moves to a task
-/// of its own, so the event still settles and nothing behind it stalls. The common path
-/// spawns nothing.
-struct Settlement<'a> {
-    hub: &'a Arc<Hub>,
-    seq: u64,
-    stored: Option<StoreFuture<()>>,
+/// A publish's reserved bytes, held by the log with the event and given back once the
+/// event has been applied or refused (or, for a log that cannot settle an abandoned
+/// append, when the publish is dropped).
+struct Reservation {
+    hub: Arc<Hub>,
+    bytes: usize,
 }
 
-impl Settlement<'_> {
-    async fn wait(mut self) -> Result<(), StoreError> {
-        let outcome = self.stored.as_mut().expect("waited once").await;
-        self.stored = None;
-        self.hub.settle(self.seq, outcome.is_ok());
-        outcome
-    }
-}
-
-impl Drop for Settlement<'_> {
+impl Drop for Reservation {
     fn drop(&mut self) {
-        let Some(stored) = self.stored.take() else { return };
-        let (hub, seq) = (self.hub.clone(), self.seq);
-        // Without a runtime (the process is ending) there is nobody left to wait for it.
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                let outcome = stored.await;
-                hub.settle(seq, outcome.is_ok());
-            });
-        }
+        let mut state = lock(&self.hub.state);
+        state.in_flight -= self.bytes;
+        state.in_flight_count -= 1;
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{FsyncPolicy, MemoryStore};
+    use crate::log::LocalLog;
+    use crate::store::{FsyncPolicy, MemoryStore, Store};
 
     fn memory(window: usize, window_bytes: usize) -> Arc<dyn Store> {
         Arc::new(MemoryStore::new(7, window, window_bytes, FsyncPolicy::Always))
+    }
+
+    fn hub_on(store: Arc<dyn Store>, limits: HubLimits) -> Arc<Hub> {
+        Hub::new(Arc::new(LocalLog::new(store, Duration::from_secs(60))), limits, Arc::new(Metrics::new()))
     }
 
     fn limits(window: usize, max_buffered_bytes: usize) -> HubLimits {
@@ -520,7 +534,7 @@ mod tests {
     fn hub(window: usize, window_bytes: usize) -> Arc<Hub> {
         let limits =
             HubLimits { window, window_bytes, max_topics: 4, coalesce: Duration::ZERO, max_buffered_bytes: usize::MAX };
-        Arc::new(Hub::new(memory(window, window_bytes), limits, Arc::new(Metrics::new())))
+        hub_on(memory(window, window_bytes), limits)
     }
 
     fn seqs(batch: &[(u64, Bytes)]) -> Vec<u64> {
@@ -563,7 +577,7 @@ mod tests {
     async fn a_publish_dropped_while_the_store_is_busy_still_settles_and_blocks_nothing() {
         let (open, gate) = tokio::sync::watch::channel(false);
         let store = Arc::new(GatedAppends { inner: MemoryStore::new(7, 10, 1 << 20, FsyncPolicy::Always), gate });
-        let hub = Arc::new(Hub::new(store, limits(10, usize::MAX), Arc::new(Metrics::new())));
+        let hub = hub_on(store, limits(10, usize::MAX));
         let signal = Arc::new(Signal::default());
         let (_, topics, _) = hub.subscribe(&["t".into()], None, &signal).unwrap();
         // The first publisher leaves while its event waits for the store.
@@ -584,6 +598,32 @@ mod tests {
             tokio::task::yield_now().await;
         }
         assert_eq!(visible, [1, 2], "the abandoned event settled, so the one behind it became visible");
+    }
+
+    /// An event applied while no window could hold its topic (the topic limit was
+    /// reached between its publish and its commit) must be read from the log by a
+    /// stream that opens on that topic later, not skipped.
+    #[tokio::test(start_paused = true)]
+    async fn an_event_no_window_could_hold_is_read_from_the_log_later() {
+        let (open, gate) = tokio::sync::watch::channel(false);
+        let store = Arc::new(GatedAppends { inner: MemoryStore::new(7, 10, 1 << 20, FsyncPolicy::Always), gate });
+        let hub = hub_on(store, HubLimits { max_topics: 2, ..limits(10, usize::MAX) });
+        let signal = Arc::new(Signal::default());
+        hub.subscribe(&["a".into()], None, &signal).unwrap();
+        let publish = tokio::spawn({
+            let hub = hub.clone();
+            async move { hub.publish("b", None, "x").await }
+        });
+        tokio::task::yield_now().await;
+        let (taker, taken, _) = hub.subscribe(&["c".into()], None, &signal).unwrap();
+        open.send(true).unwrap();
+        assert_eq!(publish.await.unwrap().unwrap().seq, 1);
+        assert!(!lock(&hub.state).topics.contains_key("b"), "no room for b's window");
+        hub.unsubscribe(taker, &taken);
+        let (_, topics, start) = hub.subscribe(&["b".into()], Some("00000007-0"), &signal).unwrap();
+        assert_eq!(hub.read_after(&topics, start.after), Err(Gap), "b's event is in the log only");
+        let ReadOutcome::Events { events, .. } = hub.read_store(&topics, start.after).await.unwrap() else { panic!() };
+        assert_eq!(seqs(&events), [1]);
     }
 
     #[tokio::test]
@@ -641,7 +681,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_publishes_never_let_a_multi_topic_reader_skip() {
         const PER_PUBLISHER: u64 = 20_000;
-        let hub = Arc::new(self::hub(1 << 20, 1 << 30));
+        let hub = self::hub(1 << 20, 1 << 30);
         let signal = Arc::new(Signal::default());
         let (_, topics, start) = hub.subscribe(&["a".into(), "b".into()], None, &signal).unwrap();
         let publishers: Vec<_> = ["a", "b"]
@@ -673,12 +713,12 @@ mod tests {
     #[tokio::test]
     async fn a_topic_left_out_of_the_refill_reads_its_history_from_the_store() {
         let store = memory(10, 1 << 20);
-        let first = Arc::new(Hub::new(store.clone(), limits(10, usize::MAX), Arc::new(Metrics::new())));
+        let first = hub_on(store.clone(), limits(10, usize::MAX));
         for topic in ["a", "b", "b"] {
             first.publish(topic, None, "x").await.unwrap();
         }
         drop(first);
-        let second = Hub::new(store, limits(10, 1), Arc::new(Metrics::new()));
+        let second = hub_on(store, limits(10, 1));
         let signal = Arc::new(Signal::default());
         let (_, topics, start) = second.subscribe(&["b".into()], Some("00000007-0"), &signal).unwrap();
         assert_eq!((start.after, start.reset), (0, None));
@@ -699,7 +739,7 @@ mod tests {
         };
         let frame_len = frame::event(EventId { epoch: 7, seq: 1 }, None, "x").len();
         let limits = HubLimits { max_buffered_bytes: 6 * frame_len, ..limits };
-        let hub = Arc::new(Hub::new(memory(3, 1 << 20), limits, Arc::new(Metrics::new())));
+        let hub = hub_on(memory(3, 1 << 20), limits);
         for topic in ["a", "a", "a", "b", "b", "b"] {
             hub.publish(topic, None, "x").await.unwrap();
         }

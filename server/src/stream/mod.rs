@@ -1,7 +1,8 @@
 //! The stream machinery: events, from a publish to every stream's next write.
 //!
-//! - [`hub`]: the sequencer, per-topic bounded windows and wake-ups; publishes are
-//!   handed to the store and become visible once it acknowledged them, in id order.
+//! - [`hub`]: per-topic bounded windows and wake-ups; publishes are appended to the
+//!   [`crate::log`], which assigns their ids, and become visible as the log hands them
+//!   back, in id order.
 //! - [`subscription`]: a stream's cursor and what it writes next (replay from the store,
 //!   the window, live, heartbeats, the goodbye).
 //! - [`frame`]: SSE framing, once per event.
@@ -11,7 +12,8 @@
 //! - [`signal`]: the poll-based wake-up flag each stream waits on.
 //!
 //! Imports run `subscription` → `hub` → `frame` → `id`. This folder may import
-//! [`crate::store`] and the crate's leaves (error, metrics); never the front door.
+//! [`crate::log`], [`crate::store`] and the crate's leaves (error, metrics); never the
+//! front door.
 
 pub mod frame;
 pub mod hub;

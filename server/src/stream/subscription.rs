@@ -273,7 +273,8 @@ mod tests {
             max_buffered_bytes: usize::MAX,
         };
         let metrics = Arc::new(Metrics::new());
-        (Arc::new(Hub::new(store, limits, metrics.clone())), metrics)
+        let log = Arc::new(crate::log::LocalLog::new(store, Duration::from_secs(60)));
+        (Hub::new(log, limits, metrics.clone()), metrics)
     }
 
     const HEARTBEAT: Duration = Duration::from_secs(1);

@@ -128,6 +128,7 @@ async fn a_full_disk_refuses_publishes_with_503_and_loses_nothing_acknowledged()
         fsync: FsyncPolicy::Always,
         retention: Retention { events: 1000, bytes: 1 << 20, age: Duration::from_secs(3600) },
         new_epoch: 9,
+        dedup_window: config.dedup_window,
         faults: faults.clone(),
     })
     .unwrap();

@@ -5,6 +5,7 @@ mod contract;
 mod durability;
 mod fuzz;
 mod hardening;
+mod idempotency;
 mod injection;
 mod lifecycle;
 mod resume;
