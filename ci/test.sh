@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command: formatting, lints, docs, then every test in the workspace. The real chaos
-# tests need Toxiproxy: it is installed first (pinned, with the Go tool, into .tools/),
-# unless TOXIPROXY_URL names one already running on loopback.
+# tests need Toxiproxy and cluster mode's tests nats-server: both are installed first
+# (pinned, with the Go tool, into .tools/), unless TOXIPROXY_URL names a Toxiproxy already
+# running on loopback or NATS_SERVER_BIN a nats-server binary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo fmt --all -- --check
@@ -10,5 +11,8 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked --quiet
 if [[ -z ${TOXIPROXY_URL:-} ]]; then
   ci/install-toxiproxy.sh
+fi
+if [[ -z ${NATS_SERVER_BIN:-} ]]; then
+  ci/install-nats.sh
 fi
 cargo test --workspace --locked

@@ -32,6 +32,9 @@ pub enum StoreKind {
     Disk,
     /// The in-memory windows only: a restart starts a new history (a new epoch).
     Memory,
+    /// Cluster mode: a NATS JetStream stream (`--nats-url`, `--nats-stream`) that many
+    /// server processes share; it assigns the ids, and a client resumes on any node.
+    Nats,
 }
 
 /// Every setting of the server.
@@ -144,6 +147,40 @@ pub struct Config {
     /// Age after which the disk store removes an event.
     #[arg(long, env = "SSE_RETAIN_AGE", default_value = "7days", value_parser = humantime::parse_duration)]
     pub retain_age: Duration,
+
+    /// NATS servers of cluster mode, comma-separated.
+    #[arg(long, env = "SSE_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    pub nats_url: String,
+
+    /// The JetStream stream cluster mode keeps its history in (created when missing;
+    /// one that is less durable than asked for is a start-up error).
+    #[arg(long, env = "SSE_NATS_STREAM", default_value = "SSE")]
+    pub nats_stream: String,
+
+    /// Replicas of the stream: 3 on a 3-node NATS cluster (a publish is acknowledged once
+    /// two nodes hold it); 1 only for a single NATS server, without fault tolerance.
+    #[arg(long, env = "SSE_NATS_REPLICAS", default_value_t = 3)]
+    pub nats_replicas: usize,
+
+    /// A NATS credentials file (`.creds`: user JWT and NKey seed).
+    #[arg(long, env = "SSE_NATS_CREDS")]
+    pub nats_creds: Option<std::path::PathBuf>,
+
+    /// A NATS authentication token.
+    #[arg(long, env = "SSE_NATS_TOKEN", hide_env_values = true)]
+    pub nats_token: Option<Secret>,
+
+    /// CA certificates (PEM) to verify the NATS servers by; connects over TLS.
+    #[arg(long, env = "SSE_NATS_TLS_CA")]
+    pub nats_tls_ca: Option<std::path::PathBuf>,
+
+    /// Client certificate (PEM) for mutual TLS with NATS (with `--nats-tls-key`).
+    #[arg(long, env = "SSE_NATS_TLS_CERT", requires = "nats_tls_key")]
+    pub nats_tls_cert: Option<std::path::PathBuf>,
+
+    /// Client key (PEM) for mutual TLS with NATS.
+    #[arg(long, env = "SSE_NATS_TLS_KEY", requires = "nats_tls_cert")]
+    pub nats_tls_key: Option<std::path::PathBuf>,
 
     /// How long a publish's `Idempotency-Key` is remembered: a retry with the same key
     /// within it gets the first publish's id and stores nothing new.

@@ -9,6 +9,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 /// Why a stream or connection ended, as the `reason` label of `sse_disconnects_total`.
@@ -68,6 +69,9 @@ pub struct Metrics {
     open_fds: Gauge,
     resident_bytes: Gauge,
     alive_tasks: Gauge,
+    log_up: Gauge,
+    log_lag: Gauge,
+    log_append_seconds: Histogram,
 }
 
 impl Default for Metrics {
@@ -95,6 +99,9 @@ impl Metrics {
             open_fds: Gauge::default(),
             resident_bytes: Gauge::default(),
             alive_tasks: Gauge::default(),
+            log_up: Gauge::default(),
+            log_lag: Gauge::default(),
+            log_append_seconds: Histogram::new(exponential_buckets(0.000_25, 2.0, 16)),
             registry: Registry::default(),
         };
         registry.register("sse_streams", "Open event streams", metrics.streams.clone());
@@ -123,6 +130,21 @@ impl Metrics {
         registry.register("process_open_fds", "Open file descriptors", metrics.open_fds.clone());
         registry.register("process_resident_memory_bytes", "Resident set size", metrics.resident_bytes.clone());
         registry.register("tokio_alive_tasks", "Tasks alive in the runtime", metrics.alive_tasks.clone());
+        registry.register(
+            "sse_log_up",
+            "1 while the log (the store, or the JetStream backplane) takes appends and is followed",
+            metrics.log_up.clone(),
+        );
+        registry.register(
+            "sse_log_lag",
+            "Events the log holds that this node has not applied yet (cluster mode)",
+            metrics.log_lag.clone(),
+        );
+        registry.register(
+            "sse_log_append_seconds",
+            "Time from handing a publish to the log until it acknowledged it (cluster mode)",
+            metrics.log_append_seconds.clone(),
+        );
         Metrics { registry, ..metrics }
     }
 
@@ -177,6 +199,15 @@ impl Metrics {
     }
     pub(crate) fn rejected(&self, reason: &'static str) {
         self.rejected.get_or_create(&Reason { reason }).inc();
+    }
+    pub(crate) fn set_log_up(&self, up: bool) {
+        self.log_up.set(i64::from(up));
+    }
+    pub(crate) fn set_log_lag(&self, lag: u64) {
+        self.log_lag.set(i64::try_from(lag).unwrap_or(i64::MAX));
+    }
+    pub(crate) fn log_appended(&self, took: std::time::Duration) {
+        self.log_append_seconds.observe(took.as_secs_f64());
     }
     pub(crate) fn reset_sent(&self, reason: &'static str) {
         self.resets.get_or_create(&Reason { reason }).inc();

@@ -20,7 +20,9 @@ use crate::http::shared::Shared;
 use crate::http::tls::{self, Tls};
 use crate::limits::{ConnectionsPerIp, RateLimit};
 use crate::listener::Listener;
-use crate::log::LocalLog;
+use crate::log::nats::stream::Wanted;
+use crate::log::nats::{NatsLog, NatsOptions, NatsStartError};
+use crate::log::{LocalLog, Log};
 use crate::metrics::Metrics;
 use crate::rng::SeededRng;
 use crate::store::{DiskOptions, DiskStore, FsyncPolicy, MemoryStore, Retention, Store, StoreError, WriteFaults};
@@ -52,11 +54,43 @@ impl Server {
         Server::with_store(config, store)
     }
 
+    /// A server on the log `config.store` names: what [`Server::open`] opens, or in
+    /// cluster mode (`--store nats`) the JetStream stream, connected to and checked.
+    pub async fn connect(config: Config) -> Result<Server, StartError> {
+        if config.store != StoreKind::Nats {
+            return Server::open(config);
+        }
+        let tls = load_tls(&config).map_err(StartError::Tls)?;
+        let options = NatsOptions {
+            urls: config.nats_url.clone(),
+            stream: Wanted {
+                name: config.nats_stream.clone(),
+                replicas: config.nats_replicas.max(1),
+                events_per_topic: config.retain_events.max(1),
+                max_age: config.retain_age,
+                dedup_window: config.dedup_window,
+            },
+            credentials: config.nats_creds.clone(),
+            token: config.nats_token.as_ref().map(|t| String::from_utf8_lossy(t.as_bytes()).into_owned()),
+            tls_ca: config.nats_tls_ca.clone(),
+            tls_client: config.nats_tls_cert.clone().zip(config.nats_tls_key.clone()),
+        };
+        let metrics = Arc::new(Metrics::new());
+        let log = NatsLog::connect(options, metrics.clone()).await.map_err(StartError::Nats)?;
+        Ok(Server::build(config, Arc::new(log), metrics, tls))
+    }
+
     /// A server on the store `config.store` names; opening a disk store recovers it and
-    /// takes its lock.
+    /// takes its lock. Cluster mode needs [`Server::connect`].
     pub fn open(config: Config) -> Result<Server, StartError> {
         let tls = load_tls(&config).map_err(StartError::Tls)?;
         let store: Arc<dyn Store> = match config.store {
+            StoreKind::Nats => {
+                return Err(StartError::Nats(NatsStartError::Connect {
+                    urls: config.nats_url.clone(),
+                    reason: "cluster mode connects asynchronously: use Server::connect".into(),
+                }))
+            }
             StoreKind::Memory => memory_store(&config),
             StoreKind::Disk => Arc::new(
                 DiskStore::open(DiskOptions {
@@ -74,7 +108,7 @@ impl Server {
                 .map_err(StartError::Store)?,
             ),
         };
-        Ok(Server::build(config, store, tls))
+        Ok(Server::on_store(config, store, tls))
     }
 
     /// A server on `store`, whose recovered history it continues.
@@ -83,12 +117,16 @@ impl Server {
     /// As [`Server::new`].
     pub fn with_store(config: Config, store: Arc<dyn Store>) -> Server {
         let tls = load_tls(&config).unwrap_or_else(|e| panic!("{e}"));
-        Server::build(config, store, tls)
+        Server::on_store(config, store, tls)
     }
 
-    fn build(config: Config, store: Arc<dyn Store>, tls: Option<Tls>) -> Server {
+    fn on_store(config: Config, store: Arc<dyn Store>, tls: Option<Tls>) -> Server {
+        let log = Arc::new(LocalLog::new(store, config.dedup_window));
+        Server::build(config, log, Arc::new(Metrics::new()), tls)
+    }
+
+    fn build(config: Config, log: Arc<dyn Log>, metrics: Arc<Metrics>, tls: Option<Tls>) -> Server {
         let rng = SeededRng::new(config.seed.unwrap_or(0));
-        let metrics = Arc::new(Metrics::new());
         let limits = HubLimits {
             window: config.window.max(1),
             window_bytes: config.window_bytes,
@@ -96,7 +134,6 @@ impl Server {
             coalesce: config.coalesce,
             max_buffered_bytes: config.max_buffered_bytes,
         };
-        let log = Arc::new(LocalLog::new(store, config.dedup_window));
         let hub = Hub::new(log, limits, metrics.clone());
         let shared = Shared {
             access: AccessPolicy::new(
@@ -304,4 +341,7 @@ pub enum StartError {
     /// The TLS certificate or key could not be loaded.
     #[error("{0}")]
     Tls(String),
+    /// Cluster mode could not reach or accept its JetStream stream.
+    #[error("cluster mode: {0}")]
+    Nats(NatsStartError),
 }

@@ -55,12 +55,12 @@ fn main() -> ExitCode {
                 return ExitCode::from(EXIT_BIND);
             }
         };
-        let server = match sse_server::Server::open(config) {
+        let server = match sse_server::Server::connect(config).await {
             Ok(server) => server,
             Err(error) => {
                 say(format_args!("{error}"));
                 return ExitCode::from(match error {
-                    StartError::Store(_) => EXIT_STORE,
+                    StartError::Store(_) | StartError::Nats(_) => EXIT_STORE,
                     StartError::Tls(_) => EXIT_CONFIG,
                 });
             }

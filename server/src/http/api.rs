@@ -123,11 +123,12 @@ async fn route(
             Err(ApiError::Unavailable("store_unavailable", "the event store cannot write", Duration::from_secs(1)))
         }
         ("/readyz", &Method::GET) => Ok(text(StatusCode::OK, "text/plain", "ready\n")),
-        ("/metrics", &Method::GET) => Ok(text(
-            StatusCode::OK,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            shared.metrics.render(),
-        )),
+        ("/metrics", &Method::GET) => {
+            Ok(text(StatusCode::OK, "application/openmetrics-text; version=1.0.0; charset=utf-8", {
+                shared.metrics.set_log_up(shared.hub.store_is_healthy());
+                shared.metrics.render()
+            }))
+        }
         ("/", &Method::GET) => Ok(text(StatusCode::OK, "text/html; charset=utf-8", DEMO_PAGE)),
         ("/healthz" | "/readyz" | "/metrics" | "/", _) => Err(ApiError::MethodNotAllowed("GET")),
         _ => Err(ApiError::NotFound),

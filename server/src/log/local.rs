@@ -5,7 +5,7 @@
 //! and visibility moves in id order.
 //!
 //! A publish whose caller goes away does not stall the queue: the rest of its wait moves
-//! to a task of its own ([`Settlement`]). The common path spawns nothing, which keeps
+//! to a task of its own (`Settlement`). The common path spawns nothing, which keeps
 //! simulations deterministic.
 
 use std::collections::VecDeque;

@@ -4,15 +4,18 @@
 //! - [`Log`]: the seam. [`Log::append`] answers with the id once the event is durable;
 //!   committed events reach the hub's [`Follower::apply`] in id order, so a node shows
 //!   only what the log holds, and never id 11 before id 10.
-//! - [`local`]: the single-node log: a sequencer over a [`Store`] (memory or disk) that
+//! - [`local`]: the single-node log: a sequencer over a [`crate::store::Store`] (memory or disk) that
 //!   assigns ids itself and applies events as the store acknowledges them, in order.
 //! - [`keys`]: the idempotency keys a log remembers for its dedup window.
+//! - [`nats`]: cluster mode's log, a NATS JetStream stream many servers share; its
+//!   sequence numbers are the ids.
 //!
 //! The log imports the store and the crate's leaves; framing is the follower's
 //! ([`Follower::frame`]), so this layer knows nothing of the SSE wire format.
 
 pub mod keys;
 pub mod local;
+pub mod nats;
 
 use std::fmt::Debug;
 use std::future::Future;
