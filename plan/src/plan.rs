@@ -55,6 +55,22 @@ pub enum Fault {
     /// `connections` stream requests opened at once and held for `duration` (with the
     /// plan's `nofile`, a flood past the open-file limit), then dropped.
     Flood { connections: usize, duration: Duration },
+    /// Cluster only: SIGKILL one `sse-server` node (modulo the plan's nodes), start it
+    /// again after `restart_after`; its clients follow the service to a live node.
+    KillNode { node: usize, restart_after: Duration },
+    /// Cluster only: SIGSTOP one node for `duration`, then SIGCONT; its clients follow
+    /// the service to a live node as a load balancer's health check would send them.
+    PauseNode { node: usize, duration: Duration },
+    /// Cluster only: SIGKILL the NATS node that leads the stream's Raft group (found from
+    /// its monitoring), start it again after `restart_after`.
+    KillLeader { restart_after: Duration },
+    /// Cluster only: SIGSTOP one NATS node (modulo 3) for `duration`, then SIGCONT.
+    PauseNats { node: usize, duration: Duration },
+    /// Cluster only: cut one `sse-server` node from every NATS node for `heal_after`
+    /// (its Toxiproxy links to NATS disabled); it keeps its clients.
+    Isolate { node: usize, heal_after: Duration },
+    /// Cluster only: SIGKILL every NATS node, start them again after `restart_after`.
+    RestartNats { restart_after: Duration },
 }
 
 /// Which backends can apply a fault.
@@ -111,7 +127,13 @@ impl Fault {
             | Fault::Slicer { duration, .. }
             | Fault::Bandwidth { duration, .. }
             | Fault::SlowClose { duration, .. }
-            | Fault::Flood { duration, .. } => duration,
+            | Fault::Flood { duration, .. }
+            | Fault::PauseNode { duration, .. }
+            | Fault::PauseNats { duration, .. } => duration,
+            Fault::KillNode { restart_after, .. }
+            | Fault::KillLeader { restart_after }
+            | Fault::RestartNats { restart_after } => restart_after,
+            Fault::Isolate { heal_after, .. } => heal_after,
             Fault::Drop { .. } | Fault::DropAll | Fault::Slowloris { .. } | Fault::Cut { .. } => Duration::ZERO,
         }
     }
@@ -135,6 +157,12 @@ impl Fault {
             Fault::Bandwidth { .. } => "bandwidth",
             Fault::SlowClose { .. } => "slow_close",
             Fault::Flood { .. } => "flood",
+            Fault::KillNode { .. } => "kill_node",
+            Fault::PauseNode { .. } => "pause_node",
+            Fault::KillLeader { .. } => "kill_leader",
+            Fault::PauseNats { .. } => "pause_nats",
+            Fault::Isolate { .. } => "isolate",
+            Fault::RestartNats { .. } => "restart_nats",
         }
     }
 
@@ -160,8 +188,24 @@ impl Fault {
     pub fn reach(&self) -> Reach {
         match self {
             Fault::Slicer { .. } | Fault::Bandwidth { .. } | Fault::SlowClose { .. } => Reach::RealOnly,
+            _ if self.is_cluster() => Reach::RealOnly,
             _ => Reach::Both,
         }
+    }
+}
+
+impl Fault {
+    /// Whether only a cluster run (`cluster N`) can apply it.
+    pub fn is_cluster(&self) -> bool {
+        matches!(
+            self,
+            Fault::KillNode { .. }
+                | Fault::PauseNode { .. }
+                | Fault::KillLeader { .. }
+                | Fault::PauseNats { .. }
+                | Fault::Isolate { .. }
+                | Fault::RestartNats { .. }
+        )
     }
 }
 
@@ -202,6 +246,9 @@ pub struct Plan {
     /// Real only: the clients reach the server through a stock nginx (`reverse_proxy
     /// nginx`), each through its own Toxiproxy proxy in front of it.
     pub nginx: bool,
+    /// Real only: cluster mode (`cluster N`): N `sse-server` nodes on a 3-node NATS
+    /// JetStream cluster; the simulation runs one node on its durable store.
+    pub cluster: Option<usize>,
     /// Checks on the server's metrics at the end of the run: the proof that a fault had
     /// the effect it is there for (a write timeout fired, the budget refused growth).
     pub expects: Vec<Expect>,
@@ -263,6 +310,7 @@ impl Plan {
             nofile: None,
             memory_limit_mb: None,
             nginx: false,
+            cluster: None,
             expects: Vec::new(),
             faults: Vec::new(),
         }
@@ -280,6 +328,9 @@ impl Plan {
         }
         if self.nginx {
             settings.push("reverse_proxy nginx".to_owned());
+        }
+        if let Some(nodes) = self.cluster {
+            settings.push(format!("cluster {nodes}"));
         }
         settings
     }
@@ -400,6 +451,14 @@ impl fmt::Display for Plan {
                     writeln!(f, " {client} {} {}", ms(*delay), ms(*duration))?
                 }
                 Fault::Flood { connections, duration } => writeln!(f, " {connections} {}", ms(*duration))?,
+                Fault::KillNode { node, restart_after } => writeln!(f, " {node} {}", ms(*restart_after))?,
+                Fault::PauseNode { node, duration } | Fault::PauseNats { node, duration } => {
+                    writeln!(f, " {node} {}", ms(*duration))?
+                }
+                Fault::Isolate { node, heal_after } => writeln!(f, " {node} {}", ms(*heal_after))?,
+                Fault::KillLeader { restart_after } | Fault::RestartNats { restart_after } => {
+                    writeln!(f, " {}", ms(*restart_after))?
+                }
             }
         }
         Ok(())
@@ -436,6 +495,7 @@ impl FromStr for Plan {
                 "max_buffered_kb" => plan.max_buffered_kb = Some(num(1)?),
                 "nofile" => plan.nofile = Some(num(1)?),
                 "memory_limit_mb" => plan.memory_limit_mb = Some(num(1)?),
+                "cluster" => plan.cluster = Some((num(1)? as usize).max(1)),
                 "reverse_proxy" => match words.get(1).copied() {
                     Some("nginx") => plan.nginx = true,
                     _ => return Err(format!("line {}: reverse_proxy takes nginx: {line}", n + 1)),
@@ -484,6 +544,12 @@ impl FromStr for Plan {
                             Fault::SlowClose { client: num(3)? as usize, delay: dur(4)?, duration: dur(5)? }
                         }
                         Some("flood") => Fault::Flood { connections: num(3)? as usize, duration: dur(4)? },
+                        Some("kill_node") => Fault::KillNode { node: num(3)? as usize, restart_after: dur(4)? },
+                        Some("pause_node") => Fault::PauseNode { node: num(3)? as usize, duration: dur(4)? },
+                        Some("kill_leader") => Fault::KillLeader { restart_after: dur(3)? },
+                        Some("pause_nats") => Fault::PauseNats { node: num(3)? as usize, duration: dur(4)? },
+                        Some("isolate") => Fault::Isolate { node: num(3)? as usize, heal_after: dur(4)? },
+                        Some("restart_nats") => Fault::RestartNats { restart_after: dur(3)? },
                         _ => return Err(format!("line {}: unknown fault: {line}", n + 1)),
                     };
                     plan.faults.push(TimedFault { at, fault });
@@ -518,13 +584,20 @@ mod tests {
             .with(5800, Fault::Slicer { client: 1, duration: Duration::from_secs(2) })
             .with(5900, Fault::Bandwidth { client: 0, kbps: 4, duration: Duration::from_secs(2) })
             .with(6000, Fault::SlowClose { client: 2, delay: Duration::from_secs(1), duration: Duration::from_secs(2) })
-            .with(6100, Fault::Flood { connections: 400, duration: Duration::from_secs(2) });
+            .with(6100, Fault::Flood { connections: 400, duration: Duration::from_secs(2) })
+            .with(6200, Fault::KillNode { node: 1, restart_after: Duration::from_secs(2) })
+            .with(6300, Fault::PauseNode { node: 0, duration: Duration::from_secs(1) })
+            .with(6400, Fault::KillLeader { restart_after: Duration::from_secs(3) })
+            .with(6500, Fault::PauseNats { node: 2, duration: Duration::from_secs(1) })
+            .with(6600, Fault::Isolate { node: 1, heal_after: Duration::from_secs(2) })
+            .with(6700, Fault::RestartNats { restart_after: Duration::from_secs(4) });
         let plan = Plan {
             event_bytes: 2048,
             max_buffered_kb: Some(65536),
             nofile: Some(256),
             memory_limit_mb: Some(256),
             nginx: true,
+            cluster: Some(2),
             expects: vec![
                 Expect {
                     series: "sse_rejected_total{reason=\"buffer_full\"}".into(),

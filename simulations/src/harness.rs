@@ -487,6 +487,8 @@ fn apply(
         Fault::Slicer { .. } | Fault::Bandwidth { .. } | Fault::SlowClose { .. } => {
             unreachable!("real-only faults are skipped before apply")
         }
+        cluster if cluster.is_cluster() => unreachable!("cluster faults are real only, skipped before apply"),
+        _ => unreachable!("every fault is matched above"),
     }
 }
 
@@ -525,6 +527,8 @@ fn heal(
         Fault::Drop { .. } | Fault::DropAll | Fault::Stall { .. } | Fault::Slowloris { .. } | Fault::Cut { .. } => {
             return
         }
+        // Cluster faults are real only: skipped, nothing to heal.
+        _ => return,
     }
     trace.log(now, "fault", format_args!("healed {fault:?}"));
 }

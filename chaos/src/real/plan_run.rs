@@ -822,6 +822,7 @@ async fn run_on(
                 (!slot.running() || slot.frozen.is_some() || slot.draining.is_some() || slot.moving.is_some())
                     .then_some("the server is down, draining, moving or frozen")
             }
+            cluster if cluster.is_cluster() => Some("a cluster fault, and this run has one node (`cluster N` runs it)"),
             _ => None,
         };
         if let Some(why) = conflict {
@@ -958,6 +959,7 @@ async fn run_on(
                     run.log("slowloris against a server that is down, draining or about to close: not judged");
                 }
             }
+            _ => unreachable!("cluster faults were skipped above"),
         }
     }
 

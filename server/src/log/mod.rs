@@ -97,6 +97,10 @@ pub trait Follower: Send + Sync {
 
     /// Committed events, in increasing id order across calls: each becomes visible.
     fn apply(&self, records: Vec<Record>);
+
+    /// The log removed events up to `upto` before they were applied: cursors there must
+    /// read the log, which says whether they lost any.
+    fn skipped(&self, upto: u64);
 }
 
 /// A history of events that assigns their ids.

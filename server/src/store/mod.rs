@@ -153,6 +153,9 @@ pub enum StoreError {
     /// The store has been closed.
     #[error("the event store is closed")]
     Closed,
+    /// The store did not answer in time: the event may or may not have been stored.
+    #[error("the event store did not answer in time: {0}")]
+    Uncertain(String),
 }
 
 impl StoreError {

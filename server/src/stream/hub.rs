@@ -158,7 +158,7 @@ impl TopicInner {
         self.bytes = self.bytes - freed + added;
         self.window.push_back(Stored { seq, frame });
         if let Some(last_evicted) = self.window.drain(..evicted).last() {
-            self.evicted_upto = last_evicted.seq;
+            self.evicted_upto = self.evicted_upto.max(last_evicted.seq);
         }
         (added, freed)
     }
@@ -340,6 +340,11 @@ impl Hub {
     fn refused(&self, error: &StoreError) -> ApiError {
         let (code, message, retry) = match error {
             StoreError::Full(_) => ("store_full", "the disk of the event store is full; the event was not stored", 5),
+            StoreError::Uncertain(_) => (
+                "store_timeout",
+                "the event store did not answer in time; the event may be stored: retry with the same Idempotency-Key",
+                1,
+            ),
             _ => ("store_unavailable", "the event store cannot write; the event was not stored", 1),
         };
         self.metrics.rejected(code);
@@ -439,6 +444,32 @@ impl Hub {
         self.log.read(topics.iter().map(|t| t.name.clone()).collect(), after, upto)
     }
 
+    /// Evicts the oldest events, a topic at a time in name order, until the windows are
+    /// within `max_buffered_bytes` (each keeps its newest); returns the bytes freed.
+    fn shrink_to_budget(&self, state: &mut HubState) -> usize {
+        let mut freed = 0;
+        while state.buffered > self.limits.max_buffered_bytes {
+            let before = freed;
+            for topic in state.topics.values() {
+                let mut inner = lock(&topic.inner);
+                if inner.window.len() > 1 {
+                    let oldest = inner.window.pop_front().expect("more than one");
+                    inner.bytes -= oldest.frame.len();
+                    inner.evicted_upto = inner.evicted_upto.max(oldest.seq);
+                    freed += oldest.frame.len();
+                    state.buffered -= oldest.frame.len();
+                    if state.buffered <= self.limits.max_buffered_bytes {
+                        break;
+                    }
+                }
+            }
+            if freed == before {
+                break;
+            }
+        }
+        freed
+    }
+
     fn topic_in(&self, state: &mut HubState, name: &str) -> Result<Arc<Topic>, ApiError> {
         if let Some(topic) = state.topics.get(name) {
             return Ok(topic.clone());
@@ -484,12 +515,26 @@ impl Follower for Hub {
                 touched.push(topic);
             }
         }
+        // Events other nodes published were never admitted here: the budget holds
+        // whatever the log hands over.
+        delta -= self.shrink_to_budget(&mut state) as i64;
         self.visible.store(last, Ordering::Release);
         drop(state);
         for topic in touched {
             self.wake(&topic);
         }
         self.metrics.add_buffered(delta);
+    }
+
+    /// Cursors up to `upto` must read the log: the log removed events there before the
+    /// hub applied them, so no window is complete that far back.
+    fn skipped(&self, upto: u64) {
+        let mut state = lock(&self.state);
+        state.unwindowed_upto = state.unwindowed_upto.max(upto);
+        for topic in state.topics.values() {
+            let mut inner = lock(&topic.inner);
+            inner.evicted_upto = inner.evicted_upto.max(upto);
+        }
     }
 }
 

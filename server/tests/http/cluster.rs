@@ -192,3 +192,24 @@ async fn eventually_ready(addr: SocketAddr) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_into_events_the_stream_aged_out_is_told_evicted_never_skipped() {
+    let cluster = NatsCluster::start(3).await;
+    let config = Config { retain_age: Duration::from_secs(1), window: 2, ..node_config(&cluster, "AGED") };
+    let a = TestServer::start_server(Server::connect(config).await.unwrap()).await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.push(try_publish(a.addr, "q", None, &format!("q{i}")).await.1);
+    }
+    // Every event of q ages out of the stream; another topic moves the stream on.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    try_publish(a.addr, "r", None, "r0").await;
+    let mut client = StreamClient::open(a.addr, "/events?topic=q", Some(&ids[0]), Proto::Http1).await;
+    let first = client.read_until(PATIENCE, |t| t.contains("data:") || t.contains("reset")).await;
+    assert!(!first.contains("data: q2"), "q1 and q2 are gone from the stream: {first:?}");
+    // However the first connection ends, the resume must be told it lost events.
+    let mut again = StreamClient::open(a.addr, "/events?topic=q", Some(&ids[0]), Proto::Http1).await;
+    let opening = again.read_until(PATIENCE, |t| t.contains("reset")).await;
+    assert!(opening.contains("event: reset\ndata: {\"reason\":\"evicted\"}"), "{opening:?}");
+}

@@ -85,32 +85,52 @@ pub(super) async fn run(inner: Arc<Inner>) {
                 }
                 Some(Ok(message)) => message,
             };
-            let mut batch = Vec::new();
-            let mut last = take(&inner, first, &mut batch);
-            while batch.len() < APPLY_BATCH {
+            let mut batch = Batch::default();
+            take(&inner, first, &mut batch);
+            while batch.records.len() < APPLY_BATCH {
                 match messages.next().now_or_never() {
-                    Some(Some(Ok(message))) => last = last.max(take(&inner, message, &mut batch)),
+                    Some(Some(Ok(message))) => take(&inner, message, &mut batch),
                     _ => break,
                 }
             }
-            apply(&inner, batch, last);
+            flush(&inner, &mut batch);
+            if inner.follower.get().is_some() && inner.follower().is_none() {
+                return; // The hub is gone.
+            }
         }
     }
 }
 
-/// Adds `message` to `batch` if it is past what was applied; returns its sequence (0 when
-/// it was dropped).
-fn take(inner: &Inner, message: async_nats::jetstream::Message, batch: &mut Vec<Record>) -> u64 {
-    let Ok(info) = message.info() else { return 0 };
+/// Messages taken from the consumer and not handed to the hub yet.
+#[derive(Default)]
+struct Batch {
+    records: Vec<Record>,
+    /// The highest sequence taken (a message with no topic takes its sequence too).
+    last: u64,
+}
+
+/// Adds `message` to `batch` if it is past what was taken. A sequence that jumps means
+/// the stream removed events before this node applied them: what was taken goes to the
+/// hub first, then the hub is told that cursors up to the jump must read the stream
+/// (which decides whether they lost events).
+fn take(inner: &Inner, message: async_nats::jetstream::Message, batch: &mut Batch) {
+    let Ok(info) = message.info() else { return };
     let seq = info.stream_sequence;
     inner.note_end(seq + info.pending);
-    let applied = batch.last().map_or(inner.applied.load(Ordering::Acquire), |r: &Record| r.seq);
-    if seq <= applied {
-        return 0;
+    let taken = batch.last.max(inner.applied.load(Ordering::Acquire));
+    if seq <= taken {
+        return;
     }
-    let Some(follower) = inner.follower() else { return seq };
+    let Some(follower) = inner.follower() else { return };
+    if seq > taken + 1 {
+        flush(inner, batch);
+        follower.skipped(seq - 1);
+        inner.applied.fetch_max(seq - 1, Ordering::AcqRel);
+        info!(from = taken + 1, upto = seq - 1, "the stream removed events before this node applied them");
+    }
+    batch.last = seq;
     // A subject that is no topic (another writer's) takes its sequence and shows nothing.
-    let Some(topic) = subject::topic_of(&inner.name, &message.subject) else { return seq };
+    let Some(topic) = subject::topic_of(&inner.name, &message.subject) else { return };
     let event_type = message
         .headers
         .as_ref()
@@ -124,22 +144,21 @@ fn take(inner: &Inner, message: async_nats::jetstream::Message, batch: &mut Vec<
         hold: Hold::none(),
     };
     let frame = follower.frame(seq, &event);
-    batch.push(Record { seq, topic: event.topic, frame, key: None });
-    seq
+    batch.records.push(Record { seq, topic: event.topic, frame, key: None });
 }
 
-/// Hands `batch` to the hub, then moves the applied position to `last`.
-fn apply(inner: &Inner, batch: Vec<Record>, last: u64) {
-    if !batch.is_empty() {
-        if let Some(follower) = inner.follower() {
-            follower.apply(batch);
-        }
+/// Hands the batch to the hub, then moves the applied position past it.
+fn flush(inner: &Inner, batch: &mut Batch) {
+    let records = std::mem::take(&mut batch.records);
+    if !records.is_empty() {
+        let Some(follower) = inner.follower() else { return };
+        follower.apply(records);
     }
-    if last > 0 {
+    if batch.last > 0 {
         let was_caught_up = inner.caught_up();
-        inner.applied.fetch_max(last, Ordering::AcqRel);
+        inner.applied.fetch_max(batch.last, Ordering::AcqRel);
         if !was_caught_up && inner.caught_up() {
-            info!(applied = last, "caught up with the JetStream stream");
+            info!(applied = batch.last, "caught up with the JetStream stream");
         }
     }
 }
@@ -155,18 +174,30 @@ pub(super) async fn probe(inner: Arc<Inner>) {
             () = inner.stop.cancelled() => return,
             _ = every.tick() => {}
         }
+        if inner.follower.get().is_some() && inner.follower().is_none() {
+            return; // The hub is gone.
+        }
         let state = tokio::time::timeout(REQUEST_TIMEOUT, inner.js.get_stream(&inner.name)).await;
         let answered = match state {
             Ok(Ok(mut stream)) => match stream.info().await {
                 Ok(info) => {
                     inner.note_end(info.state.last_sequence);
+                    if subject::epoch(info.created.unix_timestamp_nanos()) != inner.epoch
+                        && !inner.replaced.swap(true, Ordering::AcqRel)
+                    {
+                        tracing::error!(
+                            stream = %inner.name,
+                            "the stream was deleted and made again: a new history this node cannot continue; \
+                             it refuses publishes and says /readyz 503 until it is restarted"
+                        );
+                    }
                     true
                 }
                 Err(_) => false,
             },
             _ => false,
         };
-        let healthy = answered && inner.caught_up();
+        let healthy = answered && inner.caught_up() && !inner.replaced.load(Ordering::Acquire);
         inner.healthy.store(healthy, Ordering::Release);
         inner.metrics.set_log_up(healthy);
         inner.metrics.set_log_lag(inner.lag());

@@ -39,6 +39,8 @@ use crate::store::{ReadOutcome, Recovery, StoreError, StoreFuture, TailLimits};
 pub const PRELOAD_EVENTS: u64 = 10_000;
 /// How long a JetStream request (a publish's acknowledgement, a stream lookup) may take.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Catch-up reads at once: a reconnect herd cannot flood JetStream's API.
+pub const CONCURRENT_READS: usize = 8;
 /// How long a starting node waits for the stream to become available.
 pub const START_PATIENCE: Duration = Duration::from_secs(15);
 
@@ -83,7 +85,10 @@ struct Inner {
     healthy: AtomicBool,
     /// Per topic, the highest id a read found retention removed.
     trimmed: Mutex<BTreeMap<Arc<str>, u64>>,
-    events_per_topic: u64,
+    /// Catch-up reads running at once (each makes a consumer on the stream).
+    readers: tokio::sync::Semaphore,
+    /// The stream was deleted and made again since this node started.
+    replaced: AtomicBool,
     follower: OnceLock<Weak<dyn Follower>>,
     metrics: Arc<Metrics>,
     stop: CancellationToken,
@@ -174,7 +179,8 @@ impl NatsLog {
             known_end: AtomicU64::new(last),
             healthy: AtomicBool::new(false),
             trimmed: Mutex::new(BTreeMap::new()),
-            events_per_topic: wanted.events_per_topic,
+            readers: tokio::sync::Semaphore::new(CONCURRENT_READS),
+            replaced: AtomicBool::new(false),
             follower: OnceLock::new(),
             metrics,
             stop: CancellationToken::new(),
@@ -242,6 +248,9 @@ impl Log for NatsLog {
             if inner.client.connection_state() != async_nats::connection::State::Connected {
                 return Err(AppendError::Store(StoreError::Io("NATS is not connected".into())));
             }
+            if inner.replaced.load(Ordering::Acquire) {
+                return Err(AppendError::Store(StoreError::Io("the stream was made again: restart this node".into())));
+            }
             let subject = subject::of_topic(&inner.name, &event.topic);
             let mut message =
                 jetstream::message::PublishMessage::build().payload(Bytes::from(String::from(event.data)));
@@ -260,11 +269,15 @@ impl Log for NatsLog {
                     inner.note_end(ack.sequence);
                     Ok(Appended { seq: ack.sequence, duplicate: ack.duplicate })
                 }
+                // No answer in time: JetStream may still have stored it (the client
+                // resends across reconnects), so the publisher is told so.
+                Err(error) if error.kind() == PublishErrorKind::TimedOut => {
+                    tracing::warn!(%error, "JetStream did not acknowledge in time; the publish is answered 503");
+                    Err(AppendError::Store(StoreError::Uncertain(error.to_string())))
+                }
                 Err(error) => {
-                    let timed_out = error.kind() == PublishErrorKind::TimedOut;
-                    let why = if timed_out { "JetStream did not acknowledge in time" } else { "JetStream refused" };
-                    tracing::warn!(%error, "{why}; the publish is answered 503");
-                    Err(AppendError::Store(StoreError::Io(format!("{why}: {error}"))))
+                    tracing::warn!(%error, "JetStream refused; the publish is answered 503");
+                    Err(AppendError::Store(StoreError::Io(format!("JetStream refused: {error}"))))
                 }
             }
         })

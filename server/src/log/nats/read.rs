@@ -34,6 +34,7 @@ pub(super) async fn range(
     if upto <= after || topics.is_empty() {
         return Ok(ReadOutcome::Events { events: Vec::new(), complete_upto: upto });
     }
+    let _permit = inner.readers.acquire().await.map_err(|_| StoreError::Closed)?;
     if let Some(topic) = first_evicted(&inner, &topics, after).await? {
         tracing::debug!(%topic, after, "a cursor behind what the stream retains");
         return Ok(ReadOutcome::Evicted);
@@ -65,6 +66,11 @@ pub(super) async fn range(
         if seq > upto {
             break;
         }
+        // An ordered consumer made again before its first message starts over from the
+        // stream's start: what the cursor has seen is never handed back.
+        if seq <= after || events.last().is_some_and(|(last, _)| seq <= *last) {
+            continue;
+        }
         let Some(topic) = subject::topic_of(&inner.name, &message.subject) else { continue };
         let event = NewEvent {
             topic: Arc::from(topic),
@@ -93,40 +99,58 @@ pub(super) async fn range(
 
 /// The first of `topics` that may have lost events after `after` to retention; its
 /// trimmed mark is raised so the client's next connection is told `reset: evicted`.
+/// The stream's head is read after the topics' oldest events, so a removal between the
+/// two lookups shows as a moved head.
 async fn first_evicted(inner: &Inner, topics: &[Arc<str>], after: u64) -> Result<Option<Arc<str>>, StoreError> {
     let mut stream = inner.js.get_stream(&inner.name).await.map_err(|e| io("the stream's state", e))?;
-    let head = stream.info().await.map_err(|e| io("the stream's state", e))?.state.first_sequence;
+    let mut oldest = Vec::with_capacity(topics.len());
     for topic in topics {
         let subject = subject::of_topic(&inner.name, topic);
-        let oldest = match stream.get_first_raw_message_by_subject(&subject, 1).await {
-            Ok(message) => message.sequence,
-            // Nothing retained on the topic: nothing after the cursor to lose or read.
+        match stream.get_first_raw_message_by_subject(&subject, 1).await {
+            Ok(message) => oldest.push(Some(message.sequence)),
             Err(error) if error.kind() == async_nats::jetstream::stream::RawMessageErrorKind::NoMessageFound => {
-                continue
+                oldest.push(None)
             }
             Err(error) => return Err(io("the oldest event of a topic", error)),
-        };
-        if oldest <= after + 1 {
-            continue;
         }
-        let head_moved = head > after + 1;
-        let at_limit = head_moved || {
-            let held = stream.info_with_subjects(&subject).await.map_err(|e| io("a topic's count", e))?;
-            let mut count = 0u64;
-            let mut held = held;
-            while let Some(entry) = held.next().await {
-                if let Ok((_, n)) = entry {
-                    count += n as u64;
-                }
+    }
+    let info = stream.info().await.map_err(|e| io("the stream's state", e))?;
+    let head = info.state.first_sequence;
+    // The stream's own per-topic limit (it may have been made by a node with another one).
+    let limit = u64::try_from(info.config.max_messages_per_subject).ok().filter(|n| *n > 0);
+    let head_moved = head > after + 1;
+    for (topic, oldest) in topics.iter().zip(oldest) {
+        let lost = match oldest {
+            // Nothing retained on the topic: whatever it had after the cursor is gone if
+            // the head moved past the cursor.
+            None => head_moved.then(|| head.saturating_sub(1)),
+            Some(oldest) if oldest <= after + 1 => None,
+            Some(oldest) => {
+                let at_limit = match (head_moved, limit) {
+                    (true, _) => true,
+                    (false, None) => false,
+                    (false, Some(limit)) => held(&mut stream, &subject::of_topic(&inner.name, topic)).await? >= limit,
+                };
+                at_limit.then(|| oldest - 1)
             }
-            count >= inner.events_per_topic
         };
-        if at_limit {
+        if let Some(upto) = lost {
             let mut trimmed = inner.trimmed.lock().unwrap_or_else(|p| p.into_inner());
             let mark = trimmed.entry(topic.clone()).or_default();
-            *mark = (*mark).max(oldest - 1);
+            *mark = (*mark).max(upto);
             return Ok(Some(topic.clone()));
         }
     }
     Ok(None)
+}
+
+/// Events the stream holds on `subject`.
+async fn held(stream: &mut async_nats::jetstream::stream::Stream, subject: &str) -> Result<u64, StoreError> {
+    let mut held = stream.info_with_subjects(subject).await.map_err(|e| io("a topic's count", e))?;
+    let mut count = 0u64;
+    while let Some(entry) = held.next().await {
+        let (_, n) = entry.map_err(|e| io("a topic's count", e))?;
+        count += n as u64;
+    }
+    Ok(count)
 }

@@ -36,11 +36,17 @@ impl Wanted {
             discard: DiscardPolicy::Old,
             max_messages_per_subject: i64::try_from(self.events_per_topic).unwrap_or(i64::MAX),
             max_age: self.max_age,
-            duplicate_window: self.dedup_window,
+            duplicate_window: self.duplicate_window(),
             allow_direct: true,
             description: Some("Server-Sent Events history (sse-server cluster mode)".into()),
             ..Config::default()
         }
+    }
+
+    /// JetStream's duplicate window: the dedup window, but no longer than events are kept
+    /// (JetStream refuses a longer one).
+    pub fn duplicate_window(&self) -> Duration {
+        self.dedup_window.min(self.max_age)
     }
 
     /// Why `found` cannot carry this server's history, if it cannot.
@@ -68,7 +74,7 @@ impl Wanted {
         if !found.subjects.contains(&all) {
             return Some(format!("stream {name} does not take the subjects {all} (it has {:?})", found.subjects));
         }
-        if found.duplicate_window < self.dedup_window {
+        if found.duplicate_window < self.duplicate_window() {
             return Some(format!(
                 "stream {name} remembers message ids for {:?}, less than --dedup-window {:?}",
                 found.duplicate_window, self.dedup_window
