@@ -130,6 +130,12 @@ async fn memory_pressure_hits_the_buffer_budget_not_the_oom_killer() {
     heavy_plan("fixtures/plans/memory_pressure.plan", 12).await;
 }
 
+/// Needs nats-server (`ci/install-nats.sh`) besides Toxiproxy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_loses_nothing_through_node_kills_and_backplane_faults() {
+    heavy_plan("fixtures/plans/cluster.plan", 5).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_server_resumes_after_sigcont_and_clients_lose_nothing() {
     plan("fixtures/plans/sigstop.plan", 9).await;

@@ -391,6 +391,21 @@ impl Plan {
         })
     }
 
+    /// The faults' timeline: each fault's start, then its heal (a fault that lasts), as
+    /// (when, whether it is the heal, the fault's index), in time order (a start before a
+    /// heal at one instant).
+    pub fn timeline(&self) -> Vec<(Duration, bool, usize)> {
+        let mut events = Vec::new();
+        for (i, fault) in self.faults.iter().enumerate() {
+            events.push((fault.at, false, i));
+            if !fault.fault.duration().is_zero() {
+                events.push((fault.heals_at(), true, i));
+            }
+        }
+        events.sort_by_key(|(at, heal, i)| (*at, *heal, *i));
+        events
+    }
+
     /// When publishing stops.
     pub fn publish_until(&self) -> Duration {
         Duration::from_secs(1) + self.publish_for

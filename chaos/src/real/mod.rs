@@ -10,12 +10,17 @@
 //!   and the leak-slope fit.
 //! - [`plan_run`]: the real backend for plans: one proxy per client, faults as toxics and
 //!   signals, the same records and oracle as the simulation.
+//! - [`cluster_run`]: the real backend for cluster plans: N nodes in cluster mode on a
+//!   NATS JetStream cluster, node and backplane faults, the same records and oracle.
 //! - [`attacks`]: raw-socket slowloris and flood connections.
 //! - [`nginx`]: a stock nginx as the reverse proxy in front of the server.
+//! - [`nats`]: a 3-node NATS JetStream cluster of real processes, for cluster mode.
 //! - [`soak`]: a long run of generated client-side faults: availability and leak slopes.
 
 pub mod attacks;
 pub mod cgroup;
+pub mod cluster_run;
+pub mod nats;
 pub mod nginx;
 pub mod observe;
 pub mod plan_run;

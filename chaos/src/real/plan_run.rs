@@ -432,7 +432,7 @@ fn boot_flags(base: &[String], plan: &Plan, seed: u64, boot: u32) -> Vec<String>
     args
 }
 
-fn flags(plan: &Plan, seed: u64, timing: &Timing) -> Vec<String> {
+pub(super) fn flags(plan: &Plan, seed: u64, timing: &Timing) -> Vec<String> {
     let ms = |d: Duration| format!("{}ms", d.as_millis());
     let mut args = vec![
         ("--heartbeat", ms(timing.heartbeat)),
@@ -465,7 +465,7 @@ pub const PUBLISHERS: usize = 4;
 /// every `201`. An attempt that got no answer is retried under the same
 /// `Idempotency-Key` while the event's slot lasts, so a lost answer never stores a
 /// duplicate.
-async fn publish(
+pub(super) async fn publish(
     plan: Plan,
     seed: u64,
     tag: usize,
@@ -524,13 +524,17 @@ async fn post(addr: SocketAddr, topic: &str, key: &str, data: &str) -> anyhow::R
 /// Events acknowledged this long before a client subscribed are left out of its
 /// judgement (they were in the history before its position; an acknowledgement can come
 /// a little before its event is visible, hence the margin).
-const JOIN_MARGIN: Duration = Duration::from_secs(2);
+pub(super) const JOIN_MARGIN: Duration = Duration::from_secs(2);
 
 /// How often a run checks that Toxiproxy is alive and answering.
 const HEALTH_EVERY: Duration = Duration::from_secs(2);
 
-/// Runs `plan` for real under `seed`.
+/// Runs `plan` for real under `seed` (a cluster plan, `cluster N`, on
+/// [`super::cluster_run`]).
 pub async fn run(seed: u64, plan: &Plan) -> anyhow::Result<RealOutcome> {
+    if plan.cluster.is_some() {
+        return super::cluster_run::run(seed, plan).await;
+    }
     run_churning(seed, plan, Vec::new()).await
 }
 
@@ -690,15 +694,7 @@ async fn run_on(
         cgroup,
     };
 
-    // The timeline: each fault's start, then its heal (a start before a heal at one instant).
-    let mut events: Vec<(Duration, bool, usize)> = Vec::new();
-    for (i, fault) in plan.faults.iter().enumerate() {
-        events.push((fault.at, false, i));
-        if !fault.fault.duration().is_zero() {
-            events.push((fault.heals_at(), true, i));
-        }
-    }
-    events.sort_by_key(|(at, heal, i)| (*at, *heal, *i));
+    let events = plan.timeline();
     let calm_from = plan.calm_from();
     let mut next = 0;
     let mut attacks = Vec::new();
@@ -992,52 +988,8 @@ async fn run_on(
     // A client that left is owed what was acknowledged a little before it left (clients
     // leave only when their own faults are long over, so they are caught up then).
     let grace = observe::CAUGHT_UP_WITHIN * 2 + plan.max_latency;
-    let judge = |run: &Run| {
-        let mut failures = oracle::reused_ids(&acked);
-        let mut recoveries = Vec::new();
-        for (i, seat) in run.seats.iter().enumerate() {
-            let mut recovery = Duration::ZERO;
-            for (k, tenant) in seat.tenants(origin, grace).iter().enumerate() {
-                let name = if k == 0 { format!("client-{i}") } else { format!("client-{i}.{k}") };
-                if tenant.presence.from.is_none() {
-                    failures
-                        .push(format!("{name} (joined at {:?}) never got a stream's opening position", tenant.joined));
-                    continue;
-                }
-                let seen = tenant.record.lock().unwrap().seen(origin);
-                // Acknowledged before it subscribed (less a margin): not its business.
-                let first = acked.partition_point(|a| a.at + JOIN_MARGIN < tenant.joined);
-                let report = oracle::judge_present(
-                    &name,
-                    &seat.topics,
-                    &tenant.presence,
-                    &seen,
-                    &acked[first..],
-                    &forgotten,
-                    calm_from,
-                );
-                failures.extend(report.failures);
-                if tenant.stayed {
-                    recovery = recovery.max(report.recovery);
-                }
-            }
-            recoveries.push(recovery);
-        }
-        (failures, recoveries)
-    };
-    let (mut failures, mut recoveries) = judge(&run);
-    while !failures.is_empty() && Instant::now() < check_at {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        (failures, recoveries) = judge(&run);
-    }
-    // Caught up early: the clients keep running a little longer (a reconnect already on its
-    // way lands in it), then the oracle looks again, so a late duplicate or a replay out
-    // of order is still seen.
-    let settle = (Instant::now() + timing.retry + timing.retry_jitter + timing.heartbeat).min(check_at);
-    if failures.is_empty() {
-        tokio::time::sleep_until(settle).await;
-        (failures, recoveries) = judge(&run);
-    }
+    let judge = || judge_seats(&run.seats, origin, grace, &acked, &forgotten, calm_from);
+    let (mut failures, recoveries) = verdict(judge, check_at, &timing).await;
 
     // Clients leave; the server must return to its baseline.
     let _ = stop_tx.send(true);
@@ -1098,10 +1050,74 @@ async fn run_on(
     })
 }
 
+/// Judges every client of every seat against the acknowledgements, as the oracle does for
+/// the simulation: the failures, and per seat the longest recovery of a client that
+/// stayed.
+pub(super) fn judge_seats(
+    seats: &[Seat],
+    origin: Instant,
+    grace: Duration,
+    acked: &[Acked],
+    forgotten: &BTreeMap<String, Duration>,
+    calm_from: Duration,
+) -> (Vec<String>, Vec<Duration>) {
+    let mut failures = oracle::reused_ids(acked);
+    let mut recoveries = Vec::new();
+    for (i, seat) in seats.iter().enumerate() {
+        let mut recovery = Duration::ZERO;
+        for (k, tenant) in seat.tenants(origin, grace).iter().enumerate() {
+            let name = if k == 0 { format!("client-{i}") } else { format!("client-{i}.{k}") };
+            if tenant.presence.from.is_none() {
+                failures.push(format!("{name} (joined at {:?}) never got a stream's opening position", tenant.joined));
+                continue;
+            }
+            let seen = tenant.record.lock().unwrap().seen(origin);
+            // Acknowledged before it subscribed (less a margin): not its business.
+            let first = acked.partition_point(|a| a.at + JOIN_MARGIN < tenant.joined);
+            let report = oracle::judge_present(
+                &name,
+                &seat.topics,
+                &tenant.presence,
+                &seen,
+                &acked[first..],
+                forgotten,
+                calm_from,
+            );
+            failures.extend(report.failures);
+            if tenant.stayed {
+                recovery = recovery.max(report.recovery);
+            }
+        }
+        recoveries.push(recovery);
+    }
+    (failures, recoveries)
+}
+
+/// Judges until every client is caught up or `check_at` passes; caught up early, the
+/// clients keep running a little longer (a reconnect already on its way lands in it) and
+/// the oracle looks again, so a late duplicate or a replay out of order is still seen.
+pub(super) async fn verdict(
+    judge: impl Fn() -> (Vec<String>, Vec<Duration>),
+    check_at: Instant,
+    timing: &Timing,
+) -> (Vec<String>, Vec<Duration>) {
+    let (mut failures, mut recoveries) = judge();
+    while !failures.is_empty() && Instant::now() < check_at {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        (failures, recoveries) = judge();
+    }
+    let settle = (Instant::now() + timing.retry + timing.retry_jitter + timing.heartbeat).min(check_at);
+    if failures.is_empty() {
+        tokio::time::sleep_until(settle).await;
+        (failures, recoveries) = judge();
+    }
+    (failures, recoveries)
+}
+
 /// What a server holds that clients leaving must give back: streams, their topic
 /// registrations, connections (less the scrape's own), descriptors and tokio tasks.
 #[derive(Debug, Clone, Copy)]
-struct Leftovers {
+pub(super) struct Leftovers {
     streams: f64,
     subscriptions: f64,
     connections: f64,
@@ -1112,7 +1128,7 @@ struct Leftovers {
 impl Leftovers {
     /// Reads them from one `/metrics` answer (a value the server did not give within a
     /// second reads as -1, or as `usize::MAX` descriptors).
-    async fn read(addr: SocketAddr, server: &ServerProcess) -> Leftovers {
+    pub(super) async fn read(addr: SocketAddr, server: &ServerProcess) -> Leftovers {
         let text = tokio::time::timeout(Duration::from_secs(1), exposition(addr)).await.ok().and_then(Result::ok);
         let read = |name: &str| text.as_deref().and_then(|t| metric_value(t, name)).unwrap_or(-1.0);
         Leftovers {
@@ -1125,7 +1141,7 @@ impl Leftovers {
     }
 
     /// Back to `baseline` (one descriptor and one task of slack: the scrape's).
-    fn settled(&self, baseline: &Leftovers) -> bool {
+    pub(super) fn settled(&self, baseline: &Leftovers) -> bool {
         self.streams == 0.0
             && self.subscriptions == 0.0
             && self.connections <= 0.0
@@ -1148,17 +1164,7 @@ impl std::fmt::Display for Leftovers {
 /// Waits (bounded) until the process's state letter in `/proc/PID/stat` satisfies `ok`:
 /// a signal that stops or continues the server is read back before it counts.
 async fn wait_state(server: &ServerProcess, ok: impl Fn(char) -> bool) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(2);
-    loop {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", server.pid()))?;
-        // The state follows the command name, which is in parentheses.
-        let state = stat.rsplit_once(") ").and_then(|(_, rest)| rest.chars().next()).unwrap_or('?');
-        if ok(state) {
-            return Ok(());
-        }
-        anyhow::ensure!(Instant::now() < deadline, "the server's state stayed {state}");
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
+    super::processes::wait_pid_state(server.pid(), ok).await
 }
 
 /// Records a failure unless `boot`, which a restart or move signalled, exited 0 by the

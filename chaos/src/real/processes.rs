@@ -20,7 +20,8 @@ pub fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-fn workspace_root() -> PathBuf {
+/// The workspace's root directory (where `.tools/` is).
+pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("chaos/ sits in the workspace").to_owned()
 }
 
@@ -257,5 +258,21 @@ impl Drop for ServerProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Waits (bounded) until process `pid`'s state letter in `/proc/PID/stat` satisfies `ok`:
+/// a signal that stops or continues a process is read back before it counts.
+pub async fn wait_pid_state(pid: u32, ok: impl Fn(char) -> bool) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+        // The state follows the command name, which is in parentheses.
+        let state = stat.rsplit_once(") ").and_then(|(_, rest)| rest.chars().next()).unwrap_or('?');
+        if ok(state) {
+            return Ok(());
+        }
+        anyhow::ensure!(Instant::now() < deadline, "process {pid}'s state stayed {state}");
+        tokio::time::sleep(Duration::from_millis(2)).await;
     }
 }

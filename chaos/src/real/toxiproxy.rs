@@ -161,6 +161,25 @@ impl Toxiproxy {
         Ok(proxy["listen"].as_str().context("the proxy's listen address")?.parse()?)
     }
 
+    /// Creates a proxy listening on `listen` (a fixed port: one that is disabled and
+    /// enabled again listens there again) to `upstream`.
+    pub async fn create_proxy_at(&self, name: &str, listen: SocketAddr, upstream: SocketAddr) -> anyhow::Result<()> {
+        let body =
+            json!({ "name": name, "listen": listen.to_string(), "upstream": upstream.to_string(), "enabled": true });
+        self.call(Method::POST, "/proxies", Some(body)).await.map(drop)
+    }
+
+    /// Enables or disables a proxy (disabled: its connections are closed and it refuses
+    /// new ones), and reads it back.
+    pub async fn set_enabled(&self, name: &str, enabled: bool) -> anyhow::Result<()> {
+        self.call(Method::POST, &format!("/proxies/{name}"), Some(json!({ "enabled": enabled }))).await?;
+        let (_, proxy) = self.call(Method::GET, &format!("/proxies/{name}"), None).await?;
+        if proxy["enabled"] != enabled {
+            bail!("proxy {name} is not enabled={enabled} after the update: {proxy}");
+        }
+        Ok(())
+    }
+
     /// Deletes a proxy.
     pub async fn delete_proxy(&self, name: &str) -> anyhow::Result<()> {
         self.call(Method::DELETE, &format!("/proxies/{name}"), None).await.map(drop)

@@ -1,7 +1,6 @@
 //! End-to-end tests of the HTTP contract over real loopback sockets.
 
 mod access;
-mod cluster;
 mod contract;
 mod durability;
 mod fuzz;
@@ -9,7 +8,6 @@ mod hardening;
 mod idempotency;
 mod injection;
 mod lifecycle;
-mod nats_cluster;
 mod resume;
 mod support;
 mod tls;

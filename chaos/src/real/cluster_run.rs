@@ -1,0 +1,367 @@
+//! The real backend for cluster plans (`cluster N`): N `sse-server` nodes in cluster mode
+//! (`--store nats`) on a 3-node NATS JetStream cluster ([`super::nats`]), every node
+//! reaching every NATS node through a Toxiproxy proxy of its own (`n<I>nats<J>`), every
+//! client reaching a node through its own proxy (`c<K>`, client K starts on node K mod N).
+//! Publisher P posts to node P mod N, so the stream interleaves every node's publishes.
+//! Records and oracle are the plan runner's.
+//!
+//! Clients follow the service as a load balancer would: when their node is killed or
+//! paused, their proxies are repointed (read back) to a live node, where they resume with
+//! `Last-Event-ID`; its publishers move too. The mapping:
+//!
+//! | plan | here |
+//! |---|---|
+//! | kill_node | SIGKILL the node; its clients' proxies and the publishers move to a live node; started again (same flags) at the heal |
+//! | pause_node | SIGSTOP (read back from `/proc`), clients and publishers move; SIGCONT at the heal |
+//! | kill_leader | SIGKILL the NATS node that leads the stream (read from monitoring); started again on its files at the heal |
+//! | pause_nats | SIGSTOP one NATS node (read back); SIGCONT at the heal |
+//! | isolate | the node's three proxies to NATS disabled (read back; it keeps its clients); enabled at the heal |
+//! | restart_nats | SIGKILL every NATS node; started again at the heal, then a meta leader awaited |
+//! | anything else | skipped and logged: the one-node runner ([`super::plan_run`]) applies it |
+//!
+//! A kill or pause that would leave no node serving is skipped and logged. The catch-up
+//! bound is the plan timing's plus [`BACKPLANE_SLACK`] for JetStream to elect a leader and
+//! a node to notice a stalled consumer.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use nix::sys::signal::Signal;
+use sse_plan::record::Acked;
+use sse_plan::{Fault, Plan, Timing};
+use sse_server::rng::SeededRng;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::nats::NatsCluster;
+use super::observe::{self, metric_within};
+use super::plan_run::{self, judge_seats, publish, verdict, Leftovers, RealOutcome, PUBLISHERS, TOLERANCE};
+use super::processes::{free_port, wait_pid_state, ServerProcess, ToxiproxyServer};
+use super::roster::{Owned, Seat};
+use super::toxiproxy::{Direction, Toxic, Toxiproxy};
+
+/// The stream cluster runs keep their history in.
+pub const STREAM: &str = "SSE";
+/// Added to the catch-up bound: a JetStream leader election (a few seconds) and a node's
+/// check for a stalled consumer (2 s).
+pub const BACKPLANE_SLACK: Duration = Duration::from_secs(8);
+/// NATS nodes in a cluster run.
+pub const NATS_NODES: usize = 3;
+
+/// One `sse-server` node.
+struct Node {
+    server: ServerProcess,
+    args: Vec<String>,
+    alive: bool,
+    paused: bool,
+    baseline: Option<Leftovers>,
+}
+
+/// What the timeline needs to reach.
+struct Cluster {
+    toxiproxy: Toxiproxy,
+    nats: NatsCluster,
+    nodes: Vec<Node>,
+    /// The node each client's proxy points at.
+    home: Vec<usize>,
+    /// Where each publisher posts (publisher P starts on node P mod N).
+    services: Vec<watch::Sender<SocketAddr>>,
+    origin: Instant,
+    trace: Vec<String>,
+    failures: Vec<String>,
+    /// The NATS node each kill_leader killed.
+    killed_leaders: BTreeMap<usize, usize>,
+}
+
+impl Cluster {
+    fn log(&mut self, line: impl std::fmt::Display) {
+        self.trace.push(format!("{:>8.3}s {line}", self.origin.elapsed().as_secs_f64()));
+    }
+
+    fn serving(&self, node: usize) -> bool {
+        self.nodes[node].alive && !self.nodes[node].paused
+    }
+
+    /// Moves every client on `from` and the publishers (if there) to a serving node.
+    async fn leave(&mut self, from: usize) -> anyhow::Result<()> {
+        let to = (0..self.nodes.len()).find(|n| *n != from && self.serving(*n)).context("no serving node")?;
+        let addr = self.nodes[to].server.addr;
+        for client in 0..self.home.len() {
+            if self.home[client] == from {
+                self.toxiproxy.set_upstream(&format!("c{client}"), addr).await?;
+                self.home[client] = to;
+            }
+        }
+        for service in &self.services {
+            if *service.borrow() == self.nodes[from].server.addr {
+                let _ = service.send(addr);
+            }
+        }
+        self.log(format_args!("clients and publishers on node {from} now go to node {to} (read back)"));
+        Ok(())
+    }
+
+    /// Applies (`heal` false) or heals one cluster fault.
+    async fn step(&mut self, i: usize, fault: &Fault, heal: bool) -> anyhow::Result<()> {
+        let node = |n: &usize| *n % self.nodes.len();
+        match (fault, heal) {
+            (Fault::KillNode { node: n, .. }, false) => {
+                let n = node(n);
+                self.nodes[n].server.signal(Signal::SIGKILL)?;
+                self.nodes[n].server.wait_exit(Duration::from_secs(5)).await?;
+                self.nodes[n].alive = false;
+                self.log(format_args!("node {n} killed (read back: exited)"));
+                self.leave(n).await?;
+            }
+            (Fault::KillNode { node: n, .. }, true) => {
+                let n = node(n);
+                let args = self.nodes[n].args.clone();
+                self.nodes[n].server.start_again(&args).await?;
+                self.nodes[n].alive = true;
+                let addr = self.nodes[n].server.addr;
+                self.log(format_args!("node {n} started again on {addr}"));
+            }
+            (Fault::PauseNode { node: n, .. }, false) => {
+                let n = node(n);
+                self.nodes[n].server.signal(Signal::SIGSTOP)?;
+                wait_pid_state(self.nodes[n].server.pid(), |s| s == 'T').await?;
+                self.nodes[n].paused = true;
+                self.log(format_args!("node {n} stopped (read back)"));
+                self.leave(n).await?;
+            }
+            (Fault::PauseNode { node: n, .. }, true) => {
+                let n = node(n);
+                self.nodes[n].server.signal(Signal::SIGCONT)?;
+                wait_pid_state(self.nodes[n].server.pid(), |s| s != 'T').await?;
+                self.nodes[n].paused = false;
+                self.log(format_args!("node {n} continued (read back)"));
+            }
+            (Fault::KillLeader { .. }, false) => {
+                let leader = self.nats.stream_leader(STREAM).await.context("the stream has no leader to kill")?;
+                self.nats.kill(leader);
+                self.log(format_args!("NATS node {leader}, the stream's leader, killed"));
+                self.killed_leaders.insert(i, leader);
+            }
+            (Fault::KillLeader { .. }, true) => {
+                if let Some(leader) = self.killed_leaders.remove(&i) {
+                    self.nats.restart(leader)?;
+                    self.log(format_args!("NATS node {leader} started again"));
+                }
+            }
+            (Fault::PauseNats { node: j, .. }, stop) => {
+                let j = *j % NATS_NODES;
+                if !self.nats.is_running(j) {
+                    self.log(format_args!(
+                        "NATS node {j} is down: nothing to {}",
+                        if stop { "continue" } else { "stop" }
+                    ));
+                    return Ok(());
+                }
+                self.nats.pause(j, !heal).await?;
+                self.log(format_args!("NATS node {j} {} (read back)", if heal { "continued" } else { "stopped" }));
+            }
+            (Fault::Isolate { node: n, .. }, heal) => {
+                let n = node(n);
+                for j in 0..NATS_NODES {
+                    self.toxiproxy.set_enabled(&format!("n{n}nats{j}"), heal).await?;
+                }
+                let what = if heal { "reaches NATS again" } else { "cut from every NATS node" };
+                self.log(format_args!("node {n} {what} (proxies read back)"));
+            }
+            (Fault::RestartNats { .. }, false) => {
+                for j in 0..NATS_NODES {
+                    self.nats.kill(j);
+                }
+                self.log("every NATS node killed");
+            }
+            (Fault::RestartNats { .. }, true) => {
+                for j in 0..NATS_NODES {
+                    if !self.nats.is_running(j) {
+                        self.nats.restart(j)?;
+                    }
+                }
+                self.nats.wait_for_leader(Duration::from_secs(30)).await?;
+                self.log("every NATS node started again; JetStream has a meta leader");
+            }
+            (_, false) => {
+                self.log(format_args!("skip {fault:?}: not a cluster fault (the one-node runner applies it)"))
+            }
+            (_, true) => {}
+        }
+        Ok(())
+    }
+}
+
+/// Runs cluster plan `plan` for real under `seed`.
+pub async fn run(seed: u64, plan: &Plan) -> anyhow::Result<RealOutcome> {
+    let nodes = plan.cluster.context("a cluster run needs `cluster N`")?.max(2);
+    let timing = Timing::PLANS;
+    let toxiproxy_server = ToxiproxyServer::start(seed).await?;
+    let toxiproxy = toxiproxy_server.client;
+    let nats = NatsCluster::start(NATS_NODES).await?;
+    let data = tempfile::tempdir()?;
+    let base: Vec<String> = plan_run::flags(plan, seed, &timing)
+        .chunks(2)
+        .filter(|pair| !matches!(pair[0].as_str(), "--store" | "--fsync"))
+        .flatten()
+        .cloned()
+        .collect();
+    let mut servers = Vec::new();
+    for n in 0..nodes {
+        let mut urls = Vec::new();
+        for j in 0..NATS_NODES {
+            let listen = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+            toxiproxy.create_proxy_at(&format!("n{n}nats{j}"), listen, nats.client_addr(j)).await?;
+            urls.push(format!("nats://{listen}"));
+        }
+        let mut args = base.clone();
+        args.extend(["--store", "nats", "--nats-stream", STREAM, "--nats-replicas", "3"].map(str::to_owned));
+        args.extend(["--nats-url".to_owned(), urls.join(",")]);
+        let server = ServerProcess::start(&data.path().join(format!("node{n}")), &args, plan.nofile).await?;
+        servers.push(Node { server, args, alive: true, paused: false, baseline: None });
+    }
+    for node in &mut servers {
+        node.baseline = Some(Leftovers::read(node.server.addr, &node.server).await);
+    }
+    let rng = SeededRng::new(seed);
+    let topics = plan.client_topics(&rng);
+    let mut seats = Vec::new();
+    let mut home = Vec::new();
+    let half = (plan.max_latency.as_millis() / 2) as u64;
+    for (k, topics) in topics.iter().enumerate() {
+        let proxy = format!("c{k}");
+        let listen = toxiproxy.create_proxy(&proxy, servers[k % nodes].server.addr).await?;
+        if half > 0 {
+            let jitter =
+                Toxic::named("jitter".into(), "latency", Direction::Downstream, &[("latency", half), ("jitter", half)]);
+            toxiproxy.add_toxic(&proxy, &jitter).await?;
+        }
+        seats.push(Seat::new(topics.clone(), listen, timing.heartbeat));
+        home.push(k % nodes);
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut open = 0.0;
+        for node in &servers {
+            open += metric_within(node.server.addr, "sse_streams").await.unwrap_or(0.0);
+        }
+        if open >= plan.clients as f64 {
+            break;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "{open} of {} streams open after 20 s", plan.clients);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let origin = Instant::now();
+    let seats = Arc::new(seats);
+    let services: Vec<watch::Sender<SocketAddr>> =
+        (0..PUBLISHERS).map(|p| watch::channel(servers[p % nodes].server.addr).0).collect();
+    let acked_live: Arc<Mutex<Vec<Acked>>> = Arc::default();
+    let publishers: Vec<_> = services
+        .iter()
+        .enumerate()
+        .map(|(tag, service)| {
+            let publisher = publish(plan.clone(), rng.next_u64(), tag, origin, service.subscribe(), acked_live.clone());
+            Owned::spawn(publisher)
+        })
+        .collect();
+    let service = services[0].subscribe();
+    let (stop_tx, stop) = watch::channel(false);
+    let observer =
+        Owned::spawn(observe::watch(origin, service.clone(), acked_live.clone(), seats.clone(), stop.clone()));
+    let mut cluster = Cluster {
+        toxiproxy,
+        nats,
+        nodes: servers,
+        home,
+        services,
+        origin,
+        trace: Vec::new(),
+        failures: Vec::new(),
+        killed_leaders: BTreeMap::new(),
+    };
+    let logs = cluster.nats.dir().display().to_string();
+    cluster.log(format_args!("{nodes} nodes on a {NATS_NODES}-node JetStream cluster (NATS logs in {logs})"));
+
+    let events = plan.timeline();
+    let mut skipped = std::collections::BTreeSet::new();
+    for (at, heal, i) in events {
+        tokio::time::sleep_until(origin + at).await;
+        let late = origin.elapsed().saturating_sub(at);
+        let fault = &plan.faults[i].fault;
+        if late > TOLERANCE {
+            cluster
+                .failures
+                .push(format!("fault {i} ({fault:?}) {} {late:?} late", if heal { "healed" } else { "applied" }));
+        }
+        if heal && skipped.contains(&i) {
+            continue;
+        }
+        if !heal {
+            // A node fault that would leave no node serving, or hits one already down.
+            let target = match fault {
+                Fault::KillNode { node, .. } | Fault::PauseNode { node, .. } => Some(*node % nodes),
+                _ => None,
+            };
+            if let Some(n) = target {
+                let others = (0..nodes).filter(|m| *m != n && cluster.serving(*m)).count();
+                if !cluster.serving(n) || others == 0 {
+                    cluster.log(format_args!("skip {fault:?}: node {n} is down or the last one serving"));
+                    skipped.insert(i);
+                    continue;
+                }
+            }
+            cluster.log(format_args!("apply {fault:?}"));
+        } else {
+            cluster.log(format_args!("heal {fault:?}"));
+        }
+        cluster.step(i, fault, heal).await.with_context(|| format!("fault {i} ({fault:?})"))?;
+    }
+
+    for publisher in publishers {
+        publisher.await.context("a publisher")?;
+    }
+    let calm_from = plan.calm_from();
+    let check_at = origin + calm_from + timing.catch_up_bound() + BACKPLANE_SLACK;
+    let acked = acked_live.lock().unwrap().clone();
+    let grace = observe::CAUGHT_UP_WITHIN * 2 + plan.max_latency;
+    let forgotten = BTreeMap::new();
+    let judge = || judge_seats(&seats, origin, grace, &acked, &forgotten, calm_from);
+    let (mut failures, recoveries) = verdict(judge, check_at, &timing).await;
+
+    let _ = stop_tx.send(true);
+    seats.iter().for_each(Seat::close);
+    let observed = observer.await.unwrap_or_default();
+    // Every node that runs must give back what its clients held.
+    let bound = timing.write_timeout + timing.heartbeat + Duration::from_secs(1);
+    let deadline = Instant::now() + bound;
+    for (n, node) in cluster.nodes.iter_mut().enumerate() {
+        if !node.alive || node.paused {
+            continue;
+        }
+        let baseline = node.baseline.expect("read at the start");
+        let mut left = Leftovers::read(node.server.addr, &node.server).await;
+        while !left.settled(&baseline) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            left = Leftovers::read(node.server.addr, &node.server).await;
+        }
+        if !left.settled(&baseline) {
+            failures.push(format!("node {n} after clients left (bound {bound:?}): {left}, baseline {baseline}"));
+        }
+    }
+    failures.append(&mut cluster.failures);
+    drop(toxiproxy_server);
+    Ok(RealOutcome {
+        seed,
+        failures,
+        trace: std::mem::take(&mut cluster.trace),
+        recoveries,
+        acked: acked.len(),
+        took: origin.elapsed(),
+        observed,
+        client_topics: topics,
+        connects: seats.iter().map(Seat::connects).collect(),
+    })
+}

@@ -1,0 +1,205 @@
+//! A NATS JetStream cluster of real `nats-server` processes on loopback: 3 nodes with
+//! file storage and `sync_interval: always` (every message synced before it is
+//! acknowledged), on free ports, in a temporary directory, for cluster mode's tests and
+//! chaos runs. Nodes can be killed (SIGKILL), paused (SIGSTOP/SIGCONT, read back from
+//! `/proc`) and restarted on their own files; the stream's Raft leader is read from the
+//! nodes' monitoring. Clients are not told of other nodes (`no_advertise`), so a client
+//! reaches NATS only through the addresses it was given (a run's proxies).
+//! The binary is `NATS_SERVER_BIN`, else `.tools/bin/nats-server` (`ci/install-nats.sh`).
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use super::processes::free_port;
+
+/// One node's ports.
+#[derive(Debug, Clone, Copy)]
+struct Ports {
+    client: u16,
+    route: u16,
+    monitor: u16,
+}
+
+/// A running cluster; every node is killed when it is dropped.
+pub struct NatsCluster {
+    dir: tempfile::TempDir,
+    ports: Vec<Ports>,
+    nodes: Vec<Option<Child>>,
+}
+
+/// The `nats-server` binary.
+pub fn binary() -> anyhow::Result<PathBuf> {
+    if let Some(bin) = std::env::var_os("NATS_SERVER_BIN") {
+        return Ok(bin.into());
+    }
+    let bin = super::processes::workspace_root().join(".tools/bin/nats-server");
+    if !bin.exists() {
+        bail!("no nats-server at {}: run ci/install-nats.sh or set NATS_SERVER_BIN", bin.display());
+    }
+    Ok(bin)
+}
+
+impl NatsCluster {
+    /// Starts `n` nodes and waits until JetStream's meta group has a leader.
+    pub async fn start(n: usize) -> anyhow::Result<NatsCluster> {
+        let dir = tempfile::Builder::new().prefix("nats-").tempdir()?;
+        let mut ports = Vec::new();
+        for _ in 0..n {
+            ports.push(Ports { client: free_port()?, route: free_port()?, monitor: free_port()? });
+        }
+        let mut cluster = NatsCluster { dir, ports, nodes: (0..n).map(|_| None).collect() };
+        for node in 0..n {
+            cluster.write_config(node)?;
+            cluster.restart(node)?;
+        }
+        cluster.wait_for_leader(Duration::from_secs(30)).await?;
+        Ok(cluster)
+    }
+
+    /// Nodes in the cluster.
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Whether the cluster has no nodes.
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// Where node `node` takes clients.
+    pub fn client_addr(&self, node: usize) -> std::net::SocketAddr {
+        ([127, 0, 0, 1], self.ports[node].client).into()
+    }
+
+    /// The client URLs, comma-separated, as `--nats-url` takes them.
+    pub fn urls(&self) -> String {
+        (0..self.len()).map(|n| format!("nats://{}", self.client_addr(n))).collect::<Vec<_>>().join(",")
+    }
+
+    /// Where the nodes' files and logs are.
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    fn write_config(&self, node: usize) -> anyhow::Result<()> {
+        let p = self.ports[node];
+        let routes: Vec<String> = self.ports.iter().map(|p| format!("nats-route://127.0.0.1:{}", p.route)).collect();
+        let store = self.dir.path().join(format!("node-{node}"));
+        let config = format!(
+            "server_name: n{node}\nlisten: 127.0.0.1:{}\nhttp: 127.0.0.1:{}\n\
+             jetstream {{\n  store_dir: \"{}\"\n  sync_interval: always\n}}\n\
+             cluster {{\n  name: sse\n  listen: 127.0.0.1:{}\n  no_advertise: true\n  routes: [{}]\n}}\n",
+            p.client,
+            p.monitor,
+            store.display(),
+            p.route,
+            routes.join(", ")
+        );
+        std::fs::write(self.dir.path().join(format!("node-{node}.conf")), config)?;
+        Ok(())
+    }
+
+    /// (Re)starts `node` on its own files and ports.
+    pub fn restart(&mut self, node: usize) -> anyhow::Result<()> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join(format!("node-{node}.log")))?;
+        let child = Command::new(binary()?)
+            .arg("-c")
+            .arg(self.dir.path().join(format!("node-{node}.conf")))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("start nats-server")?;
+        self.nodes[node] = Some(child);
+        Ok(())
+    }
+
+    /// Whether `node` runs (it may be paused).
+    pub fn is_running(&mut self, node: usize) -> bool {
+        self.nodes[node].as_mut().is_some_and(|child| matches!(child.try_wait(), Ok(None)))
+    }
+
+    /// SIGKILL to `node`; returns once it is gone.
+    pub fn kill(&mut self, node: usize) {
+        if let Some(mut child) = self.nodes[node].take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGSTOP (`true`) or SIGCONT (`false`) to `node`, read back from `/proc/PID/stat`.
+    pub async fn pause(&mut self, node: usize, stop: bool) -> anyhow::Result<()> {
+        let pid = self.nodes[node].as_ref().context("the node is not running")?.id();
+        kill(Pid::from_raw(pid as i32), if stop { Signal::SIGSTOP } else { Signal::SIGCONT })?;
+        super::processes::wait_pid_state(pid, |state| (state == 'T') == stop).await
+    }
+
+    /// Waits until a node's monitoring says JetStream's meta group has a leader.
+    pub async fn wait_for_leader(&self, within: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + within;
+        loop {
+            for p in &self.ports {
+                if let Some(body) = get(p.monitor, "/jsz").await {
+                    if body.contains("\"leader\"") {
+                        return Ok(());
+                    }
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("no JetStream meta leader within {within:?}; logs in {}", self.dir.path().display());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The node that leads stream `stream`'s Raft group, as a running node's monitoring
+    /// says.
+    pub async fn stream_leader(&mut self, stream: &str) -> Option<usize> {
+        for node in 0..self.len() {
+            if !self.is_running(node) {
+                continue;
+            }
+            let Some(body) = get(self.ports[node].monitor, "/jsz?streams=true").await else { continue };
+            let Some(at) = body.find(&format!("\"name\": \"{stream}\"")) else { continue };
+            let leader = body[at..].split("\"leader\": \"").nth(1)?.split('"').next()?;
+            return leader.strip_prefix('n')?.parse().ok();
+        }
+        None
+    }
+}
+
+impl Drop for NatsCluster {
+    fn drop(&mut self) {
+        for node in 0..self.nodes.len() {
+            if let Some(child) = &self.nodes[node] {
+                // A paused node must be woken to die cleanly of SIGKILL too.
+                let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGCONT);
+            }
+            self.kill(node);
+        }
+    }
+}
+
+/// A GET on a monitoring port; the body, or `None` when it does not answer in 2 s.
+async fn get(port: u16, path: &str) -> Option<String> {
+    let fetch = async {
+        let mut tcp = TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+        let request = format!("GET {path} HTTP/1.0\r\nhost: 127.0.0.1\r\n\r\n");
+        tcp.write_all(request.as_bytes()).await.ok()?;
+        let mut answer = Vec::new();
+        tcp.read_to_end(&mut answer).await.ok()?;
+        Some(String::from_utf8_lossy(&answer).into_owned())
+    };
+    tokio::time::timeout(Duration::from_secs(2), fetch).await.ok().flatten()
+}
