@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use sse_chaos::bench::{fanout, idle, publish as publish_bench, resume as resume_bench};
+use sse_chaos::bench::{failover as failover_bench, fanout, idle, publish as publish_bench, resume as resume_bench};
 use sse_chaos::load::tls_client::TlsConnect;
 use sse_chaos::real::{plan_run, soak};
 use sse_plan::generate::Size;
@@ -138,6 +138,19 @@ enum Command {
         #[arg(long, default_value_t = 128)]
         size: usize,
     },
+    /// Cluster mode: kill -9 of the JetStream stream's leader under load, round after
+    /// round; time until publishes are acknowledged again and every subscriber caught up.
+    Failover {
+        /// Leader kills.
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+        /// Subscribers, spread over two nodes.
+        #[arg(long, default_value_t = 64)]
+        subscribers: usize,
+        /// Publishes per second.
+        #[arg(long, default_value_t = 200)]
+        rate: u64,
+    },
     /// Many clients resume one topic from one id; time until all have every event.
     Resume {
         /// Server address (loopback only).
@@ -256,6 +269,9 @@ fn main() -> anyhow::Result<()> {
                 if !soak.passed() {
                     anyhow::bail!("the soak failed; repeat: cargo run -p sse-chaos -- soak --duration {} --seed {seed} --clients {clients}", humantime::format_duration(duration));
                 }
+            }
+            Command::Failover { rounds, subscribers, rate } => {
+                failover_bench::run(failover_bench::Plan { rounds, subscribers, rate: rate.max(1) }).await?
             }
             Command::History { addr, topic, events, size } => resume_bench::history(addr, &topic, events, size).await?,
             Command::Resume { addr, server_pid, topic, from, clients, events, timeout } => {

@@ -5,7 +5,10 @@
 //!   delivery latency percentiles.
 //! - [`publish`]: acknowledged publishes per second and their latency.
 //! - [`resume`]: a reconnect herd resuming a topic's history after a restart.
+//! - [`failover`]: cluster mode: kill -9 of the stream's leader; time until publishes are
+//!   acknowledged again and every subscriber has caught up.
 
+pub mod failover;
 pub mod fanout;
 pub mod idle;
 pub mod publish;
