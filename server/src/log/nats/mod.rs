@@ -39,6 +39,8 @@ use crate::store::{ReadOutcome, Recovery, StoreError, StoreFuture, TailLimits};
 pub const PRELOAD_EVENTS: u64 = 10_000;
 /// How long a JetStream request (a publish's acknowledgement, a stream lookup) may take.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long closing waits for the client's buffered protocol messages to go out.
+pub const CLOSE_FLUSH: Duration = Duration::from_secs(1);
 /// Catch-up reads at once: a reconnect herd cannot flood JetStream's API.
 pub const CONCURRENT_READS: usize = 8;
 /// How long a starting node waits for the stream to become available.
@@ -304,7 +306,9 @@ impl Log for NatsLog {
         let inner = self.inner.clone();
         Box::pin(async move {
             inner.stop.cancel();
-            let _ = inner.client.flush().await;
+            // Nothing to make durable here (JetStream acknowledged every append); a flush
+            // to a NATS that is gone would wait for it for ever.
+            let _ = tokio::time::timeout(CLOSE_FLUSH, inner.client.flush()).await;
             Ok(())
         })
     }
