@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use sse_chaos::bench::{failover as failover_bench, fanout, idle, publish as publish_bench, resume as resume_bench};
+use sse_chaos::bench::{
+    cluster_idle, failover as failover_bench, fanout, idle, publish as publish_bench, resume as resume_bench,
+};
 use sse_chaos::load::tls_client::TlsConnect;
 use sse_chaos::real::{plan_run, soak};
 use sse_plan::generate::Size;
@@ -137,6 +139,32 @@ enum Command {
         /// Event body size in bytes.
         #[arg(long, default_value_t = 128)]
         size: usize,
+    },
+    /// Cluster mode: idle streams spread over several server processes on one JetStream
+    /// cluster, held with heartbeats; summed server RSS per stream.
+    ClusterIdle {
+        /// `sse-server` processes (each may hold about 19,800 streams here).
+        #[arg(long, default_value_t = 6)]
+        nodes: usize,
+        /// Streams over all nodes.
+        #[arg(long, default_value_t = 100_000)]
+        streams: usize,
+        /// How long the open streams are held.
+        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+        hold: Duration,
+        /// The servers' heartbeat interval.
+        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+        heartbeat: Duration,
+    },
+    /// Holds idle streams for `cluster-idle` (one process per node).
+    #[command(hide = true)]
+    Hold {
+        #[arg(long)]
+        addr: SocketAddr,
+        #[arg(long)]
+        streams: usize,
+        #[arg(long, value_parser = humantime::parse_duration)]
+        hold: Duration,
     },
     /// Cluster mode: kill -9 of the JetStream stream's leader under load, round after
     /// round; time until publishes are acknowledged again and every subscriber caught up.
@@ -270,6 +298,10 @@ fn main() -> anyhow::Result<()> {
                     anyhow::bail!("the soak failed; repeat: cargo run -p sse-chaos -- soak --duration {} --seed {seed} --clients {clients}", humantime::format_duration(duration));
                 }
             }
+            Command::ClusterIdle { nodes, streams, hold, heartbeat } => {
+                cluster_idle::run(cluster_idle::Plan { nodes: nodes.max(1), streams, hold, heartbeat }).await?
+            }
+            Command::Hold { addr, streams, hold } => cluster_idle::hold(addr, streams, hold).await?,
             Command::Failover { rounds, subscribers, rate } => {
                 failover_bench::run(failover_bench::Plan { rounds, subscribers, rate: rate.max(1) }).await?
             }

@@ -5,9 +5,12 @@
 //!   delivery latency percentiles.
 //! - [`publish`]: acknowledged publishes per second and their latency.
 //! - [`resume`]: a reconnect herd resuming a topic's history after a restart.
+//! - [`cluster_idle`]: cluster mode: many idle streams over several server processes,
+//!   held with heartbeats; summed server memory per stream.
 //! - [`failover`]: cluster mode: kill -9 of the stream's leader; time until publishes are
 //!   acknowledged again and every subscriber has caught up.
 
+pub mod cluster_idle;
 pub mod failover;
 pub mod fanout;
 pub mod idle;
