@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The nightly tier: long real chaos runs against the release binary behind Toxiproxy,
-# generated fault plans run for real, many SIGKILL crash seeds, damaged-store copies, fresh simulation seeds and long fuzz
+# generated fault plans run for real (cluster plans on a JetStream cluster too), many SIGKILL crash seeds, damaged-store copies, fresh simulation seeds and long fuzz
 # runs. Writes $OUT/report.jsonl (one JSON object per real run: each named plan under each
 # round's seed, each swarm seed with a failure's shrunk plan, the soak) and $OUT/summary.txt.
 #
@@ -12,6 +12,7 @@ out=${OUT:-target/nightly}
 mkdir -p "$out"
 : >"$out/report.jsonl"
 ci/install-toxiproxy.sh
+ci/install-nats.sh
 cargo build --release --locked -p sse-server -p sse-chaos
 export SSE_SERVER_BIN=$PWD/target/release/sse-server
 base=${NIGHTLY_SEED:-$(date +%s)}
@@ -30,6 +31,10 @@ nightly() {
   # shrunk (dropping whole faults, 2 of 3 runs, at most 24 runs), written to fixtures/real-regressions/ and printed
   # with its plan and replay command.
   target/release/sse-chaos swarm --seeds $((rounds * 20)) --from "$base" --report "$out/report.jsonl" || status=1
+  # Generated cluster plans (2-3 nodes on a 3-node JetStream cluster, node kills and pauses, leader kills, NATS
+  # pauses and restarts, nodes cut from NATS), about 30 s each, shrunk the same way on failure.
+  target/release/sse-chaos swarm --cluster --seeds $((rounds * 4)) --from "$base" --report "$out/report.jsonl" \
+    || status=1
   # One hour of generated client-side faults on one server: availability and leak slopes.
   target/release/sse-chaos soak --duration "${SOAK:-1h}" --seed "$base" --report "$out/report.jsonl" || status=1
   SSE_CRASH_SEEDS=50 SSE_CRASH_SEED_BASE=$base SSE_CORRUPTION_SEEDS=500 \

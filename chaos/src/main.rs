@@ -110,6 +110,10 @@ enum Command {
         /// Also append each seed's verdict (and a failure's shrunk plan) as a JSON line.
         #[arg(long)]
         report: Option<String>,
+        /// Generate cluster plans (2–3 nodes on a JetStream cluster, node and backplane
+        /// faults) instead of one-server plans.
+        #[arg(long)]
+        cluster: bool,
     },
     /// A long run: client-side faults drawn from the generator for `duration` on one
     /// server; reports availability and leak slopes, fails on loss, a leak or
@@ -235,7 +239,8 @@ fn main() -> anyhow::Result<()> {
                     anyhow::bail!("the plan failed; replay: cargo run -p sse-chaos -- replay --plan {plan} --seed {seed}");
                 }
             }
-            Command::Swarm { seeds, from, shrink_budget, k, n, report } => {
+            Command::Swarm { seeds, from, shrink_budget, k, n, report, cluster } => {
+                let size = if cluster { Size::Cluster } else { Size::RealTime };
                 let handle = tokio::runtime::Handle::current();
                 let shrink = Shrink { budget: shrink_budget, k, n };
                 let mut failed = 0;
@@ -244,7 +249,7 @@ fn main() -> anyhow::Result<()> {
                     let result = tokio::task::block_in_place(|| {
                         search::check_seed(
                             seed,
-                            Size::RealTime,
+                            size,
                             Some(shrink),
                             |plan| handle.block_on(plan_run::run(seed, plan)),
                             |outcome| match outcome {

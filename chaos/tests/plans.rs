@@ -136,6 +136,12 @@ async fn a_cluster_loses_nothing_through_node_kills_and_backplane_faults() {
     heavy_plan("fixtures/plans/cluster.plan", 5).await;
 }
 
+/// A NATS restart with a pause of a NATS node inside it (a generated cluster plan).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nats_restart_overlapping_a_nats_pause_loses_nothing() {
+    heavy_plan("fixtures/plans/cluster-overlap.plan", 1).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_server_resumes_after_sigcont_and_clients_lose_nothing() {
     plan("fixtures/plans/sigstop.plan", 9).await;

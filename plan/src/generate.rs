@@ -23,13 +23,16 @@ pub enum Size {
     Simulation,
     /// Real runs, about 10 s each: the simulation's times halved.
     RealTime,
+    /// Real cluster runs (`cluster N`), about 30 s each: 2–3 nodes, publishing 20 s,
+    /// 1–6 node and backplane faults (see [`cluster_plan`]).
+    Cluster,
 }
 
 impl Size {
     /// What every planned time but a drain is divided by.
     fn divisor(self) -> u64 {
         match self {
-            Size::Simulation => 1,
+            Size::Simulation | Size::Cluster => 1,
             Size::RealTime => 2,
         }
     }
@@ -103,10 +106,50 @@ pub fn plan() -> impl Strategy<Value = Plan> {
     plan_sized(Size::Simulation)
 }
 
-/// Any plan: 1–8 clients, 1–4 topics, small or large windows, with or without
-/// coalescing, any store, 0–6 faults drawn one by one, and in half of the plans a
-/// back-to-back pair of process faults besides.
-pub fn plan_sized(size: Size) -> impl Strategy<Value = Plan> {
+/// A cluster fault: a node killed or paused, the stream's leader killed, a NATS node
+/// paused, a node cut from NATS, or all of NATS restarted; each lasting 0.5–4 s.
+fn cluster_fault() -> impl Strategy<Value = Fault> {
+    let lasting = || (500u64..4_000).prop_map(Duration::from_millis);
+    prop_oneof![
+        (0usize..3, lasting()).prop_map(|(node, restart_after)| Fault::KillNode { node, restart_after }),
+        (0usize..3, lasting()).prop_map(|(node, duration)| Fault::PauseNode { node, duration }),
+        lasting().prop_map(|restart_after| Fault::KillLeader { restart_after }),
+        (0usize..3, lasting()).prop_map(|(node, duration)| Fault::PauseNats { node, duration }),
+        (0usize..3, lasting()).prop_map(|(node, heal_after)| Fault::Isolate { node, heal_after }),
+        lasting().prop_map(|restart_after| Fault::RestartNats { restart_after }),
+    ]
+}
+
+/// A cluster plan: 2–3 nodes, 2–8 clients, 1–3 topics, publishing 20 s, 1–6 cluster
+/// faults starting between 2 s and 14 s (so each heals well before publishing ends).
+pub fn cluster_plan() -> impl Strategy<Value = Plan> {
+    (2usize..=3, 2usize..=8, 1usize..=3, prop_oneof![Just(8usize), Just(256)]).prop_flat_map(
+        |(nodes, clients, topics, window)| {
+            let timed = (2_000u64..14_000, cluster_fault())
+                .prop_map(|(at, fault)| TimedFault { at: Duration::from_millis(at), fault });
+            proptest::collection::vec(timed, 1..=6).prop_map(move |faults| Plan {
+                clients,
+                topics,
+                window,
+                publish_for: Duration::from_secs(20),
+                publish_every: Duration::from_millis(40),
+                max_latency: Duration::from_millis(5),
+                cluster: Some(nodes),
+                faults,
+                ..Plan::calm(clients)
+            })
+        },
+    )
+}
+
+/// Any plan of `size`: for the simulation and real-time sizes, 1–8 clients, 1–4 topics,
+/// small or large windows, with or without coalescing, any store, 0–6 faults drawn one by
+/// one, and in half of the plans a back-to-back pair of process faults besides; for
+/// [`Size::Cluster`], a [`cluster_plan`].
+pub fn plan_sized(size: Size) -> BoxedStrategy<Plan> {
+    if size == Size::Cluster {
+        return cluster_plan().boxed();
+    }
     let d = size.divisor();
     let publish_for_ms = PUBLISH_FOR_MS / d;
     (
@@ -137,4 +180,5 @@ pub fn plan_sized(size: Size) -> impl Strategy<Value = Plan> {
                 }
             })
         })
+        .boxed()
 }

@@ -53,11 +53,23 @@ pub const NATS_NODES: usize = 3;
 
 /// One `sse-server` node.
 struct Node {
-    server: ServerProcess,
-    args: Vec<String>,
+    /// Where it listens (the same across restarts).
+    addr: SocketAddr,
+    /// The process (a killed one stays here until it is started again).
+    server: Option<ServerProcess>,
+    /// A start in progress: a node needs NATS to become ready, which can take seconds.
+    starting: Option<Owned<anyhow::Result<ServerProcess>>>,
     alive: bool,
     paused: bool,
+    /// It was killed and started again.
+    restarted: bool,
     baseline: Option<Leftovers>,
+}
+
+impl Node {
+    fn process(&self) -> anyhow::Result<&ServerProcess> {
+        self.server.as_ref().context("the node has no process")
+    }
 }
 
 /// What the timeline needs to reach.
@@ -88,7 +100,7 @@ impl Cluster {
     /// Moves every client on `from` and the publishers (if there) to a serving node.
     async fn leave(&mut self, from: usize) -> anyhow::Result<()> {
         let to = (0..self.nodes.len()).find(|n| *n != from && self.serving(*n)).context("no serving node")?;
-        let addr = self.nodes[to].server.addr;
+        let addr = self.nodes[to].addr;
         for client in 0..self.home.len() {
             if self.home[client] == from {
                 self.toxiproxy.set_upstream(&format!("c{client}"), addr).await?;
@@ -96,12 +108,33 @@ impl Cluster {
             }
         }
         for service in &self.services {
-            if *service.borrow() == self.nodes[from].server.addr {
+            if *service.borrow() == self.nodes[from].addr {
                 let _ = service.send(addr);
             }
         }
         self.log(format_args!("clients and publishers on node {from} now go to node {to} (read back)"));
         Ok(())
+    }
+
+    /// Takes in the nodes whose start finished.
+    async fn collect_started(&mut self) {
+        for n in 0..self.nodes.len() {
+            if !self.nodes[n].starting.as_ref().is_some_and(Owned::is_finished) {
+                continue;
+            }
+            let Some(starting) = self.nodes[n].starting.take() else { continue };
+            let started = starting.await;
+            match started {
+                Ok(Ok(server)) => {
+                    self.nodes[n].server = Some(server);
+                    self.nodes[n].alive = true;
+                    self.nodes[n].restarted = true;
+                    self.log(format_args!("node {n} serves again"));
+                }
+                Ok(Err(error)) => self.failures.push(format!("node {n} did not start again: {error:#}")),
+                Err(error) => self.failures.push(format!("node {n}'s start failed: {error}")),
+            }
+        }
     }
 
     /// Applies (`heal` false) or heals one cluster fault.
@@ -110,37 +143,42 @@ impl Cluster {
         match (fault, heal) {
             (Fault::KillNode { node: n, .. }, false) => {
                 let n = node(n);
-                self.nodes[n].server.signal(Signal::SIGKILL)?;
-                self.nodes[n].server.wait_exit(Duration::from_secs(5)).await?;
+                let server = self.nodes[n].server.as_mut().context("the node has no process")?;
+                server.signal(Signal::SIGKILL)?;
+                server.wait_exit(Duration::from_secs(5)).await?;
                 self.nodes[n].alive = false;
                 self.log(format_args!("node {n} killed (read back: exited)"));
                 self.leave(n).await?;
             }
             (Fault::KillNode { node: n, .. }, true) => {
                 let n = node(n);
-                let args = self.nodes[n].args.clone();
-                self.nodes[n].server.start_again(&args).await?;
-                self.nodes[n].alive = true;
-                let addr = self.nodes[n].server.addr;
-                self.log(format_args!("node {n} started again on {addr}"));
+                let dead = self.nodes[n].server.take().context("the node has no process")?;
+                self.nodes[n].starting = Some(Owned::spawn(dead.restart()));
+                let addr = self.nodes[n].addr;
+                self.log(format_args!("node {n} starting again on {addr} (it serves once it reached NATS)"));
             }
             (Fault::PauseNode { node: n, .. }, false) => {
                 let n = node(n);
-                self.nodes[n].server.signal(Signal::SIGSTOP)?;
-                wait_pid_state(self.nodes[n].server.pid(), |s| s == 'T').await?;
+                let server = self.nodes[n].process()?;
+                server.signal(Signal::SIGSTOP)?;
+                wait_pid_state(server.pid(), |s| s == 'T').await?;
                 self.nodes[n].paused = true;
                 self.log(format_args!("node {n} stopped (read back)"));
                 self.leave(n).await?;
             }
             (Fault::PauseNode { node: n, .. }, true) => {
                 let n = node(n);
-                self.nodes[n].server.signal(Signal::SIGCONT)?;
-                wait_pid_state(self.nodes[n].server.pid(), |s| s != 'T').await?;
+                let server = self.nodes[n].process()?;
+                server.signal(Signal::SIGCONT)?;
+                wait_pid_state(server.pid(), |s| s != 'T').await?;
                 self.nodes[n].paused = false;
                 self.log(format_args!("node {n} continued (read back)"));
             }
             (Fault::KillLeader { .. }, false) => {
-                let leader = self.nats.stream_leader(STREAM).await.context("the stream has no leader to kill")?;
+                let Some(leader) = self.nats.stream_leader(STREAM).await else {
+                    self.log("the stream has no leader now (NATS is down or electing): nothing to kill");
+                    return Ok(());
+                };
                 self.nats.kill(leader);
                 self.log(format_args!("NATS node {leader}, the stream's leader, killed"));
                 self.killed_leaders.insert(i, leader);
@@ -183,8 +221,7 @@ impl Cluster {
                         self.nats.restart(j)?;
                     }
                 }
-                self.nats.wait_for_leader(Duration::from_secs(30)).await?;
-                self.log("every NATS node started again; JetStream has a meta leader");
+                self.log("every NATS node started again (the nodes find it by themselves)");
             }
             (_, false) => {
                 self.log(format_args!("skip {fault:?}: not a cluster fault (the one-node runner applies it)"))
@@ -221,10 +258,20 @@ pub async fn run(seed: u64, plan: &Plan) -> anyhow::Result<RealOutcome> {
         args.extend(["--store", "nats", "--nats-stream", STREAM, "--nats-replicas", "3"].map(str::to_owned));
         args.extend(["--nats-url".to_owned(), urls.join(",")]);
         let server = ServerProcess::start(&data.path().join(format!("node{n}")), &args, plan.nofile).await?;
-        servers.push(Node { server, args, alive: true, paused: false, baseline: None });
+        let addr = server.addr;
+        servers.push(Node {
+            addr,
+            server: Some(server),
+            starting: None,
+            alive: true,
+            paused: false,
+            restarted: false,
+            baseline: None,
+        });
     }
     for node in &mut servers {
-        node.baseline = Some(Leftovers::read(node.server.addr, &node.server).await);
+        let server = node.process()?;
+        node.baseline = Some(Leftovers::read(node.addr, server).await);
     }
     let rng = SeededRng::new(seed);
     let topics = plan.client_topics(&rng);
@@ -233,7 +280,7 @@ pub async fn run(seed: u64, plan: &Plan) -> anyhow::Result<RealOutcome> {
     let half = (plan.max_latency.as_millis() / 2) as u64;
     for (k, topics) in topics.iter().enumerate() {
         let proxy = format!("c{k}");
-        let listen = toxiproxy.create_proxy(&proxy, servers[k % nodes].server.addr).await?;
+        let listen = toxiproxy.create_proxy(&proxy, servers[k % nodes].addr).await?;
         if half > 0 {
             let jitter =
                 Toxic::named("jitter".into(), "latency", Direction::Downstream, &[("latency", half), ("jitter", half)]);
@@ -246,7 +293,7 @@ pub async fn run(seed: u64, plan: &Plan) -> anyhow::Result<RealOutcome> {
     loop {
         let mut open = 0.0;
         for node in &servers {
-            open += metric_within(node.server.addr, "sse_streams").await.unwrap_or(0.0);
+            open += metric_within(node.addr, "sse_streams").await.unwrap_or(0.0);
         }
         if open >= plan.clients as f64 {
             break;
@@ -257,7 +304,7 @@ pub async fn run(seed: u64, plan: &Plan) -> anyhow::Result<RealOutcome> {
     let origin = Instant::now();
     let seats = Arc::new(seats);
     let services: Vec<watch::Sender<SocketAddr>> =
-        (0..PUBLISHERS).map(|p| watch::channel(servers[p % nodes].server.addr).0).collect();
+        (0..PUBLISHERS).map(|p| watch::channel(servers[p % nodes].addr).0).collect();
     let acked_live: Arc<Mutex<Vec<Acked>>> = Arc::default();
     let publishers: Vec<_> = services
         .iter()
@@ -296,6 +343,7 @@ pub async fn run(seed: u64, plan: &Plan) -> anyhow::Result<RealOutcome> {
                 .failures
                 .push(format!("fault {i} ({fault:?}) {} {late:?} late", if heal { "healed" } else { "applied" }));
         }
+        cluster.collect_started().await;
         if heal && skipped.contains(&i) {
             continue;
         }
@@ -323,6 +371,11 @@ pub async fn run(seed: u64, plan: &Plan) -> anyhow::Result<RealOutcome> {
     for publisher in publishers {
         publisher.await.context("a publisher")?;
     }
+    // Nodes still starting: they must come up (each start is bounded by its readiness wait).
+    while cluster.nodes.iter().any(|n| n.starting.is_some()) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        cluster.collect_started().await;
+    }
     let calm_from = plan.calm_from();
     let check_at = origin + calm_from + timing.catch_up_bound() + BACKPLANE_SLACK;
     let acked = acked_live.lock().unwrap().clone();
@@ -338,17 +391,18 @@ pub async fn run(seed: u64, plan: &Plan) -> anyhow::Result<RealOutcome> {
     let bound = timing.write_timeout + timing.heartbeat + Duration::from_secs(1);
     let deadline = Instant::now() + bound;
     for (n, node) in cluster.nodes.iter_mut().enumerate() {
-        if !node.alive || node.paused {
-            continue;
-        }
-        let baseline = node.baseline.expect("read at the start");
-        let mut left = Leftovers::read(node.server.addr, &node.server).await;
-        while !left.settled(&baseline) && Instant::now() < deadline {
+        let (Some(server), true, false) = (&node.server, node.alive, node.paused) else { continue };
+        // A node started again has a baseline of its own: there, only streams,
+        // registrations and connections are checked.
+        let baseline = node.baseline.filter(|_| !node.restarted);
+        let settled = |left: &Leftovers| baseline.map_or(left.holds_nothing(), |b| left.settled(&b));
+        let mut left = Leftovers::read(node.addr, server).await;
+        while !settled(&left) && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
-            left = Leftovers::read(node.server.addr, &node.server).await;
+            left = Leftovers::read(node.addr, server).await;
         }
-        if !left.settled(&baseline) {
-            failures.push(format!("node {n} after clients left (bound {bound:?}): {left}, baseline {baseline}"));
+        if !settled(&left) {
+            failures.push(format!("node {n} after clients left (bound {bound:?}): {left}, baseline {baseline:?}"));
         }
     }
     failures.append(&mut cluster.failures);

@@ -1140,6 +1140,11 @@ impl Leftovers {
         }
     }
 
+    /// No streams, topic registrations or connections (but the scrape's).
+    pub(super) fn holds_nothing(&self) -> bool {
+        self.streams == 0.0 && self.subscriptions == 0.0 && self.connections <= 0.0
+    }
+
     /// Back to `baseline` (one descriptor and one task of slack: the scrape's).
     pub(super) fn settled(&self, baseline: &Leftovers) -> bool {
         self.streams == 0.0

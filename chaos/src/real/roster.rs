@@ -32,6 +32,11 @@ impl<T: Send + 'static> Owned<T> {
     pub fn spawn(task: impl Future<Output = T> + Send + 'static) -> Owned<T> {
         Owned(tokio::spawn(task))
     }
+
+    /// Whether the task has ended (awaiting it then does not wait).
+    pub fn is_finished(&self) -> bool {
+        self.0.is_finished()
+    }
 }
 
 impl<T> Future for Owned<T> {
