@@ -671,6 +671,49 @@ mod tests {
         assert_eq!(seqs(&events), [1]);
     }
 
+    fn record(hub: &Hub, seq: u64, topic: &str, data: &str) -> Record {
+        let event = NewEvent {
+            topic: Arc::from(topic),
+            event_type: None,
+            data: Box::from(data),
+            key: None,
+            hold: crate::log::Hold::none(),
+        };
+        Record { seq, topic: event.topic.clone(), frame: hub.frame(seq, &event), key: None }
+    }
+
+    /// A log that removed events before the hub applied them (a lagging cluster node):
+    /// cursors up to there must read the log, not trust a window that never held them.
+    #[tokio::test]
+    async fn events_the_log_removed_before_they_were_applied_send_cursors_to_the_log() {
+        let hub = hub(10, 1 << 20);
+        let signal = Arc::new(Signal::default());
+        let (_, topics, _) = hub.subscribe(&["a".into()], None, &signal).unwrap();
+        hub.apply(vec![record(&hub, 1, "a", "x")]);
+        hub.skipped(4);
+        hub.apply(vec![record(&hub, 5, "a", "y")]);
+        assert_eq!(hub.read_after(&topics, 1), Err(Gap), "2 to 4 may have been a's");
+        assert_eq!(seqs(&hub.read_after(&topics, 4).unwrap()), [5]);
+        let (_, later, _) = hub.subscribe(&["b".into()], None, &signal).unwrap();
+        assert_eq!(hub.read_after(&later, 3), Err(Gap), "a topic made later starts past the removal too");
+    }
+
+    /// Events applied from the log were never admitted here (other nodes published them):
+    /// the windows still stay within the budget, the oldest leaving first.
+    #[tokio::test]
+    async fn applied_events_past_the_budget_push_the_oldest_out() {
+        let frame_len = frame::event(EventId { epoch: 7, seq: 1 }, None, "x").len();
+        let limits = HubLimits { max_buffered_bytes: 4 * frame_len, ..limits(100, usize::MAX) };
+        let hub = hub_on(memory(100, 1 << 20), HubLimits { max_topics: 4, ..limits });
+        let signal = Arc::new(Signal::default());
+        let (_, topics, _) = hub.subscribe(&["a".into(), "b".into()], None, &signal).unwrap();
+        let records = (1..=8).map(|seq| record(&hub, seq, if seq % 2 == 0 { "a" } else { "b" }, "x")).collect();
+        hub.apply(records);
+        assert!(lock(&hub.state).buffered <= 4 * frame_len, "buffered {}", lock(&hub.state).buffered);
+        assert_eq!(hub.read_after(&topics, 0), Err(Gap), "the oldest left the windows");
+        assert_eq!(seqs(&hub.read_after(&topics, 4).unwrap()), [5, 6, 7, 8]);
+    }
+
     #[tokio::test]
     async fn multi_topic_reads_come_in_id_order() {
         let hub = hub(100, 1 << 20);
