@@ -159,6 +159,9 @@ enum Command {
         /// The servers' heartbeat interval.
         #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
         heartbeat: Duration,
+        /// Events per second published to every stream during the hold (0: idle).
+        #[arg(long, default_value_t = 0)]
+        rate: u64,
     },
     /// Holds idle streams for `cluster-idle` (one process per node).
     #[command(hide = true)]
@@ -303,8 +306,8 @@ fn main() -> anyhow::Result<()> {
                     anyhow::bail!("the soak failed; repeat: cargo run -p sse-chaos -- soak --duration {} --seed {seed} --clients {clients}", humantime::format_duration(duration));
                 }
             }
-            Command::ClusterIdle { nodes, streams, hold, heartbeat } => {
-                cluster_idle::run(cluster_idle::Plan { nodes: nodes.max(1), streams, hold, heartbeat }).await?
+            Command::ClusterIdle { nodes, streams, hold, heartbeat, rate } => {
+                cluster_idle::run(cluster_idle::Plan { nodes: nodes.max(1), streams, hold, heartbeat, rate }).await?
             }
             Command::Hold { addr, streams, hold } => cluster_idle::hold(addr, streams, hold).await?,
             Command::Failover { rounds, subscribers, rate } => {
