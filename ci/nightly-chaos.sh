@@ -31,6 +31,9 @@ nightly() {
   # shrunk (dropping whole faults, 2 of 3 runs, at most 24 runs), written to fixtures/real-regressions/ and printed
   # with its plan and replay command.
   target/release/sse-chaos swarm --seeds $((rounds * 20)) --from "$base" --report "$out/report.jsonl" || status=1
+  # A long cluster run: 5 minutes of publishing on 3 nodes, a node or backplane fault every ~9 s.
+  target/release/sse-chaos replay --plan fixtures/nightly/cluster-long.plan --seed "$base" --report "$out/report.jsonl" \
+    >/dev/null || { echo "FAIL cluster-long seed $base"; status=1; }
   # Generated cluster plans (2-3 nodes on a 3-node JetStream cluster, node kills and pauses, leader kills, NATS
   # pauses and restarts, nodes cut from NATS), about 30 s each, shrunk the same way on failure.
   target/release/sse-chaos swarm --cluster --seeds $((rounds * 4)) --from "$base" --report "$out/report.jsonl" \
