@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
@@ -58,6 +58,7 @@ pub async fn run(plan: Plan) -> anyhow::Result<()> {
             .args(["hold", "--addr", &node.addr.to_string(), "--streams", &share.to_string()])
             .args(["--hold", &format!("{}ms", plan.hold.as_millis())])
             .stdout(Stdio::piped())
+            .stdin(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
             .context("start a holder")?;
@@ -73,6 +74,11 @@ pub async fn run(plan: Plan) -> anyhow::Result<()> {
             bail!("holder {n} did not open its streams: {line:?}");
         }
     }
+    // Every holder starts its hold now, together.
+    for (_, child) in &mut holders {
+        let mut stdin = child.stdin.take().context("a holder's stdin")?;
+        stdin.write_all(b"GO\n").await?;
+    }
     let opened = Instant::now();
     let cpu_before: Duration = nodes.iter().map(|n| proc_stats::cpu_time(n.pid())).sum::<anyhow::Result<Duration>>()?;
     let publisher = (plan.rate > 0).then(|| {
@@ -84,7 +90,10 @@ pub async fn run(plan: Plan) -> anyhow::Result<()> {
             // Stop a few heartbeats before the holders do, so every event can arrive.
             while Instant::now() + Duration::from_secs(3) < until {
                 tick.tick().await;
-                publisher.publish(bytes::Bytes::from(format!("t={}", unix_micros()))).await?;
+                let event = bytes::Bytes::from(format!("t={}", unix_micros()));
+                tokio::time::timeout(Duration::from_secs(5), publisher.publish(event))
+                    .await
+                    .context("a publish hung")??;
                 sent += 1;
             }
             anyhow::Ok(sent)
@@ -94,7 +103,8 @@ pub async fn run(plan: Plan) -> anyhow::Result<()> {
     for node in &nodes {
         open += publisher::metric(node.addr, "sse_streams").await?;
     }
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // RSS near the end of the hold, so what the hold itself grew is counted.
+    tokio::time::sleep_until(opened + plan.hold.saturating_sub(Duration::from_secs(2))).await;
     let after: u64 = nodes.iter().map(|n| proc_stats::rss_bytes(n.pid())).sum::<anyhow::Result<u64>>()?;
     println!("streams open on the servers: {open}; summed RSS before {} MiB, after {} MiB", before >> 20, after >> 20);
     let mut held = 0usize;
@@ -148,6 +158,12 @@ pub async fn run(plan: Plan) -> anyhow::Result<()> {
     if held != plan.streams {
         bail!("{held} of {} streams lived through the hold", plan.streams);
     }
+    // Held with heartbeats: every stream got one per interval, less one for the phase
+    // (idle streams only: a stream that gets events needs none).
+    let owed = (plan.hold.as_millis() / plan.heartbeat.as_millis().max(1)) as u64;
+    if plan.rate == 0 && fewest_heartbeats + 1 < owed {
+        bail!("a stream got {fewest_heartbeats} heartbeats in {:?}, owed {}", plan.hold, owed - 1);
+    }
     Ok(())
 }
 
@@ -166,6 +182,9 @@ pub async fn hold(addr: std::net::SocketAddr, streams: usize, hold: Duration) ->
         open.push(stream??);
     }
     println!("OPEN {}", open.len());
+    // The hold starts when the bench says so, for every holder at once.
+    let mut go = String::new();
+    tokio::io::BufReader::new(tokio::io::stdin()).read_line(&mut go).await?;
     let until = Instant::now() + hold;
     let alive = Arc::new(AtomicUsize::new(0));
     let mut readers = JoinSet::new();

@@ -11,15 +11,18 @@
 //!
 //! | plan | here |
 //! |---|---|
-//! | kill_node | SIGKILL the node; its clients' proxies and the publishers move to a live node; started again (same flags) at the heal |
+//! | kill_node | SIGKILL the node; its clients' proxies and the publishers move to a live node; started again (same flags) at the heal, in the background (it serves once it reached NATS) |
 //! | pause_node | SIGSTOP (read back from `/proc`), clients and publishers move; SIGCONT at the heal |
 //! | kill_leader | SIGKILL the NATS node that leads the stream (read from monitoring); started again on its files at the heal |
 //! | pause_nats | SIGSTOP one NATS node (read back); SIGCONT at the heal |
 //! | isolate | the node's three proxies to NATS disabled (read back; it keeps its clients); enabled at the heal |
-//! | restart_nats | SIGKILL every NATS node; started again at the heal, then a meta leader awaited |
+//! | restart_nats | SIGKILL every NATS node; started again at the heal (the nodes find them by themselves) |
 //! | anything else | skipped and logged: the one-node runner ([`super::plan_run`]) applies it |
 //!
-//! A kill or pause that would leave no node serving is skipped and logged. The catch-up
+//! A fault with nothing to act on (a kill or pause that would leave no node serving, a
+//! leader kill while the stream has no live leader, a pause of a NATS node that is down)
+//! is skipped and logged as such, and its heal does nothing. Any reset notice a client
+//! gets is a failure: nothing ages out in a cluster run. The catch-up
 //! bound is the plan timing's plus [`BACKPLANE_SLACK`] for JetStream to elect a leader and
 //! a node to notice a stalled consumer.
 
@@ -137,8 +140,9 @@ impl Cluster {
         }
     }
 
-    /// Applies (`heal` false) or heals one cluster fault.
-    async fn step(&mut self, i: usize, fault: &Fault, heal: bool) -> anyhow::Result<()> {
+    /// Applies (`heal` false) or heals one cluster fault; `false` when there was nothing
+    /// to apply (logged as a skip, and its heal then does nothing).
+    async fn step(&mut self, i: usize, fault: &Fault, heal: bool) -> anyhow::Result<bool> {
         let node = |n: &usize| *n % self.nodes.len();
         match (fault, heal) {
             (Fault::KillNode { node: n, .. }, false) => {
@@ -176,27 +180,32 @@ impl Cluster {
             }
             (Fault::KillLeader { .. }, false) => {
                 let Some(leader) = self.nats.stream_leader(STREAM).await else {
-                    self.log("the stream has no leader now (NATS is down or electing): nothing to kill");
-                    return Ok(());
+                    self.log(format_args!("skip {fault:?}: the stream has no live leader now (NATS down or electing)"));
+                    return Ok(false);
                 };
-                self.nats.kill(leader);
-                self.log(format_args!("NATS node {leader}, the stream's leader, killed"));
+                if !self.nats.kill(leader) {
+                    self.log(format_args!("skip {fault:?}: NATS node {leader} was not running"));
+                    return Ok(false);
+                }
+                self.log(format_args!("NATS node {leader}, the stream's leader, killed (read back: exited)"));
                 self.killed_leaders.insert(i, leader);
             }
             (Fault::KillLeader { .. }, true) => {
                 if let Some(leader) = self.killed_leaders.remove(&i) {
-                    self.nats.restart(leader)?;
-                    self.log(format_args!("NATS node {leader} started again"));
+                    let started = self.nats.restart(leader)?;
+                    let what = if started { "started again" } else { "already runs (another heal started it)" };
+                    self.log(format_args!("NATS node {leader} {what}"));
                 }
             }
-            (Fault::PauseNats { node: j, .. }, stop) => {
+            (Fault::PauseNats { node: j, .. }, false) if !self.nats.is_running(*j % NATS_NODES) => {
+                self.log(format_args!("skip {fault:?}: NATS node {} is down", *j % NATS_NODES));
+                return Ok(false);
+            }
+            (Fault::PauseNats { node: j, .. }, _) => {
                 let j = *j % NATS_NODES;
-                if !self.nats.is_running(j) {
-                    self.log(format_args!(
-                        "NATS node {j} is down: nothing to {}",
-                        if stop { "continue" } else { "stop" }
-                    ));
-                    return Ok(());
+                if heal && !self.nats.is_running(j) {
+                    self.log(format_args!("NATS node {j} was killed meanwhile: nothing to continue"));
+                    return Ok(true);
                 }
                 self.nats.pause(j, !heal).await?;
                 self.log(format_args!("NATS node {j} {} (read back)", if heal { "continued" } else { "stopped" }));
@@ -210,31 +219,32 @@ impl Cluster {
                 self.log(format_args!("node {n} {what} (proxies read back)"));
             }
             (Fault::RestartNats { .. }, false) => {
-                for j in 0..NATS_NODES {
-                    self.nats.kill(j);
-                }
-                self.log("every NATS node killed");
+                let killed: Vec<usize> = (0..NATS_NODES).filter(|j| self.nats.kill(*j)).collect();
+                self.log(format_args!("every NATS node down (read back; these were running: {killed:?})"));
             }
             (Fault::RestartNats { .. }, true) => {
+                let mut started = Vec::new();
                 for j in 0..NATS_NODES {
-                    if !self.nats.is_running(j) {
-                        self.nats.restart(j)?;
+                    if self.nats.restart(j)? {
+                        started.push(j);
                     }
                 }
-                self.log("every NATS node started again (the nodes find it by themselves)");
+                self.log(format_args!("NATS nodes {started:?} started again (the nodes find them by themselves)"));
             }
             (_, false) => {
-                self.log(format_args!("skip {fault:?}: not a cluster fault (the one-node runner applies it)"))
+                self.log(format_args!("skip {fault:?}: not a cluster fault (the one-node runner applies it)"));
+                return Ok(false);
             }
             (_, true) => {}
         }
-        Ok(())
+        Ok(true)
     }
 }
 
 /// Runs cluster plan `plan` for real under `seed`.
 pub async fn run(seed: u64, plan: &Plan) -> anyhow::Result<RealOutcome> {
     let nodes = plan.cluster.context("a cluster run needs `cluster N`")?.max(2);
+    anyhow::ensure!(plan.expects.is_empty(), "cluster runs do not check expect lines yet");
     let timing = Timing::PLANS;
     let toxiproxy_server = ToxiproxyServer::start(seed).await?;
     let toxiproxy = toxiproxy_server.client;
@@ -365,7 +375,9 @@ pub async fn run(seed: u64, plan: &Plan) -> anyhow::Result<RealOutcome> {
         } else {
             cluster.log(format_args!("heal {fault:?}"));
         }
-        cluster.step(i, fault, heal).await.with_context(|| format!("fault {i} ({fault:?})"))?;
+        if !cluster.step(i, fault, heal).await.with_context(|| format!("fault {i} ({fault:?})"))? {
+            skipped.insert(i);
+        }
     }
 
     for publisher in publishers {
@@ -381,7 +393,21 @@ pub async fn run(seed: u64, plan: &Plan) -> anyhow::Result<RealOutcome> {
     let acked = acked_live.lock().unwrap().clone();
     let grace = observe::CAUGHT_UP_WITHIN * 2 + plan.max_latency;
     let forgotten = BTreeMap::new();
-    let judge = || judge_seats(&seats, origin, grace, &acked, &forgotten, calm_from);
+    let judge = || {
+        let (mut failures, recoveries) = judge_seats(&seats, origin, grace, &acked, &forgotten, calm_from);
+        // Nothing ages out in a cluster run (retention is days, the buffer budget the
+        // default): a reset would excuse lost events, so any reset is a failure here.
+        for (i, seat) in seats.iter().enumerate() {
+            for tenant in seat.tenants(origin, grace) {
+                for seen in tenant.record.lock().unwrap().seen(origin) {
+                    if let sse_plan::record::Seen::Reset { at, reason } = seen {
+                        failures.push(format!("client-{i} was told reset: {reason} at {at:?}"));
+                    }
+                }
+            }
+        }
+        (failures, recoveries)
+    };
     let (mut failures, recoveries) = verdict(judge, check_at, &timing).await;
 
     let _ = stop_tx.send(true);

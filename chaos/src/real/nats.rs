@@ -33,6 +33,8 @@ pub struct NatsCluster {
     dir: tempfile::TempDir,
     ports: Vec<Ports>,
     nodes: Vec<Option<Child>>,
+    /// Nodes stopped with SIGSTOP (their monitoring does not answer).
+    paused: Vec<bool>,
 }
 
 /// The `nats-server` binary.
@@ -55,7 +57,7 @@ impl NatsCluster {
         for _ in 0..n {
             ports.push(Ports { client: free_port()?, route: free_port()?, monitor: free_port()? });
         }
-        let mut cluster = NatsCluster { dir, ports, nodes: (0..n).map(|_| None).collect() };
+        let mut cluster = NatsCluster { dir, ports, nodes: (0..n).map(|_| None).collect(), paused: vec![false; n] };
         for node in 0..n {
             cluster.write_config(node)?;
             cluster.restart(node)?;
@@ -107,8 +109,12 @@ impl NatsCluster {
         Ok(())
     }
 
-    /// (Re)starts `node` on its own files and ports.
-    pub fn restart(&mut self, node: usize) -> anyhow::Result<()> {
+    /// (Re)starts `node` on its own files and ports; a node that runs is left alone
+    /// (returns `false`).
+    pub fn restart(&mut self, node: usize) -> anyhow::Result<bool> {
+        if self.is_running(node) {
+            return Ok(false);
+        }
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -122,7 +128,8 @@ impl NatsCluster {
             .spawn()
             .context("start nats-server")?;
         self.nodes[node] = Some(child);
-        Ok(())
+        self.paused[node] = false;
+        Ok(true)
     }
 
     /// Whether `node` runs (it may be paused).
@@ -130,19 +137,24 @@ impl NatsCluster {
         self.nodes[node].as_mut().is_some_and(|child| matches!(child.try_wait(), Ok(None)))
     }
 
-    /// SIGKILL to `node`; returns once it is gone.
-    pub fn kill(&mut self, node: usize) {
+    /// SIGKILL to `node`; returns once it is gone, and whether it was running.
+    pub fn kill(&mut self, node: usize) -> bool {
+        let running = self.is_running(node);
         if let Some(mut child) = self.nodes[node].take() {
             let _ = child.kill();
             let _ = child.wait();
         }
+        self.paused[node] = false;
+        running
     }
 
     /// SIGSTOP (`true`) or SIGCONT (`false`) to `node`, read back from `/proc/PID/stat`.
     pub async fn pause(&mut self, node: usize, stop: bool) -> anyhow::Result<()> {
         let pid = self.nodes[node].as_ref().context("the node is not running")?.id();
         kill(Pid::from_raw(pid as i32), if stop { Signal::SIGSTOP } else { Signal::SIGCONT })?;
-        super::processes::wait_pid_state(pid, |state| (state == 'T') == stop).await
+        super::processes::wait_pid_state(pid, |state| (state == 'T') == stop).await?;
+        self.paused[node] = stop;
+        Ok(())
     }
 
     /// Waits until a node's monitoring says JetStream's meta group has a leader.
@@ -164,16 +176,17 @@ impl NatsCluster {
     }
 
     /// The node that leads stream `stream`'s Raft group, as a running node's monitoring
-    /// says.
+    /// says; `None` when none says, or the one named is down or paused (a stale answer).
     pub async fn stream_leader(&mut self, stream: &str) -> Option<usize> {
         for node in 0..self.len() {
-            if !self.is_running(node) {
+            if !self.is_running(node) || self.paused[node] {
                 continue;
             }
             let Some(body) = get(self.ports[node].monitor, "/jsz?streams=true").await else { continue };
             let Some(at) = body.find(&format!("\"name\": \"{stream}\"")) else { continue };
-            let leader = body[at..].split("\"leader\": \"").nth(1)?.split('"').next()?;
-            return leader.strip_prefix('n')?.parse().ok();
+            let leader: usize =
+                body[at..].split("\"leader\": \"").nth(1)?.split('"').next()?.strip_prefix('n')?.parse().ok()?;
+            return (self.is_running(leader) && !self.paused[leader]).then_some(leader);
         }
         None
     }

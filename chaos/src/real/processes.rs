@@ -178,24 +178,24 @@ impl ServerProcess {
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()?;
-        let server = ServerProcess { child, addr, data_dir: data_dir.to_owned(), args: args.to_vec(), nofile };
+        let mut server = ServerProcess { child, addr, data_dir: data_dir.to_owned(), args: args.to_vec(), nofile };
         server.wait_ready().await?;
         Ok(server)
     }
 
-    async fn wait_ready(&self) -> anyhow::Result<()> {
-        let deadline = Instant::now() + Duration::from_secs(10);
+    /// Waits (at most 20 s: cluster mode waits up to 15 s for its stream) until `/metrics`
+    /// answers; fails at once if the process exited.
+    async fn wait_ready(&mut self) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if let Ok(Ok(tcp)) =
-                tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(self.addr)).await
-            {
-                drop(tcp);
-                if metric(self.addr, "sse_streams").await.is_ok() {
-                    return Ok(());
-                }
+            if let Some(status) = self.child.try_wait()? {
+                bail!("sse-server on {} exited before it was ready ({status})", self.addr);
+            }
+            if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(1), metric(self.addr, "sse_streams")).await {
+                return Ok(());
             }
             if Instant::now() > deadline {
-                bail!("sse-server on {} did not become ready within 10 s", self.addr);
+                bail!("sse-server on {} did not become ready within 20 s", self.addr);
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
