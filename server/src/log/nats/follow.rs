@@ -60,31 +60,33 @@ pub(super) async fn run(inner: Arc<Inner>) {
                 }
             }
         };
+        // When the consumer last delivered something (errors do not count: a consumer whose
+        // server is gone can report errors for a long while without delivering).
+        let mut progress = tokio::time::Instant::now();
         loop {
             let next = tokio::select! {
                 biased;
                 () = inner.stop.cancelled() => return,
                 next = tokio::time::timeout(STALL_AFTER, messages.next()) => next,
             };
-            let Ok(next) = next else {
-                if inner.lag() > 0 {
-                    warn!(
-                        applied = inner.applied.load(Ordering::Acquire),
-                        lag = inner.lag(),
-                        "the stream's consumer stalled; making it again"
-                    );
-                    break;
-                }
-                continue;
-            };
             let first = match next {
-                None => break,
-                Some(Err(error)) => {
+                Ok(None) => break,
+                Ok(Some(Ok(message))) => message,
+                Ok(Some(Err(error))) => {
                     warn!(%error, applied = inner.applied.load(Ordering::Acquire), "the stream's consumer stumbled");
+                    if stalled(&inner, progress) {
+                        break;
+                    }
                     continue;
                 }
-                Some(Ok(message)) => message,
+                Err(_) => {
+                    if stalled(&inner, progress) {
+                        break;
+                    }
+                    continue;
+                }
             };
+            progress = tokio::time::Instant::now();
             let mut batch = Batch::default();
             take(&inner, first, &mut batch);
             while batch.records.len() < APPLY_BATCH {
@@ -99,6 +101,20 @@ pub(super) async fn run(inner: Arc<Inner>) {
             }
         }
     }
+}
+
+/// Whether the consumer delivered nothing for [`STALL_AFTER`] while the stream holds
+/// events the node has not applied: then it is made again.
+fn stalled(inner: &Inner, progress: tokio::time::Instant) -> bool {
+    let stalled = inner.lag() > 0 && progress.elapsed() >= STALL_AFTER;
+    if stalled {
+        warn!(
+            applied = inner.applied.load(Ordering::Acquire),
+            lag = inner.lag(),
+            "the stream's consumer stalled; making it again"
+        );
+    }
+    stalled
 }
 
 /// Messages taken from the consumer and not handed to the hub yet.
