@@ -92,6 +92,7 @@ pub async fn run(plan: Plan) -> anyhow::Result<()> {
     for round in 0..plan.rounds {
         tokio::time::sleep(Duration::from_secs(3)).await;
         let leader = nats.stream_leader(STREAM).await.context("the stream has no leader")?;
+        let meta_too = nats.meta_leader().await == Some(leader);
         let killed = Instant::now();
         nats.kill(leader);
         // Acknowledged again: an acknowledgement of a publish sent after the kill.
@@ -125,7 +126,8 @@ pub async fn run(plan: Plan) -> anyhow::Result<()> {
         }
         let caught_up = killed.elapsed();
         println!(
-            "round {round}: NATS node {leader} (leader) killed; acknowledged again after {:.0} ms, every subscriber caught up after {:.0} ms",
+            "round {round}: NATS node {leader} (leader{}) killed; acknowledged again after {:.0} ms, every subscriber caught up after {:.0} ms",
+            if meta_too { ", and JetStream's meta leader" } else { "" },
             acked_again.as_secs_f64() * 1e3,
             caught_up.as_secs_f64() * 1e3
         );

@@ -175,6 +175,22 @@ impl NatsCluster {
         }
     }
 
+    /// The node that leads JetStream's meta group (which creates streams and consumers),
+    /// as a running, unpaused node's monitoring says.
+    pub async fn meta_leader(&mut self) -> Option<usize> {
+        for node in 0..self.len() {
+            if !self.is_running(node) || self.paused[node] {
+                continue;
+            }
+            let Some(body) = get(self.ports[node].monitor, "/jsz").await else { continue };
+            let meta = &body[body.find("\"meta_cluster\"")?..];
+            let leader: usize =
+                meta.split("\"leader\": \"").nth(1)?.split('"').next()?.strip_prefix('n')?.parse().ok()?;
+            return Some(leader);
+        }
+        None
+    }
+
     /// The node that leads stream `stream`'s Raft group, as a running node's monitoring
     /// says; `None` when none says, or the one named is down or paused (a stale answer).
     pub async fn stream_leader(&mut self, stream: &str) -> Option<usize> {
