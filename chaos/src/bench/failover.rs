@@ -5,7 +5,7 @@
 //! acknowledged (another node must lead by then), and until every subscriber has as many
 //! events as were acknowledged by then (a count: a publish whose answer the kill lost may
 //! be stored too, so it can run one event early); the killed node is started again and
-//! the cluster settles before the next round.
+//! the cluster settles before the next round. `SSE_KEEP_LOGS=1` keeps the servers' logs.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -137,6 +137,9 @@ pub async fn run(plan: Plan) -> anyhow::Result<()> {
     }
     publisher.abort();
     drop(nodes);
+    if std::env::var_os("SSE_KEEP_LOGS").is_some() {
+        println!("the servers' logs are kept in {}", data.keep().display());
+    }
     to_ack.sort();
     to_caught_up.sort();
     let ms = |d: Duration| d.as_secs_f64() * 1e3;

@@ -17,7 +17,7 @@ use async_nats::jetstream::consumer::DeliverPolicy;
 use futures_util::{FutureExt, StreamExt};
 use tracing::{info, warn};
 
-use super::{subject, Inner, REQUEST_TIMEOUT};
+use super::{subject, Inner};
 use crate::log::{Hold, NewEvent};
 use crate::store::Record;
 
@@ -27,6 +27,9 @@ const APPLY_BATCH: usize = 256;
 const RETRY_AFTER: Duration = Duration::from_millis(250);
 /// How often the backplane is probed.
 const PROBE_EVERY: Duration = Duration::from_secs(1);
+/// How long a probe waits: short, because the probe is also how a node that publishes
+/// nothing learns that the stream moved on (and that its consumer is stalled).
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 /// A consumer that delivers nothing this long while the stream holds events the node has
 /// not applied is made again: its server may be gone (an ordered consumer's own
 /// heartbeat check takes several times longer to notice).
@@ -193,24 +196,25 @@ pub(super) async fn probe(inner: Arc<Inner>) {
         if inner.follower.get().is_some() && inner.follower().is_none() {
             return; // The hub is gone.
         }
-        let state = tokio::time::timeout(REQUEST_TIMEOUT, inner.js.get_stream(&inner.name)).await;
+        let state = tokio::time::timeout(PROBE_TIMEOUT, async {
+            let mut stream = inner.js.get_stream(&inner.name).await.ok()?;
+            stream.info().await.ok().cloned()
+        })
+        .await;
         let answered = match state {
-            Ok(Ok(mut stream)) => match stream.info().await {
-                Ok(info) => {
-                    inner.note_end(info.state.last_sequence);
-                    if subject::epoch(info.created.unix_timestamp_nanos()) != inner.epoch
-                        && !inner.replaced.swap(true, Ordering::AcqRel)
-                    {
-                        tracing::error!(
-                            stream = %inner.name,
-                            "the stream was deleted and made again: a new history this node cannot continue; \
-                             it refuses publishes and says /readyz 503 until it is restarted"
-                        );
-                    }
-                    true
+            Ok(Some(info)) => {
+                inner.note_end(info.state.last_sequence);
+                if subject::epoch(info.created.unix_timestamp_nanos()) != inner.epoch
+                    && !inner.replaced.swap(true, Ordering::AcqRel)
+                {
+                    tracing::error!(
+                        stream = %inner.name,
+                        "the stream was deleted and made again: a new history this node cannot continue; \
+                         it refuses publishes and says /readyz 503 until it is restarted"
+                    );
                 }
-                Err(_) => false,
-            },
+                true
+            }
             _ => false,
         };
         let healthy = answered && inner.caught_up() && !inner.replaced.load(Ordering::Acquire);

@@ -278,7 +278,8 @@ impl Log for NatsLog {
                     Err(AppendError::Store(StoreError::Uncertain(error.to_string())))
                 }
                 Err(error) => {
-                    tracing::warn!(%error, "JetStream refused; the publish is answered 503");
+                    // Every publish during an election gets here: the probe logs the outage once.
+                    tracing::debug!(%error, "JetStream refused; the publish is answered 503");
                     Err(AppendError::Store(StoreError::Io(format!("JetStream refused: {error}"))))
                 }
             }
