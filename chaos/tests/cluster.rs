@@ -262,7 +262,10 @@ async fn without_nats_publishes_get_503_streams_heartbeat_and_continue_with_no_g
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_stream_leader_loses_nothing_acknowledged() {
     let mut cluster = NatsCluster::start(3).await.unwrap();
-    let a = node(&cluster, "FAILOVER").await;
+    // A window that holds every event: with a small one, a burst can push events out
+    // before the stream writes them, and the catch-up read lands in the election (the
+    // stream then ends with a store error and a real client resumes; this one does not).
+    let a = node_with(Config { window: 64, ..node_config(&cluster, "FAILOVER") }).await;
     let mut stream = Stream::open(a.addr, "topic=f", None).await;
     stream.read_until(PATIENCE, |s| s.text.contains("retry:")).await;
     let mut acked = Vec::new();

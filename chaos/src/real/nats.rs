@@ -50,20 +50,29 @@ pub fn binary() -> anyhow::Result<PathBuf> {
 }
 
 impl NatsCluster {
-    /// Starts `n` nodes and waits until JetStream's meta group has a leader.
+    /// Starts `n` nodes and waits until JetStream's meta group has a leader. The ports
+    /// are free when picked, but another process may take one before a node binds it
+    /// (tests start clusters side by side): a cluster that elects no leader within 15 s
+    /// is started again on other ports, three times at most.
     pub async fn start(n: usize) -> anyhow::Result<NatsCluster> {
-        let dir = tempfile::Builder::new().prefix("nats-").tempdir()?;
-        let mut ports = Vec::new();
-        for _ in 0..n {
-            ports.push(Ports { client: free_port()?, route: free_port()?, monitor: free_port()? });
+        let mut last = None;
+        for _ in 0..3 {
+            let dir = tempfile::Builder::new().prefix("nats-").tempdir()?;
+            let mut ports = Vec::new();
+            for _ in 0..n {
+                ports.push(Ports { client: free_port()?, route: free_port()?, monitor: free_port()? });
+            }
+            let mut cluster = NatsCluster { dir, ports, nodes: (0..n).map(|_| None).collect(), paused: vec![false; n] };
+            for node in 0..n {
+                cluster.write_config(node)?;
+                cluster.restart(node)?;
+            }
+            match cluster.wait_for_leader(Duration::from_secs(15)).await {
+                Ok(()) => return Ok(cluster),
+                Err(error) => last = Some(error),
+            }
         }
-        let mut cluster = NatsCluster { dir, ports, nodes: (0..n).map(|_| None).collect(), paused: vec![false; n] };
-        for node in 0..n {
-            cluster.write_config(node)?;
-            cluster.restart(node)?;
-        }
-        cluster.wait_for_leader(Duration::from_secs(30)).await?;
-        Ok(cluster)
+        Err(last.expect("three attempts"))
     }
 
     /// Nodes in the cluster.
