@@ -328,3 +328,33 @@ async fn eventually_ready(addr: SocketAddr) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_reaches_nats_over_tls_with_a_token_and_is_refused_without_them() {
+    let tls = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/tls");
+    let settings = format!(
+        "tls {{\n  cert_file: \"{}\"\n  key_file: \"{}\"\n}}\nauthorization {{\n  token: \"nats-test-token\"\n}}",
+        tls.join("server.pem").display(),
+        tls.join("server.key").display()
+    );
+    let cluster = NatsCluster::start_with(3, &settings).await.unwrap();
+    let secure = Config {
+        nats_token: Some("nats-test-token".parse().unwrap()),
+        nats_tls_ca: Some(tls.join("ca.pem")),
+        ..node_config(&cluster, "SECURE")
+    };
+    let a = node_with(secure.clone()).await;
+    let mut stream = Stream::open(a.addr, "topic=s", None).await;
+    stream.read_until(PATIENCE, |s| s.text.contains("retry:")).await;
+    let (status, id) = publish(a.addr, "s", None, "over tls").await;
+    assert_eq!(status, 201, "{id}");
+    assert_eq!(stream.take(1).await[0], (id, "over tls".to_owned()));
+
+    // The fault is real: without the token, or without trusting the CA, no start.
+    let wrong_token = Config { nats_token: Some("another-token".parse().unwrap()), ..secure.clone() };
+    let untrusted = Config { nats_tls_ca: None, ..secure };
+    for (what, config) in [("a wrong token", wrong_token), ("no CA to trust", untrusted)] {
+        let Err(refused) = Server::connect(config).await else { panic!("{what}: the node started") };
+        assert!(refused.to_string().contains("cannot connect to NATS"), "{what}: {refused}");
+    }
+}

@@ -32,6 +32,8 @@ struct Ports {
 pub struct NatsCluster {
     dir: tempfile::TempDir,
     ports: Vec<Ports>,
+    /// Settings for the client port every node gets (TLS, authorization).
+    client_settings: String,
     nodes: Vec<Option<Child>>,
     /// Nodes stopped with SIGSTOP (their monitoring does not answer).
     paused: Vec<bool>,
@@ -55,6 +57,12 @@ impl NatsCluster {
     /// (tests start clusters side by side): a cluster that elects no leader within 15 s
     /// is started again on other ports, three times at most.
     pub async fn start(n: usize) -> anyhow::Result<NatsCluster> {
+        Self::start_with(n, "").await
+    }
+
+    /// The same, every node's configuration carrying `client_settings` too (a `tls { … }`
+    /// or `authorization { … }` block for its client port).
+    pub async fn start_with(n: usize, client_settings: &str) -> anyhow::Result<NatsCluster> {
         let mut last = None;
         for _ in 0..3 {
             let dir = tempfile::Builder::new().prefix("nats-").tempdir()?;
@@ -62,7 +70,13 @@ impl NatsCluster {
             for _ in 0..n {
                 ports.push(Ports { client: free_port()?, route: free_port()?, monitor: free_port()? });
             }
-            let mut cluster = NatsCluster { dir, ports, nodes: (0..n).map(|_| None).collect(), paused: vec![false; n] };
+            let mut cluster = NatsCluster {
+                dir,
+                ports,
+                client_settings: client_settings.to_owned(),
+                nodes: (0..n).map(|_| None).collect(),
+                paused: vec![false; n],
+            };
             for node in 0..n {
                 cluster.write_config(node)?;
                 cluster.restart(node)?;
@@ -105,11 +119,12 @@ impl NatsCluster {
         let routes: Vec<String> = self.ports.iter().map(|p| format!("nats-route://127.0.0.1:{}", p.route)).collect();
         let store = self.dir.path().join(format!("node-{node}"));
         let config = format!(
-            "server_name: n{node}\nlisten: 127.0.0.1:{}\nhttp: 127.0.0.1:{}\n\
+            "server_name: n{node}\nlisten: 127.0.0.1:{}\nhttp: 127.0.0.1:{}\n{}\n\
              jetstream {{\n  store_dir: \"{}\"\n  sync_interval: always\n}}\n\
              cluster {{\n  name: sse\n  listen: 127.0.0.1:{}\n  no_advertise: true\n  routes: [{}]\n}}\n",
             p.client,
             p.monitor,
+            self.client_settings,
             store.display(),
             p.route,
             routes.join(", ")
