@@ -20,6 +20,10 @@ use tokio::time::Instant;
 /// How long any wait may take before it counts as a failure.
 const PATIENCE: Duration = Duration::from_secs(10);
 
+/// Tests running at once: each starts a 3-node NATS cluster, and six of them side by side
+/// on two cores made JetStream requests time out.
+static CLUSTERS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+
 fn node_config(cluster: &NatsCluster, stream: &str) -> Config {
     Config {
         store: StoreKind::Nats,
@@ -39,6 +43,8 @@ struct Node {
     _stop: oneshot::Sender<()>,
 }
 
+/// A node, once `/readyz` says its stream answers (a stream just made elects its leader
+/// first) and it has taken a publish.
 async fn node_with(config: Config) -> Node {
     let server = Server::connect(config).await.expect("cluster mode starts");
     let listener = sse_server::listener::bind("127.0.0.1:0".parse().unwrap(), 128, false).unwrap();
@@ -47,6 +53,14 @@ async fn node_with(config: Config) -> Node {
     tokio::spawn(server.run(listener, async move {
         let _ = stopped.await;
     }));
+    eventually_ready(addr).await;
+    // A stream just made can still refuse publishes for a moment (503, Retry-After)
+    // while its subjects reach every NATS node: the test starts once one is taken.
+    let deadline = Instant::now() + PATIENCE;
+    while publish(addr, "warmup", Some(&format!("warmup-{addr}")), "w").await.0 != 201 {
+        assert!(Instant::now() < deadline, "the node never took a publish");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     Node { addr, _stop: stop }
 }
 
@@ -157,6 +171,7 @@ impl Stream {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_share_one_history_and_a_client_resumes_on_either_with_no_gap() {
+    let _slot = CLUSTERS.acquire().await.unwrap();
     let cluster = NatsCluster::start(3).await.unwrap();
     let a = node(&cluster, "SHARED").await;
     let b = node(&cluster, "SHARED").await;
@@ -193,6 +208,7 @@ async fn nodes_share_one_history_and_a_client_resumes_on_either_with_no_gap() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_less_durable_than_asked_for_is_refused_at_start() {
+    let _slot = CLUSTERS.acquire().await.unwrap();
     let cluster = NatsCluster::start(3).await.unwrap();
     let client = async_nats::connect(cluster.urls().split(',').next().unwrap()).await.unwrap();
     let js = async_nats::jetstream::new(client);
@@ -212,6 +228,7 @@ async fn a_stream_less_durable_than_asked_for_is_refused_at_start() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_nats_publishes_get_503_streams_heartbeat_and_continue_with_no_gap_after() {
+    let _slot = CLUSTERS.acquire().await.unwrap();
     let mut cluster = NatsCluster::start(3).await.unwrap();
     let a = node(&cluster, "OUTAGE").await;
     let mut stream = Stream::open(a.addr, "topic=o", None).await;
@@ -220,7 +237,9 @@ async fn without_nats_publishes_get_503_streams_heartbeat_and_continue_with_no_g
     for i in 0..3 {
         before.push(publish(a.addr, "o", None, &format!("b{i}")).await.1);
     }
-    eventually_ready(a.addr).await;
+    // Acknowledged and delivered before the outage.
+    assert!(before.iter().all(|id| id.contains('-')), "published before the outage: {before:?}");
+    stream.take(3).await;
     for node in 0..3 {
         cluster.kill(node);
     }
@@ -261,6 +280,7 @@ async fn without_nats_publishes_get_503_streams_heartbeat_and_continue_with_no_g
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_stream_leader_loses_nothing_acknowledged() {
+    let _slot = CLUSTERS.acquire().await.unwrap();
     let mut cluster = NatsCluster::start(3).await.unwrap();
     // A window that holds every event: with a small one, a burst can push events out
     // before the stream writes them, and the catch-up read lands in the election (the
@@ -302,6 +322,7 @@ async fn killing_the_stream_leader_loses_nothing_acknowledged() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_resume_into_events_the_stream_aged_out_is_told_evicted_never_skipped() {
+    let _slot = CLUSTERS.acquire().await.unwrap();
     let cluster = NatsCluster::start(3).await.unwrap();
     let config = Config { retain_age: Duration::from_secs(1), window: 2, ..node_config(&cluster, "AGED") };
     let a = node_with(config).await;
@@ -331,6 +352,7 @@ async fn eventually_ready(addr: SocketAddr) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_reaches_nats_over_tls_with_a_token_and_is_refused_without_them() {
+    let _slot = CLUSTERS.acquire().await.unwrap();
     let tls = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/tls");
     let settings = format!(
         "tls {{\n  cert_file: \"{}\"\n  key_file: \"{}\"\n}}\nauthorization {{\n  token: \"nats-test-token\"\n}}",

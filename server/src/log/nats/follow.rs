@@ -183,7 +183,7 @@ fn flush(inner: &Inner, batch: &mut Batch) {
 }
 
 /// Asks for the stream's state every second until the log is closed: healthy while NATS
-/// answers (the stream has a leader) and the node has caught up.
+/// answers, the stream's Raft group has a leader and the node has caught up.
 pub(super) async fn probe(inner: Arc<Inner>) {
     let mut every = tokio::time::interval(PROBE_EVERY);
     let mut was = None;
@@ -202,6 +202,9 @@ pub(super) async fn probe(inner: Arc<Inner>) {
         })
         .await;
         let answered = match state {
+            // A stream whose Raft group has no leader (just made, or electing) takes no
+            // publishes yet.
+            Ok(Some(info)) if info.cluster.as_ref().is_some_and(|c| c.leader.is_none()) => false,
             Ok(Some(info)) => {
                 inner.note_end(info.state.last_sequence);
                 if subject::epoch(info.created.unix_timestamp_nanos()) != inner.epoch
