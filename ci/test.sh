@@ -2,7 +2,9 @@
 # The test command: formatting, lints, docs, then every test in the workspace. The real chaos
 # tests need Toxiproxy and cluster mode's tests nats-server: both are installed first
 # (pinned, with the Go tool, into .tools/), unless TOXIPROXY_URL names a Toxiproxy already
-# running on loopback or NATS_SERVER_BIN a nats-server binary.
+# running on loopback or NATS_SERVER_BIN a nats-server binary. The browser tier needs
+# Debian's chromium, chromium-driver and firefox-esr, and geckodriver (pinned, built with
+# cargo into .tools/ unless GECKODRIVER names one).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo fmt --all -- --check
@@ -14,5 +16,8 @@ if [[ -z ${TOXIPROXY_URL:-} ]]; then
 fi
 if [[ -z ${NATS_SERVER_BIN:-} ]]; then
   ci/install-nats.sh
+fi
+if [[ -z ${GECKODRIVER:-} ]]; then
+  ci/install-geckodriver.sh
 fi
 cargo test --workspace --locked

@@ -13,6 +13,8 @@ use tokio::net::TcpStream;
 pub struct Publisher {
     sender: SendRequest<Full<Bytes>>,
     path: String,
+    /// `Authorization` header value, if publishing needs a token.
+    authorization: Option<String>,
 }
 
 impl Publisher {
@@ -21,7 +23,13 @@ impl Publisher {
         tcp.set_nodelay(true)?;
         let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await?;
         tokio::spawn(connection);
-        Ok(Publisher { sender, path: format!("/events?topic={topic}") })
+        Ok(Publisher { sender, path: format!("/events?topic={topic}"), authorization: None })
+    }
+
+    /// Sends `Authorization: Bearer <token>` with every publish.
+    pub fn with_bearer(mut self, token: &str) -> Publisher {
+        self.authorization = Some(format!("Bearer {token}"));
+        self
     }
 
     /// Publishes one event; fails unless the server answers 201.
@@ -32,7 +40,11 @@ impl Publisher {
     /// Publishes one event and returns its id; fails unless the server answers 201.
     pub async fn publish_for_id(&mut self, body: Bytes) -> anyhow::Result<String> {
         self.sender.ready().await?;
-        let request = http::Request::post(&self.path).header("host", "bench").body(Full::new(body))?;
+        let mut request = http::Request::post(&self.path).header("host", "bench");
+        if let Some(authorization) = &self.authorization {
+            request = request.header("authorization", authorization);
+        }
+        let request = request.body(Full::new(body))?;
         let response = self.sender.send_request(request).await?;
         let status = response.status();
         let answer = response.into_body().collect().await?.to_bytes();

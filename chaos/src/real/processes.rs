@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
+use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::toxiproxy::Toxiproxy;
@@ -184,14 +185,21 @@ impl ServerProcess {
     }
 
     /// Waits (at most 20 s: cluster mode waits up to 15 s for its stream) until `/metrics`
-    /// answers; fails at once if the process exited.
+    /// answers (over TLS: until the port accepts); fails at once if the process exited.
     async fn wait_ready(&mut self) -> anyhow::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(status) = self.child.try_wait()? {
                 bail!("sse-server on {} exited before it was ready ({status})", self.addr);
             }
-            if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(1), metric(self.addr, "sse_streams")).await {
+            if self.args.iter().any(|a| a == "--tls-cert") {
+                // Over TLS the plain `/metrics` read cannot answer: a bound listener is ready.
+                if TcpStream::connect(self.addr).await.is_ok() {
+                    return Ok(());
+                }
+            } else if let Ok(Ok(_)) =
+                tokio::time::timeout(Duration::from_secs(1), metric(self.addr, "sse_streams")).await
+            {
                 return Ok(());
             }
             if Instant::now() > deadline {
