@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
+use fantoccini::Locator;
 use nix::sys::signal::Signal;
 use sse_chaos::browser::driver::{Browser, Engine, SessionOptions};
 use sse_chaos::browser::recorder::{to_seen, Kind, PageRecord, Recorder};
@@ -562,4 +563,92 @@ async fn chromium_multiplexes_ten_streams_over_http2() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn firefox_multiplexes_ten_streams_over_http2() {
     ten_over_http2(Engine::Firefox).await;
+}
+
+// ---- the console page at `/` ----
+
+/// Polls the text of the element `id` until `done` holds (bounded).
+async fn wait_text(world: &World, id: &str, done: impl Fn(&str) -> bool) -> String {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let mut text = String::new();
+    while tokio::time::Instant::now() < deadline {
+        text = world.browser.client.find(Locator::Id(id)).await.unwrap().text().await.unwrap();
+        if done(&text) {
+            return text;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{}: #{id} still reads {text:?} after {PATIENCE:?}", world.engine());
+}
+
+/// The console's event table, oldest first, as the oracle reads a client.
+async fn console_rows(world: &World) -> Vec<(String, String, String, String)> {
+    let script = "return [...document.querySelectorAll('#events tr')].reverse().map((row) => \
+                  [row.className, ...[...row.children].slice(1).map((cell) => cell.textContent)]);";
+    let rows = world.browser.client.execute(script, vec![]).await.unwrap();
+    let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_owned();
+    rows.as_array().unwrap().iter().map(|r| (text(&r[0]), text(&r[1]), text(&r[2]), text(&r[3]))).collect()
+}
+
+/// The console: publish from its form and see the event arrive with its id and type;
+/// kill the server and see the state change, then the resume after the restart.
+async fn console(engine: Engine) {
+    let _slot = BROWSERS.acquire().await.unwrap();
+    let mut world = World::start(engine, &["--retry", "1s"]).await;
+    let url = format!("http://{}/?topic=console&types=greeting", world.server.addr);
+    world.browser.client.goto(&url).await.unwrap();
+    wait_text(&world, "state", |s| s == "open").await;
+    let client = world.browser.client.clone();
+    client.find(Locator::Id("pub-type")).await.unwrap().send_keys("greeting").await.unwrap();
+    client.find(Locator::Id("pub-data")).await.unwrap().send_keys("hello from the form").await.unwrap();
+    client.find(Locator::Id("publish")).await.unwrap().click().await.unwrap();
+    let answer = wait_text(&world, "pub-result", |s| !s.is_empty()).await;
+    assert!(answer.starts_with("201 "), "{}: the form's publish answered {answer}", world.engine());
+    let id = answer.split("\"id\":\"").nth(1).and_then(|rest| rest.split('"').next()).unwrap().to_owned();
+    wait_text(&world, "last-id", |s| s == id).await;
+    let rows = console_rows(&world).await;
+    assert_eq!(rows.last().unwrap(), &("event".into(), id.clone(), "greeting".into(), "hello from the form".into()));
+
+    world.server.signal(Signal::SIGKILL).unwrap();
+    world.server.wait_exit(PATIENCE).await.unwrap();
+    wait_text(&world, "state", |s| s == "connecting").await;
+    let args = world.args.clone();
+    world.server.start_again(&args).await.unwrap();
+    let away = world.publish("console", None, "published while the page was away").await;
+    wait_text(&world, "state", |s| s == "open").await;
+    wait_text(&world, "last-id", |s| s == away).await;
+    assert_eq!(wait_text(&world, "reconnects", |s| s == "1").await, "1");
+    let rows = console_rows(&world).await;
+    let events: Vec<_> = rows.iter().filter(|r| r.0 == "event").collect();
+    assert_eq!(events.len(), 2, "{}: {rows:#?}", world.engine());
+    assert_eq!(events[1].1, away);
+    assert!(rows.iter().any(|r| r.0 == "note" && r.3.contains(&id)), "the resume is shown: {rows:#?}");
+    world.end().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_console_publishes_shows_and_resumes() {
+    console(Engine::Chromium).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn firefox_console_publishes_shows_and_resumes() {
+    console(Engine::Firefox).await;
+}
+
+/// A resume id the console cannot honour shows as a reset row, then the retained events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_console_shows_a_reset() {
+    let _slot = BROWSERS.acquire().await.unwrap();
+    let mut world = World::start(Engine::Chromium, &[]).await;
+    world.publish("console", None, "retained").await;
+    let url = format!("http://{}/?topic=console&lastEventId=not-an-id", world.server.addr);
+    world.browser.client.goto(&url).await.unwrap();
+    wait_text(&world, "resets", |s| s == "1").await;
+    wait_text(&world, "count", |s| s == "1").await;
+    let rows = console_rows(&world).await;
+    assert_eq!(rows[0].0, "reset", "{rows:#?}");
+    assert!(rows[0].3.contains("malformed"));
+    assert_eq!(rows[1].3, "retained");
+    world.end().await;
 }

@@ -1,5 +1,5 @@
 //! Everything served through hyper: publish, CORS preflights, health, readiness,
-//! metrics, the demo page, and event streams over HTTP/2 or on a kept-alive HTTP/1.1
+//! metrics, the console page, and event streams over HTTP/2 or on a kept-alive HTTP/1.1
 //! connection.
 
 use std::collections::VecDeque;
@@ -30,7 +30,7 @@ use crate::stream::subscription::{Next, Subscription};
 
 type Body = UnsyncBoxBody<Bytes, Infallible>;
 
-const DEMO_PAGE: &str = include_str!("demo.html");
+const CONSOLE_PAGE: &str = include_str!("console.html");
 
 /// Streams one HTTP/2 connection may carry at once: room for a browser's tabs, and the
 /// bound on what `--max-connections-per-ip` connections from one address can hold.
@@ -129,7 +129,7 @@ async fn route(
                 shared.metrics.render()
             }))
         }
-        ("/", &Method::GET) => Ok(text(StatusCode::OK, "text/html; charset=utf-8", DEMO_PAGE)),
+        ("/", &Method::GET) => Ok(text(StatusCode::OK, "text/html; charset=utf-8", CONSOLE_PAGE)),
         ("/healthz" | "/readyz" | "/metrics" | "/", _) => Err(ApiError::MethodNotAllowed("GET")),
         _ => Err(ApiError::NotFound),
     }

@@ -3,7 +3,7 @@
 //! - `conn`: one connection from accept to close: the TLS handshake, the request head
 //!   within the header timeout, then the lean path or hyper.
 //! - `lean`: the lean HTTP/1.1 event-stream path that owns the socket.
-//! - `api`: hyper for publish, health, readiness, metrics, the demo page and HTTP/2.
+//! - `api`: hyper for publish, health, readiness, metrics, the console page and HTTP/2.
 //! - [`request`]: what clients send, parsed and limited (queries, resume ids, head sizes).
 //! - [`io`]: replayed head bytes and the write deadline under every connection.
 //! - [`tls`]: rustls with ALPN (`h2`, `http/1.1`).
