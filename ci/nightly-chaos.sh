@@ -2,14 +2,16 @@
 # The nightly tier: long real chaos runs against the release binary behind Toxiproxy,
 # generated fault plans run for real (cluster plans on a JetStream cluster too), many SIGKILL crash seeds, damaged-store copies, fresh simulation seeds and long fuzz
 # runs. Writes $OUT/report.jsonl (one JSON object per real run: each named plan under each
-# round's seed, each swarm seed with a failure's shrunk plan, the soak) and $OUT/summary.txt.
+# round's seed, each swarm seed with a failure's shrunk plan, the soak), an HTML report per
+# real run and per swarm in $OUT/html/ (timelines with fault windows, verdict, replay
+# command; no JavaScript) and $OUT/summary.txt.
 #
 #   ci/nightly-chaos.sh [rounds]        (OUT defaults to target/nightly)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${1:-5}
 out=${OUT:-target/nightly}
-mkdir -p "$out"
+mkdir -p "$out/html"
 : >"$out/report.jsonl"
 ci/install-toxiproxy.sh
 ci/install-nats.sh
@@ -23,26 +25,32 @@ nightly() {
     seed=$((base + round))
     # The named plans (one per classic fault: latency, slicer, … sigkill) under this seed.
     for plan in fixtures/plans/*.plan; do
-      target/release/sse-chaos replay --plan "$plan" --seed "$seed" --report "$out/report.jsonl" >/dev/null \
+      target/release/sse-chaos replay --plan "$plan" --seed "$seed" --report "$out/report.jsonl" \
+        --report-html "$out/html/$(basename "$plan" .plan)-$seed.html" >/dev/null \
         || { echo "FAIL $plan seed $seed: replay with cargo run -p sse-chaos -- replay --plan $plan --seed $seed"; status=1; }
     done
   done
   # Generated plans for real (the simulation's generator at real-time size), about 10 s each; a failure is
   # shrunk (dropping whole faults, 2 of 3 runs, at most 24 runs), written to fixtures/real-regressions/ and printed
   # with its plan and replay command.
-  target/release/sse-chaos swarm --seeds $((rounds * 20)) --from "$base" --report "$out/report.jsonl" || status=1
+  target/release/sse-chaos swarm --seeds $((rounds * 20)) --from "$base" --report "$out/report.jsonl" \
+    --report-html "$out/html/swarm.html" || status=1
   # A long cluster run: 5 minutes of publishing on 3 nodes, a node or backplane fault every ~9 s.
   target/release/sse-chaos replay --plan fixtures/nightly/cluster-long.plan --seed "$base" --report "$out/report.jsonl" \
-    >/dev/null || { echo "FAIL cluster-long seed $base"; status=1; }
+    --report-html "$out/html/cluster-long-$base.html" >/dev/null || { echo "FAIL cluster-long seed $base"; status=1; }
   # Generated cluster plans (2-3 nodes on a 3-node JetStream cluster, node kills and pauses, leader kills, NATS
   # pauses and restarts, nodes cut from NATS), about 30 s each, shrunk the same way on failure.
   target/release/sse-chaos swarm --cluster --seeds $((rounds * 4)) --from "$base" --report "$out/report.jsonl" \
-    || status=1
+    --report-html "$out/html/cluster-swarm.html" || status=1
   # One hour of generated client-side faults on one server: availability and leak slopes.
-  target/release/sse-chaos soak --duration "${SOAK:-1h}" --seed "$base" --report "$out/report.jsonl" || status=1
+  target/release/sse-chaos soak --duration "${SOAK:-1h}" --seed "$base" --report "$out/report.jsonl" \
+    --report-html "$out/html/soak-$base.html" || status=1
   SSE_CRASH_SEEDS=50 SSE_CRASH_SEED_BASE=$base SSE_CORRUPTION_SEEDS=500 \
     cargo test --release --locked -p sse-server --test http --test store -- sigkill damaged || status=1
   SIM_SEEDS=2000 SIM_SEED_BASE=$base cargo test --release --locked -p sse-simulations --test swarm || status=1
+  # The simulation swarm's own report: a seed table and the recovery-time distribution.
+  cargo run --release --locked -q -p sse-simulations -- swarm --seeds 200 --from "$base" \
+    --report-html "$out/html/sim-swarm.html" >/dev/null || status=1
   SSE_FUZZ_CASES=2000000 SSE_FUZZ_SEED=$base cargo test --release --locked -p sse-server --test http -- fuzz \
     || status=1
   echo "real runs: $(grep -c '"passed":true' "$out/report.jsonl") passed," \

@@ -10,9 +10,10 @@ use sse_chaos::bench::{
     cluster_idle, failover as failover_bench, fanout, idle, publish as publish_bench, resume as resume_bench,
 };
 use sse_chaos::load::tls_client::TlsConnect;
-use sse_chaos::real::{plan_run, soak};
+use sse_chaos::real::{plan_run, run_report, soak};
 use sse_plan::generate::Size;
 use sse_plan::search::{self, Shrink};
+use sse_report::SwarmRow;
 
 #[derive(Debug, Parser)]
 #[command(name = "sse-chaos", about = "Load and benchmarks for sse-server")]
@@ -91,6 +92,9 @@ enum Command {
         /// Also append the verdict as a JSON line to this file.
         #[arg(long)]
         report: Option<String>,
+        /// Also write a self-contained HTML report (timelines, fault windows) to this file.
+        #[arg(long)]
+        report_html: Option<String>,
     },
     /// Run the plans the generator draws for seeds `from..from+seeds` for real (sized for
     /// real time: about 10 s each); shrink a failure (a step fails if it fails in `k` of
@@ -114,6 +118,9 @@ enum Command {
         /// faults) instead of one-server plans.
         #[arg(long)]
         cluster: bool,
+        /// Also write an HTML report (a seed table, the recovery-time distribution).
+        #[arg(long)]
+        report_html: Option<String>,
     },
     /// A long run: client-side faults drawn from the generator for `duration` on one
     /// server; reports availability and leak slopes, fails on loss, a leak or
@@ -128,6 +135,9 @@ enum Command {
         /// Also append the report as a JSON line to this file.
         #[arg(long)]
         report: Option<String>,
+        /// Also write a self-contained HTML report (timelines, fault windows) to this file.
+        #[arg(long)]
+        report_html: Option<String>,
     },
     /// Publish a topic's history and print `RESUME_FROM=<id>` (the id before it).
     History {
@@ -162,6 +172,16 @@ enum Command {
         /// Events per second published to every stream during the hold (0: idle).
         #[arg(long, default_value_t = 0)]
         rate: u64,
+    },
+    /// The README's screenshots, taken with headless Chromium: the console page with a few
+    /// events (`console.png`) and the top of an HTML run report (`report.png`).
+    Screenshots {
+        /// Where the PNGs go.
+        #[arg(long, default_value = "docs")]
+        out: String,
+        /// An HTML report (`replay --report-html`) to take `report.png` of.
+        #[arg(long)]
+        report: Option<String>,
     },
     /// Holds idle streams for `cluster-idle` (one process per node).
     #[command(hide = true)]
@@ -227,7 +247,7 @@ fn main() -> anyhow::Result<()> {
             Command::Publish { addr, publishers, size, duration } => {
                 publish_bench::run(publish_bench::Plan { addr, publishers, size, duration }).await?
             }
-            Command::Replay { plan, seed, report } => {
+            Command::Replay { plan, seed, report, report_html } => {
                 let text = std::fs::read_to_string(&plan).with_context(|| format!("read {plan}"))?;
                 let parsed: sse_plan::Plan = text.parse().map_err(|e| anyhow::anyhow!("{plan}: {e}"))?;
                 println!("seed {seed}\nplan:\n{parsed}");
@@ -238,15 +258,19 @@ fn main() -> anyhow::Result<()> {
                     "failures": outcome.failures, "acked": outcome.acked, "took_s": outcome.took.as_secs_f64(),
                 });
                 append_json(report.as_deref(), &verdict)?;
+                let replay = format!("cargo run --release -p sse-chaos -- replay --plan {plan} --seed {seed}");
+                let html = || run_report::run_report(&format!("replay {plan}, seed {seed}"), &parsed, &outcome, &replay);
+                write_html(report_html.as_deref(), html)?;
                 if !outcome.passed() {
-                    anyhow::bail!("the plan failed; replay: cargo run -p sse-chaos -- replay --plan {plan} --seed {seed}");
+                    anyhow::bail!("the plan failed; replay: {replay}");
                 }
             }
-            Command::Swarm { seeds, from, shrink_budget, k, n, report, cluster } => {
+            Command::Swarm { seeds, from, shrink_budget, k, n, report, cluster, report_html } => {
                 let size = if cluster { Size::Cluster } else { Size::RealTime };
                 let handle = tokio::runtime::Handle::current();
                 let shrink = Shrink { budget: shrink_budget, k, n };
                 let mut failed = 0;
+                let mut rows = Vec::new();
                 for seed in from..from + seeds {
                     let started = tokio::time::Instant::now();
                     let result = tokio::task::block_in_place(|| {
@@ -270,6 +294,15 @@ fn main() -> anyhow::Result<()> {
                                 "took_s": started.elapsed().as_secs_f64(),
                             });
                             append_json(report.as_deref(), &verdict)?;
+                            rows.push(SwarmRow {
+                                seed,
+                                passed: true,
+                                acked: outcome.acked,
+                                faults: search::plan_sized(seed, size).faults.len(),
+                                recoveries: outcome.recoveries.clone(),
+                                took: started.elapsed(),
+                                note: swarm_replay(seed, cluster),
+                            });
                         }
                         Err(failure) => {
                             failed += 1;
@@ -289,25 +322,49 @@ fn main() -> anyhow::Result<()> {
                                 "took_s": started.elapsed().as_secs_f64(),
                             });
                             append_json(report.as_deref(), &verdict)?;
+                            rows.push(SwarmRow {
+                                seed,
+                                passed: false,
+                                faults: failure.plan.faults.len(),
+                                took: started.elapsed(),
+                                note: format!(
+                                    "{} (replay: cargo run --release -p sse-chaos -- replay --plan {file} --seed {seed})",
+                                    failure.failures.first().map_or("", String::as_str)
+                                ),
+                                ..SwarmRow::default()
+                            });
                         }
                     }
                 }
+                let kind = if cluster { "cluster swarm" } else { "swarm" };
+                let title = format!("real {kind}, seeds {from}..{}", from + seeds);
+                write_html(report_html.as_deref(), || sse_report::swarm::report(&title, &rows))?;
                 println!("{} passed, {failed} failed", seeds - failed);
                 if failed > 0 {
                     anyhow::bail!("{failed} seeds failed");
                 }
             }
-            Command::Soak { duration, seed, clients, report } => {
+            Command::Soak { duration, seed, clients, report, report_html } => {
                 let soak = soak::run(seed, duration, clients).await?;
                 print!("{soak}");
                 let json: serde_json::Value = serde_json::from_str(&soak.to_json())?;
                 append_json(report.as_deref(), &json)?;
+                let repeat = format!(
+                    "cargo run --release -p sse-chaos -- soak --duration {} --seed {seed} --clients {clients}",
+                    humantime::format_duration(duration)
+                );
+                write_html(report_html.as_deref(), || soak.html(&repeat))?;
                 if !soak.passed() {
-                    anyhow::bail!("the soak failed; repeat: cargo run -p sse-chaos -- soak --duration {} --seed {seed} --clients {clients}", humantime::format_duration(duration));
+                    anyhow::bail!("the soak failed; repeat: {repeat}");
                 }
             }
             Command::ClusterIdle { nodes, streams, hold, heartbeat, rate } => {
                 cluster_idle::run(cluster_idle::Plan { nodes: nodes.max(1), streams, hold, heartbeat, rate }).await?
+            }
+            Command::Screenshots { out, report } => {
+                std::fs::create_dir_all(&out)?;
+                sse_chaos::browser::pages::screenshots(out.as_ref(), report.as_deref().map(AsRef::as_ref)).await?;
+                println!("wrote {out}/console.png{}", if report.is_some() { " and report.png" } else { "" });
             }
             Command::Hold { addr, streams, hold } => cluster_idle::hold(addr, streams, hold).await?,
             Command::Failover { rounds, subscribers, rate } => {
@@ -321,6 +378,21 @@ fn main() -> anyhow::Result<()> {
         }
         Ok(())
     })
+}
+
+/// Writes the HTML report `report` makes to `path`, if given.
+fn write_html(path: Option<&str>, report: impl FnOnce() -> sse_report::Report) -> anyhow::Result<()> {
+    if let Some(path) = path {
+        std::fs::write(path, report().to_html()).with_context(|| format!("write {path}"))?;
+        println!("HTML report: {path}");
+    }
+    Ok(())
+}
+
+/// How to replay one swarm seed.
+fn swarm_replay(seed: u64, cluster: bool) -> String {
+    let cluster = if cluster { " --cluster" } else { "" };
+    format!("cargo run --release -p sse-chaos -- swarm{cluster} --seeds 1 --from {seed}")
 }
 
 /// Appends `value` as one JSON line to `path`, if given.

@@ -13,6 +13,7 @@ use bytes::Bytes;
 use fantoccini::Locator;
 use nix::sys::signal::Signal;
 use sse_chaos::browser::driver::{Browser, Engine, SessionOptions};
+use sse_chaos::browser::pages;
 use sse_chaos::browser::recorder::{to_seen, Kind, PageRecord, Recorder};
 use sse_chaos::load::publisher::{metric, metric_over, Publisher};
 use sse_chaos::load::tls_client::TlsConnect;
@@ -352,6 +353,8 @@ async fn drain(engine: Engine) {
     let back = records_of(&world.page.records, "s", Kind::Open)[1].clone();
     let delay = back.at - error.at;
     assert!(delay >= Duration::from_millis(900), "{}: back after {delay:?}, before the drain's retry", world.engine());
+    // At most the drawn retry (≤ 3 s) and a restart's worth of failed attempts after it.
+    assert!(delay <= Duration::from_secs(5), "{}: back only after {delay:?}", world.engine());
     eprintln!("{}: back {delay:?} after the drain (retry: in [1s, 3s])", world.engine());
     world.judge("s", &["drain"]);
     world.end().await;
@@ -651,4 +654,25 @@ async fn chromium_console_shows_a_reset() {
     assert!(rows[0].3.contains("malformed"));
     assert_eq!(rows[1].3, "retained");
     world.end().await;
+}
+
+// ---- an HTML run report ----
+
+/// A real run's HTML report renders in Chromium: the verdict, every chart drawn, no
+/// script and nothing loaded from elsewhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_renders_a_run_report() {
+    let text = std::fs::read_to_string(workspace_root().join("fixtures/plans/process-faults.plan")).unwrap();
+    let plan: sse_plan::Plan = text.parse().unwrap();
+    let outcome = sse_chaos::real::plan_run::run(3, &plan).await.expect("the plan runs");
+    let report = sse_chaos::real::run_report::run_report("process faults", &plan, &outcome, "replay");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("report.html");
+    std::fs::write(&file, report.to_html()).unwrap();
+    let _slot = BROWSERS.acquire().await.unwrap();
+    let browser = Browser::start(Engine::Chromium, &SessionOptions::default()).await.unwrap();
+    let charts = report.sections.iter().filter(|s| matches!(s, sse_report::Section::Chart(_))).count();
+    assert_eq!(charts, 6);
+    pages::check_report(&browser.client, &format!("file://{}", file.display()), charts).await.unwrap();
+    browser.quit().await.unwrap();
 }

@@ -9,6 +9,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use sse_plan::Plan;
+use sse_report::SwarmRow;
 use sse_simulations::trace::Trace;
 use sse_simulations::{harness, replay_command, swarm};
 
@@ -35,6 +36,9 @@ enum Command {
         seeds: u64,
         #[arg(long, default_value_t = 1)]
         from: u64,
+        /// Also write an HTML report: a seed table and the recovery-time distribution.
+        #[arg(long)]
+        report_html: Option<String>,
     },
 }
 
@@ -68,15 +72,40 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         }
-        Command::Swarm { seeds, from } => {
+        Command::Swarm { seeds, from, report_html } => {
             let mut failed = 0;
+            let mut rows = Vec::new();
             for seed in from..from + seeds {
-                if let Err(failure) = swarm::check_seed(seed, true) {
-                    failed += 1;
-                    println!("FAIL seed {seed}: {}\nshrunk plan:\n{}", failure.failures[0], failure.plan);
-                    let file = format!("fixtures/sim-regressions/seed-{seed}.plan");
-                    println!("save the plan above as {file}, then replay: {}", replay_command(seed, Some(&file)));
+                match swarm::check_seed(seed, true) {
+                    Ok(outcome) => rows.push(SwarmRow {
+                        seed,
+                        passed: true,
+                        acked: outcome.acked,
+                        faults: swarm::plan_for(seed).faults.len(),
+                        recoveries: outcome.recoveries,
+                        took: outcome.simulated,
+                        note: replay_command(seed, None),
+                    }),
+                    Err(failure) => {
+                        failed += 1;
+                        println!("FAIL seed {seed}: {}\nshrunk plan:\n{}", failure.failures[0], failure.plan);
+                        let file = format!("fixtures/sim-regressions/seed-{seed}.plan");
+                        let replay = replay_command(seed, Some(&file));
+                        println!("save the plan above as {file}, then replay: {replay}");
+                        let note =
+                            format!("{} (save the shrunk plan as {file}; replay: {replay})", failure.failures[0]);
+                        let faults = failure.plan.faults.len();
+                        rows.push(SwarmRow { seed, faults, note, ..SwarmRow::default() });
+                    }
                 }
+            }
+            if let Some(path) = report_html {
+                let title = format!("simulation swarm, seeds {from}..{} (took: simulated time)", from + seeds);
+                if let Err(error) = std::fs::write(&path, sse_report::swarm::report(&title, &rows).to_html()) {
+                    eprintln!("sse-simulations: cannot write {path}: {error}");
+                    return ExitCode::from(73);
+                }
+                println!("HTML report: {path}");
             }
             println!("{} passed, {failed} failed", seeds - failed);
             if failed == 0 {

@@ -443,5 +443,7 @@ pub async fn run(seed: u64, plan: &Plan) -> anyhow::Result<RealOutcome> {
         observed,
         client_topics: topics,
         connects: seats.iter().map(Seat::connects).collect(),
+        deliveries: plan_run::deliveries(&seats, origin, grace, &acked),
+        calm_from,
     })
 }

@@ -15,6 +15,8 @@
 //! - [`attacks`]: raw-socket slowloris and flood connections.
 //! - [`nginx`]: a stock nginx as the reverse proxy in front of the server.
 //! - [`nats`]: a 3-node NATS JetStream cluster of real processes, for cluster mode.
+//! - [`run_report`]: a run's HTML report: verdict, replay command, timelines with the
+//!   fault windows shaded and recovery points marked.
 //! - [`soak`]: a long run of generated client-side faults: availability and leak slopes.
 
 pub mod attacks;
@@ -26,6 +28,7 @@ pub mod observe;
 pub mod plan_run;
 pub mod processes;
 pub mod roster;
+pub mod run_report;
 pub mod soak;
 pub mod subscriber;
 pub mod toxiproxy;

@@ -90,6 +90,11 @@ pub struct RealOutcome {
     pub client_topics: Vec<BTreeSet<String>>,
     /// Per client seat, the streams its clients opened.
     pub connects: Vec<u32>,
+    /// Every event a client received: (when, from the run's start; how long after its
+    /// publish was sent).
+    pub deliveries: Vec<(Duration, Duration)>,
+    /// When the last fault healed (and publishing stopped), from the run's start.
+    pub calm_from: Duration,
 }
 
 impl RealOutcome {
@@ -1047,7 +1052,33 @@ async fn run_on(
         observed,
         client_topics: topics,
         connects: seats.iter().map(Seat::connects).collect(),
+        deliveries: deliveries(&run.seats, origin, grace, &acked),
+        calm_from,
     })
+}
+
+/// Every event every client received, with its delay from the publish.
+pub(super) fn deliveries(
+    seats: &[Seat],
+    origin: Instant,
+    grace: Duration,
+    acked: &[Acked],
+) -> Vec<(Duration, Duration)> {
+    let sent: BTreeMap<&str, Duration> = acked.iter().map(|a| (a.data.as_str(), a.sent)).collect();
+    let mut out = Vec::new();
+    for seat in seats {
+        for tenant in seat.tenants(origin, grace) {
+            for seen in tenant.record.lock().unwrap().seen(origin) {
+                if let sse_plan::record::Seen::Event(event) = seen {
+                    if let Some(sent) = sent.get(event.data.as_str()) {
+                        out.push((event.at, event.at.saturating_sub(*sent)));
+                    }
+                }
+            }
+        }
+    }
+    out.sort_unstable();
+    out
 }
 
 /// Judges every client of every seat against the acknowledgements, as the oracle does for

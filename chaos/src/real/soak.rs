@@ -32,6 +32,7 @@ use sse_server::rng::SeededRng;
 use super::observe::{Slope, GAUGES};
 use super::plan_run::{self, RealOutcome};
 use super::roster::{Churn, LEAVES};
+use super::run_report;
 
 /// Faults are drawn per window of this length.
 const WINDOW: Duration = Duration::from_secs(15);
@@ -85,6 +86,7 @@ pub fn plan(seed: u64, duration: Duration, clients: usize) -> Plan {
 #[derive(Debug)]
 pub struct SoakReport {
     pub seed: u64,
+    pub plan: Plan,
     pub outcome: RealOutcome,
     /// Overall availability (outside each client's own faults).
     pub availability: f64,
@@ -99,6 +101,34 @@ pub struct SoakReport {
 impl SoakReport {
     pub fn passed(&self) -> bool {
         self.failures.is_empty()
+    }
+
+    /// The HTML report: the run's timelines, availability and the leak slopes; `repeat`
+    /// is the command that runs it again.
+    pub fn html(&self, repeat: &str) -> sse_report::Report {
+        let title = format!("soak, seed {}, {:.0?}", self.seed, self.outcome.took);
+        let mut report = run_report::run_report(&title, &self.plan, &self.outcome, repeat);
+        report.passed = self.passed();
+        report.failures = self.failures.clone();
+        report
+            .fact("availability outside each client's own faults", format!("{:.4}%", self.availability * 100.0))
+            .fact("clients left and replaced", self.left());
+        let rows = self
+            .slopes
+            .iter()
+            .map(|(gauge, s)| {
+                vec![
+                    gauge.to_string(),
+                    format!("{:+.2}", s.per_hour),
+                    format!("{:.2}", s.stderr_per_hour),
+                    s.samples.to_string(),
+                ]
+            })
+            .collect();
+        let header = ["gauge", "slope per hour", "± (standard error)", "samples"].map(String::from).into();
+        report.sections.insert(0, sse_report::Section::Table { header, rows });
+        report.sections.insert(0, sse_report::Section::Heading("Leak slopes".into()));
+        report
     }
 
     /// Clients that left for good during the run (each replaced by a new one).
@@ -286,5 +316,5 @@ fn judge(seed: u64, plan: &Plan, outcome: RealOutcome) -> SoakReport {
             failures.push(format!("{gauge}: too few samples to fit a trend ({})", series.len()));
         }
     }
-    SoakReport { seed, outcome, availability, per_client, per_kind, slopes, failures }
+    SoakReport { seed, plan: plan.clone(), outcome, availability, per_client, per_kind, slopes, failures }
 }
