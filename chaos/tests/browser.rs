@@ -532,14 +532,14 @@ async fn firefox_waits_past_six_streams_over_http1() {
     ten_over_http1(Engine::Firefox).await;
 }
 
-/// The same ten over TLS, where the browser speaks HTTP/2: all ten are streams of one
-/// connection.
+/// The same ten over TLS (the test CA in the browser's certificate store), where the
+/// browser speaks HTTP/2: all ten are streams of one connection.
 async fn ten_over_http2(engine: Engine) {
     let _slot = BROWSERS.acquire().await.unwrap();
     let tls = workspace_root().join("fixtures/tls");
     let (cert, key) = (tls.join("server.pem"), tls.join("server.key"));
     let args = ["--tls-cert", cert.to_str().unwrap(), "--tls-key", key.to_str().unwrap()];
-    let options = SessionOptions { accept_test_certs: true, ..SessionOptions::default() };
+    let options = SessionOptions { trust_ca: Some(tls.join("ca.pem")), ..SessionOptions::default() };
     let mut world = World::start_with(engine, &args, &options, "https", false).await;
     for i in 0..10 {
         world.page.open(&format!("s{i}"), "/events?topic=many", false, &[]).await.unwrap();
@@ -552,9 +552,20 @@ async fn ten_over_http2(engine: Engine) {
         let addr = world.server.addr;
         async move { metric_over(connect.connect(addr).await.unwrap(), name).await.unwrap() }
     };
+    let protocol = world
+        .browser
+        .client
+        .execute("return performance.getEntriesByType('navigation')[0].nextHopProtocol;", vec![])
+        .await
+        .unwrap();
+    assert_eq!(protocol, "h2", "{}: the page came over HTTP/2", world.engine());
     assert_eq!(read("sse_streams").await, 10.0);
-    // The browser's one connection and the one reading the metrics.
-    assert_eq!(read("sse_connections").await, 2.0, "{}: ten streams over one HTTP/2 connection", world.engine());
+    // Less the one reading the metrics. Usually one; Chromium sometimes opens a few more
+    // while it learns the origin speaks HTTP/2, and leaves them idle. Over HTTP/1.1 ten
+    // streams would need ten.
+    let connections = read("sse_connections").await - 1.0;
+    assert!(connections < 10.0, "{}: ten streams over {connections} connections", world.engine());
+    eprintln!("{}: ten HTTP/2 streams over {connections} connection(s)", world.engine());
     world.end().await;
 }
 
@@ -675,4 +686,53 @@ async fn chromium_renders_a_run_report() {
     assert_eq!(charts, 6);
     pages::check_report(&browser.client, &format!("file://{}", file.display()), charts).await.unwrap();
     browser.quit().await.unwrap();
+}
+
+// ---- no browser outlives its test ----
+
+/// The processes (pids) in process group `group`, read from `/proc`.
+fn group_members(group: u32) -> Vec<u32> {
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
+        // After the command's closing parenthesis: state, ppid, pgrp.
+        let fields: Vec<&str> = stat.rsplit_once(')').map_or("", |(_, rest)| rest).split_whitespace().collect();
+        if fields.get(2).and_then(|g| g.parse::<u32>().ok()) == Some(group) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// A browser dropped without quitting (a failed test) takes every process of its own
+/// with it: an orphan's `EventSource` would keep reconnecting to a port that a later
+/// test's server may be given.
+async fn dropped_browser_leaves_nothing(engine: Engine) {
+    let _slot = BROWSERS.acquire().await.unwrap();
+    let browser = Browser::start(engine, &SessionOptions::default()).await.unwrap();
+    let group = browser.process_group().unwrap();
+    let members = group_members(group);
+    assert!(members.len() > 2, "{}: the browser's processes run in the driver's group: {members:?}", engine.name());
+    drop(browser);
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !group_members(group).is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{}: {:?} outlived the browser",
+            engine.name(),
+            group_members(group)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_chromium_leaves_no_process() {
+    dropped_browser_leaves_nothing(Engine::Chromium).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_firefox_leaves_no_process() {
+    dropped_browser_leaves_nothing(Engine::Firefox).await;
 }

@@ -176,7 +176,8 @@ fn compact(value: f64) -> String {
 /// Equal-width buckets over `values` (at most `buckets`), for a histogram.
 pub fn buckets(values: &[f64], buckets: usize) -> Vec<(f64, f64, u64)> {
     let max = values.iter().copied().fold(0.0, f64::max);
-    let width = if max <= 0.0 { 1.0 } else { max / buckets.max(1) as f64 };
+    // All zero (every client caught up at once): narrow bars at zero, not a wide axis.
+    let width = if max <= 0.0 { 0.01 } else { max / buckets.max(1) as f64 };
     let mut bars: Vec<(f64, f64, u64)> =
         (0..buckets.max(1)).map(|i| (i as f64 * width, (i + 1) as f64 * width, 0)).collect();
     for value in values {

@@ -80,10 +80,13 @@ impl Report {
                 escape(value)
             );
         }
-        out.push_str(
-            "</table>\n<p class=\"legend\"><span class=\"shade\">shaded</span>: a fault's window; \
-                      thin grey lines: a client caught up again after the last fault healed.</p>\n",
-        );
+        out.push_str("</table>\n");
+        if self.sections.iter().any(|s| matches!(s, Section::Chart(Chart::Timeline { .. }))) {
+            out.push_str(
+                "<p class=\"legend\"><span class=\"shade\">shaded</span>: a fault's window; \
+                 thin grey lines: a client caught up again after the last fault healed.</p>\n",
+            );
+        }
         for section in &self.sections {
             match section {
                 Section::Heading(text) => {

@@ -33,7 +33,7 @@ pub fn report(title: &str, rows: &[SwarmRow]) -> Report {
                     if r.passed { "PASS" } else { "FAIL" }.to_owned(),
                     r.acked.to_string(),
                     r.faults.to_string(),
-                    format!("{:.2?}", r.recoveries.iter().max().copied().unwrap_or_default()),
+                    millis(r.recoveries.iter().max().copied().unwrap_or_default()),
                     format!("{:.1?}", r.took),
                     r.note.clone(),
                 ]
@@ -54,4 +54,9 @@ pub struct SwarmRow {
     pub took: Duration,
     /// The replay command, or the first failure.
     pub note: String,
+}
+
+/// A duration in milliseconds, one decimal.
+pub fn millis(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1e3)
 }

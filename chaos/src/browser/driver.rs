@@ -8,6 +8,8 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use fantoccini::{Client, ClientBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
 use serde_json::{json, Map, Value};
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
@@ -62,19 +64,38 @@ impl Engine {
 /// What the session may do beyond the defaults.
 #[derive(Debug, Clone, Default)]
 pub struct SessionOptions {
-    /// Accept the test CA's certificates (`acceptInsecureCerts`: the browser's own store
-    /// does not hold the test CA).
-    pub accept_test_certs: bool,
+    /// A CA certificate (PEM) the browser trusts for servers: added to the session's own
+    /// NSS database (`certutil`, Debian's `libnss3-tools`), which both engines read: the
+    /// Firefox profile's, Chromium's under the `HOME` its driver is given.
+    pub trust_ca: Option<PathBuf>,
     /// Window size in CSS pixels (screenshots).
     pub window: Option<(u32, u32)>,
 }
 
-/// A running WebDriver server with one browser session.
+/// A running WebDriver server with one browser session. The driver runs in a process
+/// group of its own, which the browser's processes join: dropping this kills the whole
+/// group, so a failed test leaves no browser behind (one whose `EventSource` would keep
+/// reconnecting to a port a later test's server may get).
 pub struct Browser {
     pub engine: Engine,
     pub client: Client,
     driver: Child,
     _profile: tempfile::TempDir,
+}
+
+impl Browser {
+    /// The process group the driver and the browser's processes run in.
+    pub fn process_group(&self) -> Option<u32> {
+        self.driver.id()
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        if let Some(pid) = self.driver.id() {
+            let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
+        }
+    }
 }
 
 impl std::fmt::Debug for Browser {
@@ -92,12 +113,23 @@ impl Browser {
         let port = free_port()?;
         let profile = tempfile::tempdir()?;
         let mut command = Command::new(engine.driver_binary()?);
+        if let Some(ca) = &options.trust_ca {
+            let nssdb = match engine {
+                Engine::Chromium => {
+                    // Chromium reads $HOME/.pki/nssdb: its driver gets the profile as HOME.
+                    command.env("HOME", profile.path());
+                    profile.path().join(".pki/nssdb")
+                }
+                Engine::Firefox => profile.path().to_owned(),
+            };
+            trust(&nssdb, ca).await?;
+        }
         match engine {
             Engine::Chromium => command.arg(format!("--port={port}")).arg("--allowed-ips=127.0.0.1"),
             Engine::Firefox => command.args(["--host", "127.0.0.1", "--port", &port.to_string()]),
         };
-        let driver = command.stdout(Stdio::null()).stderr(Stdio::null()).kill_on_drop(true).spawn()?;
-        let capabilities = capabilities(engine, options, profile.path())?;
+        let driver = command.stdout(Stdio::null()).stderr(Stdio::null()).process_group(0).kill_on_drop(true).spawn()?;
+        let capabilities = capabilities(engine, profile.path())?;
         let url = format!("http://127.0.0.1:{port}");
         let deadline = Instant::now() + START_PATIENCE;
         let client = loop {
@@ -117,19 +149,16 @@ impl Browser {
         Ok(Browser { engine, client, driver, _profile: profile })
     }
 
-    /// Ends the session (the browser quits), then the WebDriver server.
-    pub async fn quit(mut self) -> anyhow::Result<()> {
+    /// Ends the session (the browser quits), then the WebDriver server and anything left
+    /// in its process group.
+    pub async fn quit(self) -> anyhow::Result<()> {
         let ended = tokio::time::timeout(Duration::from_secs(10), self.client.clone().close()).await;
-        let _ = self.driver.kill().await;
+        drop(self);
         ended.context("the browser did not quit within 10 s")?.context("end the session")
     }
 }
 
-fn capabilities(
-    engine: Engine,
-    options: &SessionOptions,
-    profile: &std::path::Path,
-) -> anyhow::Result<Map<String, Value>> {
+fn capabilities(engine: Engine, profile: &std::path::Path) -> anyhow::Result<Map<String, Value>> {
     let mut capabilities = Map::new();
     let (key, value) = match engine {
         Engine::Chromium => (
@@ -160,8 +189,25 @@ fn capabilities(
         ),
     };
     capabilities.insert(key.to_owned(), value);
-    if options.accept_test_certs {
-        capabilities.insert("acceptInsecureCerts".to_owned(), Value::Bool(true));
-    }
     Ok(capabilities)
+}
+
+/// Makes an NSS database at `dir` that trusts `ca` to identify servers.
+async fn trust(dir: &std::path::Path, ca: &std::path::Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let db = format!("sql:{}", dir.to_str().context("a UTF-8 path")?);
+    let ca = ca.to_str().context("a UTF-8 path")?;
+    for args in
+        [vec!["-N", "-d", &db, "--empty-password"], vec!["-A", "-d", &db, "-n", "sse-test-ca", "-t", "C,,", "-i", ca]]
+    {
+        let output = Command::new("certutil")
+            .args(&args)
+            .output()
+            .await
+            .context("run certutil (apt-get install libnss3-tools)")?;
+        if !output.status.success() {
+            bail!("certutil {}: {}", args.join(" "), String::from_utf8_lossy(&output.stderr));
+        }
+    }
+    Ok(())
 }

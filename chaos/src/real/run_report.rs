@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use sse_plan::Plan;
+use sse_report::swarm::millis;
 use sse_report::{Chart, Report, Section, Series};
 
 use super::plan_run::RealOutcome;
@@ -29,7 +30,7 @@ pub fn run_report(title: &str, plan: &Plan, outcome: &RealOutcome, replay: &str)
         .fact(
             "recovery after the last heal",
             match (recoveries.get(recoveries.len() / 2), recoveries.last()) {
-                (Some(median), Some(max)) => format!("median {median:.2?}, max {max:.2?}"),
+                (Some(median), Some(max)) => format!("median {}, max {}", millis(*median), millis(*max)),
                 _ => "no client".to_owned(),
             },
         );
