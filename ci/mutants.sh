@@ -1,0 +1,129 @@
+#!/usr/bin/env bash
+# Mutation testing of server/src with cargo-mutants (configured in .cargo/mutants.toml).
+#
+#   ci/mutants.sh shard K N   mutants K of every N (round robin) of the committed HEAD;
+#                             writes mutants/shard-K-of-N.txt (commit it)
+#   ci/mutants.sh diff BASE   only the code changed since BASE (HEAD's diff); writes
+#                             mutants/diff.txt; fails if a mutant is missed
+#   ci/mutants.sh score       the union of the shard files: per file and total
+#
+# Mutants run on a detached worktree of HEAD (target/mutants-tree) with its own target
+# directory (target/mutants-target), so the checkout you work in is never mutated and the
+# builds stay incremental between runs. Uncommitted changes are not tested.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+tree=$root/target/mutants-tree
+export CARGO_TARGET_DIR=$root/target/mutants-target
+mode=${1:-}
+
+prepare() {
+  ci/install-mutants.sh
+  export PATH="$root/.tools/mutants/bin:$PATH"
+  if [[ ! -e $tree/.git ]]; then
+    git worktree add --detach --force "$tree" HEAD >/dev/null
+  fi
+  git -C "$tree" checkout --quiet --detach --force "$(git rev-parse HEAD)"
+  git -C "$tree" clean -fdq
+}
+
+# Writes "<outcome>\t<mutant>" lines from a cargo-mutants output directory, sorted by name.
+outcomes() {
+  local out=$1/mutants.out
+  for outcome in caught missed timeout unviable; do
+    if [[ -f $out/$outcome.txt ]]; then
+      sed "s/^/$outcome\t/" "$out/$outcome.txt"
+    fi
+  done | sort -t$'\t' -k2
+}
+
+header() {
+  echo "# cargo-mutants $(cargo mutants --version | cut -d' ' -f2), commit $(git rev-parse --short HEAD), $1"
+  echo "# started $2, took $3 s; $(date -u +%F)"
+}
+
+case $mode in
+  shard)
+    k=${2:?shard index}
+    n=${3:?shard count}
+    prepare
+    out=$(mktemp -d)
+    started=$(date -u +%FT%TZ)
+    start=$SECONDS
+    status=0
+    (cd "$tree" && cargo mutants --in-place --package sse-server --shard "$k/$n" --output "$out" --no-times) \
+      || status=$?
+    # 0: all caught; 2: some missed; 3: some timed out; both are results. Anything else failed.
+    if [[ $status != 0 && $status != 2 && $status != 3 ]]; then
+      echo "cargo mutants failed with $status; see $out/mutants.out/debug.log" >&2
+      exit "$status"
+    fi
+    mkdir -p mutants
+    {
+      header "shard $k of $n" "$started" $((SECONDS - start))
+      outcomes "$out"
+    } >"mutants/shard-$k-of-$n.txt"
+    echo "wrote mutants/shard-$k-of-$n.txt: $(grep -vc '^#' "mutants/shard-$k-of-$n.txt") mutants," \
+      "$(grep -c '^missed' "mutants/shard-$k-of-$n.txt" || true) missed"
+    ;;
+  diff)
+    base=${2:?base commit}
+    git rev-parse --verify --quiet "$base^{commit}" >/dev/null || { echo "no commit $base" >&2; exit 64; }
+    prepare
+    out=$(mktemp -d)
+    git diff "$base" HEAD -- server/src >"$out/changes.diff"
+    if [[ ! -s $out/changes.diff ]]; then
+      echo "no change to server/src since $base"
+      exit 0
+    fi
+    started=$(date -u +%FT%TZ)
+    start=$SECONDS
+    status=0
+    (cd "$tree" && cargo mutants --in-place --package sse-server --in-diff "$out/changes.diff" \
+      --output "$out" --no-times) || status=$?
+    mkdir -p mutants
+    {
+      header "changes since $(git rev-parse --short "$base")" "$started" $((SECONDS - start))
+      outcomes "$out"
+    } >mutants/diff.txt
+    missed=$(grep -c '^missed' mutants/diff.txt || true)
+    echo "mutants of the change: $(grep -vc '^#' mutants/diff.txt), missed $missed (mutants/diff.txt)"
+    grep '^missed' mutants/diff.txt || true
+    if [[ $status != 0 && $status != 2 && $status != 3 ]]; then
+      echo "cargo mutants failed with $status" >&2
+      exit "$status"
+    fi
+    [[ $missed == 0 ]]
+    ;;
+  score)
+    shopt -s nullglob
+    files=(mutants/shard-*.txt)
+    if ((${#files[@]} == 0)); then
+      echo "no shard results in mutants/ yet" >&2
+      exit 1
+    fi
+    # The newest line per mutant name wins (shards of later commits overwrite earlier ones).
+    cat "${files[@]}" | grep -v '^#' | awk -F'\t' '
+      { outcome[$2] = $1 }
+      END {
+        for (name in outcome) {
+          split(name, parts, ":"); file = parts[1]; o = outcome[name]
+          count[file, o]++; files[file] = 1; total[o]++
+        }
+        printf "%-36s %7s %7s %7s %8s %7s\n", "file", "caught", "missed", "timeout", "unviable", "score"
+        n = asorti(files, sorted)
+        for (i = 1; i <= n; i++) {
+          f = sorted[i]; c = count[f, "caught"] + 0; m = count[f, "missed"] + 0; t = count[f, "timeout"] + 0
+          u = count[f, "unviable"] + 0
+          printf "%-36s %7d %7d %7d %8d %6.1f%%\n", f, c, m, t, u, (c + t + m) ? 100 * (c + t) / (c + t + m) : 100
+        }
+        c = total["caught"] + 0; m = total["missed"] + 0; t = total["timeout"] + 0; u = total["unviable"] + 0
+        printf "%-36s %7d %7d %7d %8d %6.1f%%\n", "total", c, m, t, u, (c + t + m) ? 100 * (c + t) / (c + t + m) : 100
+      }'
+    echo "score = (caught + timeout) / (caught + timeout + missed); unviable mutants do not build and do not count"
+    ;;
+  *)
+    sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
+    exit 64
+    ;;
+esac
