@@ -297,7 +297,7 @@ fn main() -> anyhow::Result<()> {
                             rows.push(SwarmRow {
                                 seed,
                                 passed: true,
-                                acked: outcome.acked,
+                                acked: Some(outcome.acked),
                                 faults: search::plan_sized(seed, size).faults.len(),
                                 recoveries: outcome.recoveries.clone(),
                                 took: started.elapsed(),
@@ -325,11 +325,12 @@ fn main() -> anyhow::Result<()> {
                             rows.push(SwarmRow {
                                 seed,
                                 passed: false,
-                                faults: failure.plan.faults.len(),
+                                faults: search::plan_sized(seed, size).faults.len(),
                                 took: started.elapsed(),
                                 note: format!(
-                                    "{} (replay: cargo run --release -p sse-chaos -- replay --plan {file} --seed {seed})",
-                                    failure.failures.first().map_or("", String::as_str)
+                                    "{} (shrunk to {} faults; replay: cargo run --release -p sse-chaos -- replay --plan {file} --seed {seed})",
+                                    failure.failures.first().map_or("", String::as_str),
+                                    failure.plan.faults.len()
                                 ),
                                 ..SwarmRow::default()
                             });

@@ -19,16 +19,16 @@ impl Series {
 /// What a chart shows.
 #[derive(Debug, Clone)]
 pub enum Chart {
-    /// Lines over time; `windows` (start, end, label) are shaded, `marks` (time, label)
-    /// drawn as thin vertical lines; the x axis runs from 0 to `span` seconds at least
+    /// Lines over time; `windows` (start, end) are shaded, `marks` (times) drawn as thin
+    /// vertical lines; the x axis runs from 0 to `span` seconds at least
     /// (so every chart of one run shares its axis).
     Timeline {
         title: String,
         y_label: String,
         span: f64,
         series: Vec<Series>,
-        windows: Vec<(f64, f64, String)>,
-        marks: Vec<(f64, String)>,
+        windows: Vec<(f64, f64)>,
+        marks: Vec<f64>,
     },
     /// Bars: (bucket start, bucket end, count).
     Histogram { title: String, x_label: String, bars: Vec<(f64, f64, u64)> },
@@ -79,8 +79,8 @@ type Area<'a> = DrawingArea<SVGBackend<'a>, plotters::coord::Shift>;
 fn draw_timeline(
     root: &Area<'_>,
     series: &[Series],
-    windows: &[(f64, f64, String)],
-    marks: &[(f64, String)],
+    windows: &[(f64, f64)],
+    marks: &[f64],
     y_label: &str,
     span: f64,
 ) -> Result<(), String> {
@@ -104,13 +104,13 @@ fn draw_timeline(
         .draw()
         .map_err(|e| e.to_string())?;
     chart
-        .draw_series(windows.iter().map(|(from, to, _)| {
+        .draw_series(windows.iter().map(|(from, to)| {
             let to = if to > from { *to } else { from + x_end / 400.0 };
             Rectangle::new([(*from, 0.0), (to, y_end)], WINDOW_SHADE.mix(0.35).filled())
         }))
         .map_err(|e| e.to_string())?;
     chart
-        .draw_series(marks.iter().map(|(at, _)| PathElement::new(vec![(*at, 0.0), (*at, y_end)], MARK_COLOUR.mix(0.7))))
+        .draw_series(marks.iter().map(|at| PathElement::new(vec![(*at, 0.0), (*at, y_end)], MARK_COLOUR.mix(0.7))))
         .map_err(|e| e.to_string())?;
     for (n, line) in series.iter().enumerate() {
         let colour = LINE_COLOURS[n % LINE_COLOURS.len()];
@@ -198,8 +198,8 @@ mod tests {
             y_label: "streams".into(),
             span: 10.0,
             series: vec![Series::new("streams", vec![(0.0, 1.0), (5.0, 3.0)]), Series::new("conns", vec![(0.0, 2.0)])],
-            windows: vec![(1.0, 2.0, "partition".into())],
-            marks: vec![(4.0, "client-0 back".into())],
+            windows: vec![(1.0, 2.0)],
+            marks: vec![4.0],
         };
         let svg = chart.to_svg();
         assert!(svg.starts_with("<svg"), "{svg}");

@@ -16,7 +16,7 @@ pub fn report(title: &str, rows: &[SwarmRow]) -> Report {
     let recoveries: Vec<f64> = rows.iter().flat_map(|r| r.recoveries.iter().map(|d| d.as_secs_f64())).collect();
     report.sections.push(Section::Heading("Recovery after the last heal, every client of every seed".into()));
     report.sections.push(Section::Chart(Chart::Histogram {
-        title: format!("recovery time ({} clients)", recoveries.len()),
+        title: format!("recovery time ({} clients of the seeds that passed)", recoveries.len()),
         x_label: "seconds".into(),
         bars: buckets(&recoveries, 20),
     }));
@@ -31,9 +31,9 @@ pub fn report(title: &str, rows: &[SwarmRow]) -> Report {
                 vec![
                     r.seed.to_string(),
                     if r.passed { "PASS" } else { "FAIL" }.to_owned(),
-                    r.acked.to_string(),
+                    r.acked.map_or("—".to_owned(), |a| a.to_string()),
                     r.faults.to_string(),
-                    millis(r.recoveries.iter().max().copied().unwrap_or_default()),
+                    r.recoveries.iter().max().map_or("—".to_owned(), |d| millis(*d)),
                     format!("{:.1?}", r.took),
                     r.note.clone(),
                 ]
@@ -48,8 +48,11 @@ pub fn report(title: &str, rows: &[SwarmRow]) -> Report {
 pub struct SwarmRow {
     pub seed: u64,
     pub passed: bool,
-    pub acked: usize,
+    /// Events acknowledged; `None` for a failed seed (its runs were shrunk).
+    pub acked: Option<usize>,
+    /// Faults in the seed's generated plan.
     pub faults: usize,
+    /// Per client, after the last heal; empty for a failed seed.
     pub recoveries: Vec<Duration>,
     pub took: Duration,
     /// The replay command, or the first failure.

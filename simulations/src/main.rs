@@ -80,7 +80,7 @@ fn main() -> ExitCode {
                     Ok(outcome) => rows.push(SwarmRow {
                         seed,
                         passed: true,
-                        acked: outcome.acked,
+                        acked: Some(outcome.acked),
                         faults: swarm::plan_for(seed).faults.len(),
                         recoveries: outcome.recoveries,
                         took: outcome.simulated,
@@ -92,9 +92,12 @@ fn main() -> ExitCode {
                         let file = format!("fixtures/sim-regressions/seed-{seed}.plan");
                         let replay = replay_command(seed, Some(&file));
                         println!("save the plan above as {file}, then replay: {replay}");
-                        let note =
-                            format!("{} (save the shrunk plan as {file}; replay: {replay})", failure.failures[0]);
-                        let faults = failure.plan.faults.len();
+                        let note = format!(
+                            "{} (shrunk to {} faults: save that plan as {file}; replay: {replay})",
+                            failure.failures[0],
+                            failure.plan.faults.len()
+                        );
+                        let faults = swarm::plan_for(seed).faults.len();
                         rows.push(SwarmRow { seed, faults, note, ..SwarmRow::default() });
                     }
                 }

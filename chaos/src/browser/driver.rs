@@ -72,29 +72,32 @@ pub struct SessionOptions {
     pub window: Option<(u32, u32)>,
 }
 
-/// A running WebDriver server with one browser session. The driver runs in a process
-/// group of its own, which the browser's processes join: dropping this kills the whole
-/// group, so a failed test leaves no browser behind (one whose `EventSource` would keep
-/// reconnecting to a port a later test's server may get).
+/// A running WebDriver server with one browser session.
 pub struct Browser {
     pub engine: Engine,
     pub client: Client,
-    driver: Child,
+    driver: DriverGroup,
     _profile: tempfile::TempDir,
+}
+
+/// The WebDriver server, started in a process group of its own, which the browser's
+/// processes join: dropping this kills the whole group, so neither a failed test nor a
+/// start that failed half way leaves a browser behind (one whose `EventSource` would keep
+/// reconnecting to a port a later test's server may get).
+struct DriverGroup(Child);
+
+impl Drop for DriverGroup {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0.id() {
+            let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
+        }
+    }
 }
 
 impl Browser {
     /// The process group the driver and the browser's processes run in.
     pub fn process_group(&self) -> Option<u32> {
-        self.driver.id()
-    }
-}
-
-impl Drop for Browser {
-    fn drop(&mut self) {
-        if let Some(pid) = self.driver.id() {
-            let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
-        }
+        self.driver.0.id()
     }
 }
 
@@ -128,7 +131,9 @@ impl Browser {
             Engine::Chromium => command.arg(format!("--port={port}")).arg("--allowed-ips=127.0.0.1"),
             Engine::Firefox => command.args(["--host", "127.0.0.1", "--port", &port.to_string()]),
         };
-        let driver = command.stdout(Stdio::null()).stderr(Stdio::null()).process_group(0).kill_on_drop(true).spawn()?;
+        let mut driver = DriverGroup(
+            command.stdout(Stdio::null()).stderr(Stdio::null()).process_group(0).kill_on_drop(true).spawn()?,
+        );
         let capabilities = capabilities(engine, profile.path())?;
         let url = format!("http://127.0.0.1:{port}");
         let deadline = Instant::now() + START_PATIENCE;
@@ -140,7 +145,13 @@ impl Browser {
                 Err(error) if Instant::now() > deadline => {
                     bail!("no {} session within {START_PATIENCE:?}: {error}", engine.name())
                 }
-                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                Err(_) => {
+                    // Another driver may have won the port: never talk to a driver not ours.
+                    if let Some(status) = driver.0.try_wait()? {
+                        bail!("the {} WebDriver server exited ({status}) before a session began", engine.name());
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await
+                }
             }
         };
         if let Some((width, height)) = options.window {

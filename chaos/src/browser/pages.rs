@@ -12,9 +12,9 @@ use super::driver::{Browser, Engine, SessionOptions};
 use crate::load::publisher::Publisher;
 use crate::real::processes::ServerProcess;
 
-/// Opens the report at `url` and checks that it renders: the verdict on top, `charts`
-/// figures each with a drawn SVG (lines or bars, a real size), no chart that failed to
-/// draw, no script, and nothing loaded from anywhere (self-contained).
+/// Opens the run report at `url` and checks that it renders: the verdict on top, `charts`
+/// timeline figures each with an SVG of a real size holding a line of data, no chart that
+/// failed to draw, no script, and nothing loaded from anywhere (self-contained).
 pub async fn check_report(client: &Client, url: &str, charts: usize) -> anyhow::Result<()> {
     client.goto(url).await.with_context(|| format!("open {url}"))?;
     let script = r#"
@@ -22,11 +22,16 @@ pub async fn check_report(client: &Client, url: &str, charts: usize) -> anyhow::
         return {
             verdict: (document.getElementById("verdict") || {}).textContent || "",
             figures: figures.length,
+            // A chart is drawn when its SVG has a real size and a line of data: a series
+            // is a 2-pixel polyline through three points or more (axes, ticks and grid
+            // are 1-pixel lines, a legend's sample is two points).
             drawn: figures.filter((f) => {
                 const svg = f.querySelector("svg");
                 if (!svg) return false;
                 const box = svg.getBoundingClientRect();
-                return box.width > 300 && box.height > 100 && svg.querySelector("polyline, rect, path") !== null;
+                const lines = [...svg.querySelectorAll("polyline[stroke-width='2']")];
+                const data = lines.some((l) => (l.getAttribute("points") || "").trim().split(/\s+/).length >= 3);
+                return box.width > 300 && box.height > 100 && data;
             }).length,
             errors: document.querySelectorAll(".chart-error").length,
             scripts: document.scripts.length,
@@ -74,7 +79,8 @@ pub async fn screenshots(out: &Path, report: Option<&Path>) -> anyhow::Result<()
     browser.quit().await
 }
 
-async fn wait_for_text(client: &Client, id: &str, want: &str) -> anyhow::Result<()> {
+/// Waits (at most 15 s) until the element `id` reads `want`.
+pub async fn wait_for_text(client: &Client, id: &str, want: &str) -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     loop {
         let text = client.find(fantoccini::Locator::Id(id)).await?.text().await?;

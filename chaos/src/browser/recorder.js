@@ -28,9 +28,6 @@
       if (sources[name]) sources[name].close();
       delete sources[name];
     },
-    state(name) {
-      return sources[name] ? sources[name].readyState : -1;
-    },
     drain() {
       return log.splice(0);
     },

@@ -135,11 +135,6 @@ impl Recorder {
     pub fn events<'a>(&'a self, source: &'a str) -> impl Iterator<Item = &'a PageRecord> + 'a {
         self.records.iter().filter(move |r| r.source == source && r.kind == Kind::Event)
     }
-
-    /// How many records of `kind` one source has.
-    pub fn count(&self, source: &str, kind: Kind) -> usize {
-        self.records.iter().filter(|r| r.source == source && r.kind == kind).count()
-    }
 }
 
 /// One source's records as the oracle reads a client: its events, and each `reset`
