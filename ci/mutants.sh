@@ -51,7 +51,7 @@ case $mode in
     started=$(date -u +%FT%TZ)
     start=$SECONDS
     status=0
-    (cd "$tree" && cargo mutants --in-place --package sse-server --shard "$k/$n" --output "$out" --no-times) \
+    (cd "$tree" && cargo mutants --in-place --shard "$k/$n" --output "$out" --no-times) \
       || status=$?
     # 0: all caught; 2: some missed; 3: some timed out; both are results. Anything else failed.
     if [[ $status != 0 && $status != 2 && $status != 3 ]]; then
@@ -79,7 +79,7 @@ case $mode in
     started=$(date -u +%FT%TZ)
     start=$SECONDS
     status=0
-    (cd "$tree" && cargo mutants --in-place --package sse-server --in-diff "$out/changes.diff" \
+    (cd "$tree" && cargo mutants --in-place --in-diff "$out/changes.diff" \
       --output "$out" --no-times) || status=$?
     mkdir -p mutants
     {

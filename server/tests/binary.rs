@@ -8,6 +8,29 @@ use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_sse-server");
 
+/// A server process killed when dropped: a failing test leaves no server behind.
+struct Running(Child);
+
+impl std::ops::Deref for Running {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Running {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[test]
 fn a_bad_flag_exits_with_status_64_and_one_line() {
     let output = output_within(Command::new(BIN).args(["--heartbeat", "soon"]).env_clear());
@@ -15,6 +38,20 @@ fn a_bad_flag_exits_with_status_64_and_one_line() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
     assert!(stderr.starts_with("sse-server: "), "{stderr}");
+}
+
+/// `--help` and `--version` are answers, not errors: printed on stdout, status 0.
+#[test]
+fn help_and_version_print_on_stdout_and_exit_0() {
+    for flag in ["--help", "--version"] {
+        let output = output_within(Command::new(BIN).arg(flag));
+        assert_eq!(output.status.code(), Some(0), "{flag}");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(stdout.contains("sse-server"), "{flag}: {stdout}");
+        assert!(output.stderr.is_empty(), "{flag}: {}", String::from_utf8_lossy(&output.stderr));
+    }
+    let help = output_within(Command::new(BIN).arg("--help"));
+    assert!(String::from_utf8_lossy(&help.stdout).contains("--data-dir"), "the help lists the flags");
 }
 
 #[test]
@@ -29,25 +66,27 @@ fn an_address_in_use_is_a_clear_error() {
 #[test]
 fn the_binary_serves_streams_and_drains_on_sigterm() {
     let data = tempfile::tempdir().unwrap();
-    let mut child = Command::new(BIN)
-        .args([
-            "--data-dir",
-            data.path().to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-            "--log-format",
-            "json",
-            "--seed",
-            "7",
-            "--retry",
-            "1s",
-            "--retry-jitter",
-            "1s",
-        ])
-        .env_clear()
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = Running(
+        Command::new(BIN)
+            .args([
+                "--data-dir",
+                data.path().to_str().unwrap(),
+                "--listen",
+                "127.0.0.1:0",
+                "--log-format",
+                "json",
+                "--seed",
+                "7",
+                "--retry",
+                "1s",
+                "--retry-jitter",
+                "1s",
+            ])
+            .env_clear()
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     let mut log = BufReader::new(child.stderr.take().unwrap());
     let line = line_with(&mut log, "\"message\":\"serving\"");
     assert!(line.contains("\"seed\":7"), "{line}");
@@ -81,9 +120,20 @@ fn the_binary_serves_streams_and_drains_on_sigterm() {
     assert!(rest.contains("event store closed"), "the store is closed on the way out: {rest}");
 }
 
-/// The first log line containing `marker` (start-up lines come before it).
-fn line_with(log: &mut impl BufRead, marker: &str) -> String {
+/// How long a test waits for the next log line.
+const LOG_PATIENCE: Duration = Duration::from_secs(10);
+
+/// The first log line containing `marker` (start-up lines come before it); fails if the
+/// log ends first or stays silent for `LOG_PATIENCE`.
+fn line_with(log: &mut BufReader<ChildStderr>, marker: &str) -> String {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
     for _ in 0..20 {
+        if log.buffer().is_empty() {
+            let fd = std::os::fd::AsFd::as_fd(log.get_ref());
+            let timeout = PollTimeout::try_from(LOG_PATIENCE).unwrap();
+            let ready = poll(&mut [PollFd::new(fd, PollFlags::POLLIN)], timeout).unwrap();
+            assert!(ready > 0, "no log line within {LOG_PATIENCE:?} while waiting for {marker:?}");
+        }
         let mut line = String::new();
         assert!(log.read_line(&mut line).unwrap() > 0, "the log ended before {marker:?}");
         if line.contains(marker) {
@@ -181,12 +231,14 @@ fn an_unusable_data_dir_is_a_clear_error_with_status_74() {
 /// drains cleanly: a log line it cannot write is dropped, never a panic.
 #[test]
 fn a_closed_log_pipe_does_not_stop_the_server() {
-    let mut child = Command::new(BIN)
-        .args(["--store", "memory", "--listen", "127.0.0.1:0", "--log-format", "json"])
-        .env_clear()
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = Running(
+        Command::new(BIN)
+            .args(["--store", "memory", "--listen", "127.0.0.1:0", "--log-format", "json"])
+            .env_clear()
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     let line = line_with(&mut BufReader::new(child.stderr.take().unwrap()), "\"message\":\"serving\"");
     let addr: SocketAddr = line.split("\"listen\":\"").nth(1).unwrap().split('"').next().unwrap().parse().unwrap();
     // The reader is gone: every later log line meets a broken pipe. The server still
@@ -211,9 +263,10 @@ const EXIT_BOUND: Duration = Duration::from_secs(20);
 /// for commands that print less than a pipe holds (64 KiB), as every one here does.
 /// Starts the binary with `args` and a JSON log, and waits for its "serving" line; the
 /// log stays open as long as the returned reader lives.
-fn serving(args: &[&str]) -> (Child, BufReader<ChildStderr>, String) {
-    let mut child =
-        Command::new(BIN).args(args).args(["--log-format", "json"]).env_clear().stderr(Stdio::piped()).spawn().unwrap();
+fn serving(args: &[&str]) -> (Running, BufReader<ChildStderr>, String) {
+    let mut child = Running(
+        Command::new(BIN).args(args).args(["--log-format", "json"]).env_clear().stderr(Stdio::piped()).spawn().unwrap(),
+    );
     let mut log = BufReader::new(child.stderr.take().unwrap());
     let line = line_with(&mut log, "\"message\":\"serving\"");
     (child, log, line)
