@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
 # Mutation testing of server/src with cargo-mutants (configured in .cargo/mutants.toml).
 #
-#   ci/mutants.sh shard K N   mutants K of every N (round robin) of the committed HEAD;
-#                             writes mutants/shard-K-of-N.txt (commit it)
-#   ci/mutants.sh diff BASE   only the code changed since BASE (HEAD's diff); writes
-#                             mutants/diff.txt; fails if a mutant is missed
+#   ci/mutants.sh shard K N   the K-th of N consecutive slices of the mutants of the
+#                             committed HEAD; writes mutants/shard-K-of-N.txt (commit it);
+#                             exits 1 if a mutant is missed that the committed file had
+#                             caught (or did not list)
+#   ci/mutants.sh diff [BASE] only the code changed since BASE (default HEAD: your
+#                             uncommitted changes), uncommitted changes included; writes
+#                             target/mutants-diff.txt; exits 1 if a mutant is missed
 #   ci/mutants.sh score       the union of the shard files: per file and total
 #
 # Mutants run on a detached worktree of HEAD (target/mutants-tree) with its own target
 # directory (target/mutants-target), so the checkout you work in is never mutated and the
-# builds stay incremental between runs. Uncommitted changes are not tested.
+# builds stay incremental between runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -17,14 +20,19 @@ tree=$root/target/mutants-tree
 export CARGO_TARGET_DIR=$root/target/mutants-target
 mode=${1:-}
 
+# The worktree at HEAD; with "uncommitted", plus the working tree's changes to tracked files.
 prepare() {
   ci/install-mutants.sh
   export PATH="$root/.tools/mutants/bin:$PATH"
   if [[ ! -e $tree/.git ]]; then
+    git worktree prune
     git worktree add --detach --force "$tree" HEAD >/dev/null
   fi
   git -C "$tree" checkout --quiet --detach --force "$(git rev-parse HEAD)"
   git -C "$tree" clean -fdq
+  if [[ ${1:-} == uncommitted ]] && ! git diff --quiet HEAD; then
+    git diff HEAD | git -C "$tree" apply
+  fi
 }
 
 # Writes "<outcome>\t<mutant>" lines from a cargo-mutants output directory, sorted by name.
@@ -59,19 +67,29 @@ case $mode in
       exit "$status"
     fi
     mkdir -p mutants
+    file=mutants/shard-$k-of-$n.txt
     {
       header "shard $k of $n" "$started" $((SECONDS - start))
       outcomes "$out"
-    } >"mutants/shard-$k-of-$n.txt"
-    echo "wrote mutants/shard-$k-of-$n.txt: $(grep -vc '^#' "mutants/shard-$k-of-$n.txt") mutants," \
-      "$(grep -c '^missed' "mutants/shard-$k-of-$n.txt" || true) missed"
+    } >"$file"
+    echo "wrote $file: $(grep -vc '^#' "$file") mutants, $(grep -c '^missed' "$file" || true) missed"
+    # A miss the committed results did not have is new: a test lost its power, or new code
+    # has none. (No committed file yet: a first run, nothing to compare.)
+    if git cat-file -e "HEAD:$file" 2>/dev/null; then
+      new=$(comm -13 <(git show "HEAD:$file" | grep '^missed' | sort) <(grep '^missed' "$file" | sort))
+      if [[ -n $new ]]; then
+        echo "new missed mutants (not missed in the committed $file):"
+        echo "$new"
+        exit 1
+      fi
+    fi
     ;;
   diff)
-    base=${2:?base commit}
+    base=${2:-HEAD}
     git rev-parse --verify --quiet "$base^{commit}" >/dev/null || { echo "no commit $base" >&2; exit 64; }
-    prepare
+    prepare uncommitted
     out=$(mktemp -d)
-    git diff "$base" HEAD -- server/src >"$out/changes.diff"
+    git diff "$base" -- server/src >"$out/changes.diff"
     if [[ ! -s $out/changes.diff ]]; then
       echo "no change to server/src since $base"
       exit 0
@@ -79,16 +97,15 @@ case $mode in
     started=$(date -u +%FT%TZ)
     start=$SECONDS
     status=0
-    (cd "$tree" && cargo mutants --in-place --in-diff "$out/changes.diff" \
-      --output "$out" --no-times) || status=$?
-    mkdir -p mutants
+    (cd "$tree" && cargo mutants --in-place --in-diff "$out/changes.diff" --output "$out" --no-times) || status=$?
+    report=target/mutants-diff.txt
     {
-      header "changes since $(git rev-parse --short "$base")" "$started" $((SECONDS - start))
+      header "changes since $(git rev-parse --short "$base") (uncommitted included)" "$started" $((SECONDS - start))
       outcomes "$out"
-    } >mutants/diff.txt
-    missed=$(grep -c '^missed' mutants/diff.txt || true)
-    echo "mutants of the change: $(grep -vc '^#' mutants/diff.txt), missed $missed (mutants/diff.txt)"
-    grep '^missed' mutants/diff.txt || true
+    } >"$report"
+    missed=$(grep -c '^missed' "$report" || true)
+    echo "mutants of the change: $(grep -vc '^#' "$report"), missed $missed ($report)"
+    grep '^missed' "$report" || true
     if [[ $status != 0 && $status != 2 && $status != 3 ]]; then
       echo "cargo mutants failed with $status" >&2
       exit "$status"

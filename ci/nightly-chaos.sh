@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The nightly tier: long real chaos runs against the release binary behind Toxiproxy,
-# generated fault plans run for real (cluster plans on a JetStream cluster too), many SIGKILL crash seeds, damaged-store copies, fresh simulation seeds and long fuzz
-# runs. Writes $OUT/report.jsonl (one JSON object per real run: each named plan under each
+# generated fault plans run for real (cluster plans on a JetStream cluster too), many SIGKILL crash seeds, damaged-store copies, fresh simulation seeds, long fuzz
+# runs, and mutation testing (the mutants of the day's changes, one shard of the full run). Writes $OUT/report.jsonl (one JSON object per real run: each named plan under each
 # round's seed, each swarm seed with a failure's shrunk plan, the soak), an HTML report per
 # real run and per swarm in $OUT/html/ (timelines with fault windows, verdict, replay
 # command; no JavaScript) and $OUT/summary.txt.
@@ -18,6 +18,8 @@ ci/install-nats.sh
 cargo build --release --locked -p sse-server -p sse-chaos
 export SSE_SERVER_BIN=$PWD/target/release/sse-server
 base=${NIGHTLY_SEED:-$(date +%s)}
+# The full mutation run's shards (ci/mutants.sh): one a night, in rotation.
+MUTANT_SHARDS=${MUTANT_SHARDS:-24}
 nightly() {
   local status=0
   echo "nightly chaos, seeds from $base, $rounds rounds"
@@ -53,6 +55,18 @@ nightly() {
     --report-html "$out/html/sim-swarm.html" >/dev/null || status=1
   SSE_FUZZ_CASES=2000000 SSE_FUZZ_SEED=$base cargo test --release --locked -p sse-server --test http -- fuzz \
     || status=1
+  # Mutation testing: every mutant of the code changed since the previous night's commit
+  # (any miss fails the night), and one shard of the full run in rotation (a miss the
+  # committed results did not have fails the night; the shard's file is left changed in
+  # mutants/ for review and commit).
+  local previous
+  previous=$(cat target/nightly-last-commit 2>/dev/null || git rev-parse HEAD~1)
+  ci/mutants.sh diff "$previous" || { echo "FAIL mutants of the changes since $previous: target/mutants-diff.txt"; status=1; }
+  cp target/mutants-diff.txt "$out/mutants-diff.txt" 2>/dev/null || true
+  local shard=$(( base / 86400 % MUTANT_SHARDS ))
+  ci/mutants.sh shard "$shard" "$MUTANT_SHARDS" || { echo "FAIL mutants shard $shard of $MUTANT_SHARDS"; status=1; }
+  cp "mutants/shard-$shard-of-$MUTANT_SHARDS.txt" "$out/" 2>/dev/null || true
+  git rev-parse HEAD >target/nightly-last-commit
   echo "real runs: $(grep -c '"passed":true' "$out/report.jsonl") passed," \
     "$(grep -c '"passed":false' "$out/report.jsonl") failed"
   return $status
