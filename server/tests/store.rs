@@ -394,3 +394,33 @@ fn a_damaged_file_fails_to_open_cleanly_or_serves_only_intact_events() {
     );
     assert!(opened > 0 && refused + opened == seeds);
 }
+
+/// The windows' refill at start stops exactly at each limit: a topic whose newest events
+/// fill the byte limit exactly comes back whole, a byte less drops its oldest; the event
+/// and total limits hold the same way.
+#[test]
+fn the_tail_handed_back_at_start_stops_exactly_at_its_limits() {
+    let dir = tempfile::tempdir().unwrap();
+    runtime().block_on(async {
+        let store = open_with(dir.path(), KEEP_ALL, FsyncPolicy::Always).unwrap();
+        store.recover(NO_TAIL);
+        for seq in 1..=8u64 {
+            let topic = if seq <= 4 { "a" } else { "b" };
+            let frame = Bytes::from(format!("{seq:0>99}\n"));
+            assert_eq!(frame.len(), 100);
+            store.append(Record { seq, topic: Arc::from(topic), frame, key: None }).await.unwrap();
+        }
+        store.close().await.unwrap();
+    });
+    let tail = |events: usize, bytes: usize, total_bytes: usize| -> Vec<u64> {
+        let store = open(dir.path(), KEEP_ALL).unwrap();
+        let limits = TailLimits { events, bytes, total_bytes, keys_within: Duration::ZERO };
+        let seqs = store.recover(limits).tail.iter().map(|r| r.seq).collect();
+        runtime().block_on(store.close()).unwrap();
+        seqs
+    };
+    assert_eq!(tail(10, 400, 1 << 20), [1, 2, 3, 4, 5, 6, 7, 8], "400 bytes a topic: each whole");
+    assert_eq!(tail(10, 399, 1 << 20), [2, 3, 4, 6, 7, 8], "a byte less: the oldest of each stays out");
+    assert_eq!(tail(3, 1 << 20, 1 << 20), [2, 3, 4, 6, 7, 8], "three events a topic");
+    assert_eq!(tail(10, 1 << 20, 600), [1, 2, 3, 4, 7, 8], "600 bytes in all: a whole, b's newest two");
+}
