@@ -19,7 +19,7 @@ cargo build --release --locked -p sse-server -p sse-chaos
 export SSE_SERVER_BIN=$PWD/target/release/sse-server
 base=${NIGHTLY_SEED:-$(date +%s)}
 # The full mutation run's shards (ci/mutants.sh): one a night, in rotation.
-MUTANT_SHARDS=${MUTANT_SHARDS:-24}
+MUTANT_SHARDS=${MUTANT_SHARDS:-10}
 nightly() {
   local status=0
   echo "nightly chaos, seeds from $base, $rounds rounds"

@@ -217,6 +217,10 @@ impl Metrics {
     pub fn streams(&self) -> i64 {
         self.streams.get()
     }
+    /// Topic subscriptions of open streams (a stream on three topics counts three).
+    pub fn subscriptions(&self) -> i64 {
+        self.subscriptions.get()
+    }
     /// Open connections.
     pub fn connections(&self) -> i64 {
         self.connections.get()

@@ -187,8 +187,28 @@ async fn malformed_and_oversized_request_heads_are_answered_and_closed() {
     crate::support::eventually("connections return to zero", || server.metrics.connections() == 0).await;
 }
 
+/// The stream and subscription gauges count what is open on every path, and come back
+/// to zero when the clients go.
 #[tokio::test]
-async fn health_readiness_metrics_and_demo_page_answer() {
+async fn stream_and_subscription_gauges_follow_the_clients() {
+    let server = TestServer::start(config()).await;
+    let mut clients = Vec::new();
+    for proto in ALL_PROTOS {
+        clients.push(StreamClient::open(server.addr, "/events?topic=a&topic=b&topic=c", None, proto).await);
+    }
+    crate::support::eventually("three streams on three topics each", || {
+        server.metrics.streams() == 3 && server.metrics.subscriptions() == 9
+    })
+    .await;
+    drop(clients);
+    crate::support::eventually("no stream and no subscription left", || {
+        server.metrics.streams() == 0 && server.metrics.subscriptions() == 0
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn health_readiness_metrics_and_console_page_answer() {
     let server = TestServer::start(config()).await;
     let (status, _, _) = request(server.addr, "GET", "/healthz", "").await;
     assert_eq!(status, StatusCode::OK);
