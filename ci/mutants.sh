@@ -19,6 +19,8 @@ root=$PWD
 tree=$root/target/mutants-tree
 export CARGO_TARGET_DIR=$root/target/mutants-target
 mode=${1:-}
+# The commit the worktree is made from (later commits in this checkout do not change it).
+commit=$(git rev-parse --short HEAD)
 
 # The worktree at HEAD; with "uncommitted", plus the working tree's changes to tracked files.
 prepare() {
@@ -28,7 +30,7 @@ prepare() {
     git worktree prune
     git worktree add --detach --force "$tree" HEAD >/dev/null
   fi
-  git -C "$tree" checkout --quiet --detach --force "$(git rev-parse HEAD)"
+  git -C "$tree" checkout --quiet --detach --force "$commit"
   git -C "$tree" clean -fdq
   if [[ ${1:-} == uncommitted ]] && ! git diff --quiet HEAD; then
     git diff HEAD | git -C "$tree" apply
@@ -46,7 +48,7 @@ outcomes() {
 }
 
 header() {
-  echo "# cargo-mutants $(cargo mutants --version | cut -d' ' -f2), commit $(git rev-parse --short HEAD), $1"
+  echo "# cargo-mutants $(cargo mutants --version | cut -d' ' -f2), commit $commit, $1"
   echo "# started $2, took $3 s; $(date -u +%F)"
 }
 
