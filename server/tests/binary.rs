@@ -38,6 +38,7 @@ fn a_bad_flag_exits_with_status_64_and_one_line() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
     assert!(stderr.starts_with("sse-server: "), "{stderr}");
+    assert!(stderr.contains("soon"), "the bad value is named (only secrets are redacted): {stderr}");
 }
 
 /// `--help` and `--version` are answers, not errors: printed on stdout, status 0.

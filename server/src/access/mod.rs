@@ -192,6 +192,15 @@ mod tests {
     }
 
     #[test]
+    fn a_bearer_needs_a_token_after_its_scheme() {
+        let read = |header: &'static [u8]| Credentials::from_headers(Some(header), std::iter::empty()).bearer;
+        assert_eq!(read(b"Bearer "), None, "the scheme alone is no credential");
+        assert_eq!(read(b"Bearer"), None);
+        assert_eq!(read(b"bearer x"), Some(&b"x"[..]), "the scheme is case-insensitive");
+        assert_eq!(read(b"Basic abcdef"), None);
+    }
+
+    #[test]
     fn publish_needs_a_static_token_or_a_jwt_that_covers_the_topic() {
         assert_eq!(
             policy(&[], false, &[]).authorize_publish(&Credentials::default(), "t", PEER).unwrap(),

@@ -298,3 +298,19 @@ async fn accept_errors_back_off_are_counted_and_never_stop_the_server() {
     // 5 + 10 + 20 + 40 + 80 + 160 ms of backoff: no busy loop, no exit.
     assert_eq!(started.elapsed(), Duration::from_millis(315));
 }
+
+/// The library's entry point (`sse_server::run`, the seam simulations use) serves a
+/// listener until its shutdown future completes, then returns.
+#[tokio::test]
+async fn the_library_entry_point_serves_until_its_shutdown_completes() {
+    let listener = sse_server::listener::bind("127.0.0.1:0".parse().unwrap(), 128, false).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let served = tokio::spawn(sse_server::run(listener, config(), async {
+        let _ = stopped.await;
+    }));
+    let id = tokio::time::timeout(PATIENCE, crate::support::publish(addr, "t", "x")).await.expect("it serves");
+    assert!(!id.is_empty());
+    stop.send(()).unwrap();
+    tokio::time::timeout(PATIENCE, served).await.expect("it returns after the shutdown").unwrap().unwrap();
+}
