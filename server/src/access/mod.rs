@@ -192,6 +192,12 @@ mod tests {
     }
 
     #[test]
+    fn credentials_never_show_their_tokens_in_debug_output() {
+        let credentials = Credentials { bearer: Some(b"secret-token"), cookie: Some(b"c00kie"), query: None };
+        assert_eq!(format!("{credentials:?}"), "Credentials(…)");
+    }
+
+    #[test]
     fn a_bearer_needs_a_token_after_its_scheme() {
         let read = |header: &'static [u8]| Credentials::from_headers(Some(header), std::iter::empty()).bearer;
         assert_eq!(read(b"Bearer "), None, "the scheme alone is no credential");
