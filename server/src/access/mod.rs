@@ -260,6 +260,13 @@ mod tests {
             403,
             "the first refusal is reported"
         );
+        // The first refusal, not the last: a stale cookie (403) before a forged query (401).
+        let stale_then_forged =
+            Credentials { cookie: Some(stale.as_bytes()), query: Some(b"forged"), ..Credentials::default() };
+        assert_eq!(status(p.authorize_subscribe(&stale_then_forged, &topics(&["private/a"]))), 403);
+        let forged_then_stale =
+            Credentials { cookie: Some(b"forged"), query: Some(stale.as_bytes()), ..Credentials::default() };
+        assert_eq!(status(p.authorize_subscribe(&forged_then_stale, &topics(&["private/a"]))), 401);
     }
 
     #[test]
