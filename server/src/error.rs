@@ -132,3 +132,20 @@ impl ApiError {
 fn reason_phrase(status: u16) -> &'static str {
     http::StatusCode::from_u16(status).ok().and_then(|s| s.canonical_reason()).unwrap_or("Error")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_raw_answer_has_its_status_line_with_the_standard_reason_and_its_json() {
+        let raw = String::from_utf8(ApiError::NotFound.raw_http1()).unwrap();
+        assert!(raw.starts_with("HTTP/1.1 404 Not Found\r\n"), "{raw}");
+        assert!(raw.contains("content-type: application/json\r\n") && raw.contains("connection: close\r\n"), "{raw}");
+        let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+        assert!(head.contains(&format!("content-length: {}", body.len())), "{raw}");
+        assert_eq!(body, ApiError::NotFound.body());
+        assert_eq!(reason_phrase(431), "Request Header Fields Too Large");
+        assert_eq!(reason_phrase(599), "Error", "a status without a standard reason");
+    }
+}
