@@ -174,4 +174,33 @@ mod tests {
         limit.take(&usize::MAX).unwrap();
         assert_eq!(limit.keys(), 1, "every refilled bucket went");
     }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_sweep_keeps_the_buckets_in_use() {
+        let limit = RateLimit::new(5);
+        for key in 0..SWEEP_ABOVE {
+            limit.take(&key).unwrap();
+        }
+        for _ in 0..4 {
+            limit.take(&0).unwrap();
+        }
+        // No time passed: every bucket is below full, so the sweep a new key starts keeps all.
+        limit.take(&usize::MAX).unwrap();
+        assert_eq!(limit.keys(), SWEEP_ABOVE + 1, "no bucket in use went");
+        assert!(limit.take(&0).is_err(), "the drained key is still drained");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refusal_names_the_wait_until_the_next_whole_token() {
+        let limit = RateLimit::new(10);
+        for _ in 0..10 {
+            limit.take(&"a").unwrap();
+        }
+        let close = |wait: Duration, want: f64| (wait.as_secs_f64() - want).abs() < 1e-6;
+        let wait = limit.take(&"a").unwrap_err();
+        assert!(close(wait, 0.1), "{wait:?}");
+        tokio::time::advance(Duration::from_millis(50)).await;
+        let wait = limit.take(&"a").unwrap_err();
+        assert!(close(wait, 0.05), "half a token back: {wait:?}");
+    }
 }
