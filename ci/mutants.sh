@@ -8,6 +8,9 @@
 #   ci/mutants.sh diff [BASE] only the code changed since BASE (default HEAD: your
 #                             uncommitted changes), uncommitted changes included; writes
 #                             target/mutants-diff.txt; exits 1 if a mutant is missed
+#   ci/mutants.sh recheck F   runs the missed mutants of shard file F again at HEAD (after
+#                             triage) and writes their new outcomes into F; a mutant the
+#                             config now excludes is marked `excluded`
 #   ci/mutants.sh score       the union of the shard files: per file and total
 #
 # Mutants run on a detached worktree of HEAD (target/mutants-tree) with its own target
@@ -115,6 +118,45 @@ case $mode in
     fi
     [[ $missed == 0 ]]
     ;;
+  recheck)
+    file=${2:?shard file}
+    [[ -f $file ]] || { echo "no $file" >&2; exit 64; }
+    prepare
+    out=$(mktemp -d)
+    grep '^missed' "$file" | cut -f2- >"$out/names"
+    if [[ ! -s $out/names ]]; then
+      echo "nothing missed in $file"
+      exit 0
+    fi
+    # Each name as an exact regex.
+    args=()
+    while IFS= read -r name; do
+      args+=(--re "^$(printf '%s' "$name" | sed 's#[][\.*^$(){}?+|]#\\&#g')\$")
+    done <"$out/names"
+    (cd "$tree" && cargo mutants --list "${args[@]}") >"$out/listed" || true
+    status=0
+    if [[ -s $out/listed ]]; then
+      (cd "$tree" && cargo mutants --in-place "${args[@]}" --output "$out" --no-times) || status=$?
+      if [[ $status != 0 && $status != 2 && $status != 3 ]]; then
+        echo "cargo mutants failed with $status" >&2
+        exit "$status"
+      fi
+    fi
+    # New outcomes replace the old lines; a name the config excludes now is `excluded`.
+    outcomes "$out" >"$out/new"
+    awk -F'\t' -v OFS='\t' -v commit="$commit" '
+      FILENAME == ARGV[1] { listed[$0] = 1; next }
+      FILENAME == ARGV[2] { fresh[$2] = $1; next }
+      /^#/ { print; next }
+      $1 == "missed" && ($2 in fresh) { print fresh[$2], $2; next }
+      $1 == "missed" && !($2 in listed) { print "excluded", $2; next }
+      { print }
+      END { print "# missed mutants rechecked at commit " commit }
+    ' "$out/listed" "$out/new" "$file" >"$out/merged"
+    mv "$out/merged" "$file"
+    echo "rechecked $(wc -l <"$out/names") missed mutants: $(grep -c '^missed' "$file" || true) still missed"
+    grep '^missed' "$file" || true
+    ;;
   score)
     shopt -s nullglob
     files=(mutants/shard-*.txt)
@@ -130,17 +172,19 @@ case $mode in
           split(name, parts, ":"); file = parts[1]; o = outcome[name]
           count[file, o]++; files[file] = 1; total[o]++
         }
-        printf "%-36s %7s %7s %7s %8s %7s\n", "file", "caught", "missed", "timeout", "unviable", "score"
+        printf "%-36s %7s %7s %7s %8s %8s %7s\n", "file", "caught", "missed", "timeout", "unviable", "excluded", "score"
         n = asorti(files, sorted)
         for (i = 1; i <= n; i++) {
           f = sorted[i]; c = count[f, "caught"] + 0; m = count[f, "missed"] + 0; t = count[f, "timeout"] + 0
-          u = count[f, "unviable"] + 0
-          printf "%-36s %7d %7d %7d %8d %6.1f%%\n", f, c, m, t, u, (c + t + m) ? 100 * (c + t) / (c + t + m) : 100
+          u = count[f, "unviable"] + 0; x = count[f, "excluded"] + 0
+          printf "%-36s %7d %7d %7d %8d %8d %6.1f%%\n", f, c, m, t, u, x, (c + t + m) ? 100 * (c + t) / (c + t + m) : 100
         }
         c = total["caught"] + 0; m = total["missed"] + 0; t = total["timeout"] + 0; u = total["unviable"] + 0
-        printf "%-36s %7d %7d %7d %8d %6.1f%%\n", "total", c, m, t, u, (c + t + m) ? 100 * (c + t) / (c + t + m) : 100
+        x = total["excluded"] + 0
+        printf "%-36s %7d %7d %7d %8d %8d %6.1f%%\n", "total", c, m, t, u, x, (c + t + m) ? 100 * (c + t) / (c + t + m) : 100
       }'
-    echo "score = (caught + timeout) / (caught + timeout + missed); unviable mutants do not build and do not count"
+    echo "score = (caught + timeout) / (caught + timeout + missed); unviable mutants (they do not build) and"
+    echo "excluded ones (equivalent or not worth a test, with a reason each in .cargo/mutants.toml) do not count"
     ;;
   *)
     sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
