@@ -260,3 +260,33 @@ fn resident_bytes() -> Option<u64> {
     let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
     Some(pages * 4096)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The value of an unlabelled series in the exposition.
+    fn value(text: &str, name: &str) -> Option<String> {
+        text.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(' ').map(str::to_owned))
+    }
+
+    #[test]
+    fn the_gauges_show_what_was_set() {
+        let metrics = Metrics::new();
+        metrics.set_topics(3);
+        metrics.add_buffered(700);
+        metrics.add_buffered(-200);
+        metrics.set_log_up(true);
+        metrics.set_log_lag(42);
+        metrics.add_subscriptions(5);
+        metrics.add_subscriptions(-1);
+        let text = metrics.render();
+        assert_eq!(value(&text, "sse_topics").as_deref(), Some("3"), "{text}");
+        assert_eq!(value(&text, "sse_buffered_bytes").as_deref(), Some("500"));
+        assert_eq!(value(&text, "sse_log_up").as_deref(), Some("1"));
+        assert_eq!(value(&text, "sse_log_lag").as_deref(), Some("42"));
+        assert_eq!(value(&text, "sse_subscriptions").as_deref(), Some("4"));
+        metrics.set_log_up(false);
+        assert_eq!(value(&metrics.render(), "sse_log_up").as_deref(), Some("0"));
+    }
+}
