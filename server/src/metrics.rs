@@ -288,5 +288,8 @@ mod tests {
         assert_eq!(value(&text, "sse_subscriptions").as_deref(), Some("4"));
         metrics.set_log_up(false);
         assert_eq!(value(&metrics.render(), "sse_log_up").as_deref(), Some("0"));
+        metrics.log_appended(std::time::Duration::from_millis(3));
+        metrics.log_appended(std::time::Duration::from_millis(5));
+        assert_eq!(value(&metrics.render(), "sse_log_append_seconds_count").as_deref(), Some("2"));
     }
 }
