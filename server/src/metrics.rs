@@ -291,5 +291,7 @@ mod tests {
         metrics.log_appended(std::time::Duration::from_millis(3));
         metrics.log_appended(std::time::Duration::from_millis(5));
         assert_eq!(value(&metrics.render(), "sse_log_append_seconds_count").as_deref(), Some("2"));
+        metrics.reset_sent("evicted");
+        assert_eq!(value(&metrics.render(), "sse_resets_total{reason=\"evicted\"}").as_deref(), Some("1"));
     }
 }
