@@ -165,24 +165,20 @@ case $mode in
       exit 1
     fi
     # The newest line per mutant name wins (shards of later commits overwrite earlier ones).
-    cat "${files[@]}" | grep -v '^#' | awk -F'\t' '
-      { outcome[$2] = $1 }
-      END {
-        for (name in outcome) {
-          split(name, parts, ":"); file = parts[1]; o = outcome[name]
-          count[file, o]++; files[file] = 1; total[o]++
-        }
-        printf "%-36s %7s %7s %7s %8s %8s %7s\n", "file", "caught", "missed", "timeout", "unviable", "excluded", "score"
-        n = asorti(files, sorted)
-        for (i = 1; i <= n; i++) {
-          f = sorted[i]; c = count[f, "caught"] + 0; m = count[f, "missed"] + 0; t = count[f, "timeout"] + 0
-          u = count[f, "unviable"] + 0; x = count[f, "excluded"] + 0
+    # Plain awk (no gawk extensions): counts per file, sorted by sort, then the total.
+    cat "${files[@]}" | grep -v '^#' | awk -F'\t' '{ outcome[$2] = $1 }
+      END { for (name in outcome) { split(name, parts, ":"); print parts[1] "\t" outcome[name] } }' |
+      sort | awk -F'\t' '
+        function row(f, c, m, t, u, x) {
           printf "%-36s %7d %7d %7d %8d %8d %6.1f%%\n", f, c, m, t, u, x, (c + t + m) ? 100 * (c + t) / (c + t + m) : 100
         }
-        c = total["caught"] + 0; m = total["missed"] + 0; t = total["timeout"] + 0; u = total["unviable"] + 0
-        x = total["excluded"] + 0
-        printf "%-36s %7d %7d %7d %8d %8d %6.1f%%\n", "total", c, m, t, u, x, (c + t + m) ? 100 * (c + t) / (c + t + m) : 100
-      }'
+        BEGIN { printf "%-36s %7s %7s %7s %8s %8s %7s\n", "file", "caught", "missed", "timeout", "unviable", "excluded", "score" }
+        $1 != file && file != "" { row(file, n["caught"], n["missed"], n["timeout"], n["unviable"], n["excluded"]); delete n }
+        { file = $1; n[$2]++; all[$2]++ }
+        END {
+          if (file != "") row(file, n["caught"], n["missed"], n["timeout"], n["unviable"], n["excluded"])
+          row("total", all["caught"], all["missed"], all["timeout"], all["unviable"], all["excluded"])
+        }'
     echo "score = (caught + timeout) / (caught + timeout + missed); unviable mutants (they do not build) and"
     echo "excluded ones (equivalent or not worth a test, with a reason each in .cargo/mutants.toml) do not count"
     ;;
