@@ -125,13 +125,7 @@ impl World {
     }
 
     async fn wait_events(&mut self, name: &str, n: usize) {
-        let name = name.to_owned();
-        self.page
-            .wait_for(PATIENCE, &format!("{n} events on {name}"), |records| {
-                records.iter().filter(|r| r.source == name && r.kind == Kind::Event).count() >= n
-            })
-            .await
-            .unwrap();
+        self.wait_kind(name, Kind::Event, n).await;
     }
 
     async fn wait_kind(&mut self, name: &str, kind: Kind, n: usize) {
@@ -161,10 +155,6 @@ fn timed_out(result: anyhow::Result<()>) -> bool {
     result.is_err_and(|e| e.to_string().contains("did not see"))
 }
 
-fn records_of<'a>(records: &'a [PageRecord], name: &'a str, kind: Kind) -> Vec<&'a PageRecord> {
-    records.iter().filter(|r| r.source == name && r.kind == kind).collect()
-}
-
 // ---- framing ----
 
 /// Bodies whose framing a browser must undo exactly: Unicode, each kind of line break,
@@ -189,7 +179,7 @@ async fn framing(engine: Engine) {
     }
     world.publish("framing", Some("greeting"), "typed\nevent").await;
     world.wait_events("s", BODIES.len() + 1).await;
-    let events = records_of(&world.page.records, "s", Kind::Event);
+    let events = world.page.of("s", Kind::Event).collect::<Vec<_>>();
     for (event, acked) in events.iter().zip(&world.acked) {
         assert_eq!(event.data.as_deref(), Some(acked.data.as_str()), "{}", engine.name());
         assert_eq!(event.id, acked.id);
@@ -242,9 +232,9 @@ async fn crash_and_restart(engine: Engine) {
     let (toxiproxy, proxy) = world.toxiproxy();
     toxiproxy.set_enabled(proxy, true).await.unwrap();
     world.wait_events("s", 10).await;
-    let error = records_of(&world.page.records, "s", Kind::Error)[0].clone();
+    let error = world.page.of("s", Kind::Error).next().unwrap().clone();
     assert_eq!(error.ready_state, 0, "{}: after a dropped stream the browser reconnects by itself", world.engine());
-    let back = records_of(&world.page.records, "s", Kind::Open)[1].clone();
+    let back = world.page.of("s", Kind::Open).nth(1).unwrap().clone();
     assert!(back.at > reopened, "{}: back at {:?}, before its way in opened", world.engine(), back.at);
     let gaps = retry_gaps(&world.page.records, "s");
     for gap in &gaps {
@@ -478,7 +468,7 @@ async fn private_topic(engine: Engine) {
     let token = reader_token();
     world.page.open("none", "/events?topic=private/a", false, &[]).await.unwrap();
     world.wait_kind("none", Kind::Error, 1).await;
-    let refused = records_of(&world.page.records, "none", Kind::Error)[0].ready_state;
+    let refused = world.page.of("none", Kind::Error).next().unwrap().ready_state;
     assert_eq!(refused, 2, "{}: a 401 closes the EventSource for good", world.engine());
     world.page.open("query", &format!("/events?topic=private/a&access_token={token}"), false, &[]).await.unwrap();
     world.wait_kind("query", Kind::Open, 1).await;
@@ -534,7 +524,7 @@ async fn cross_origin(engine: Engine) {
     assert!(refuse.starts_with("HTTP/1.1 200") && !refuse.contains("access-control-allow-origin"), "{refuse}");
     world.wait_kind("allowed", Kind::Open, 1).await;
     world.wait_kind("refused", Kind::Error, 1).await;
-    assert_eq!(records_of(&world.page.records, "refused", Kind::Error)[0].ready_state, 2, "{}", world.engine());
+    assert_eq!(world.page.of("refused", Kind::Error).next().unwrap().ready_state, 2, "{}", world.engine());
     world.publish_to(refusing.addr, "private/x", None, "not for this page").await;
     world.publish_to(allowing.addr, "private/x", None, "across origins").await;
     world.wait_events("allowed", 1).await;

@@ -1,6 +1,7 @@
 //! Charts as SVG text: a time series (lines, with fault windows shaded and points in
 //! time marked) or a histogram (bars over value buckets).
 
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 
 /// One line of a time-series chart: (seconds from the run's start, value).
@@ -84,17 +85,11 @@ fn draw_timeline(
     y_label: &str,
     span: f64,
 ) -> Result<(), String> {
-    root.fill(&WHITE).map_err(|e| e.to_string())?;
     let points = series.iter().flat_map(|s| s.points.iter());
     let x_end = points.clone().map(|p| p.0).chain(windows.iter().map(|w| w.1)).fold(span.max(1.0), f64::max);
     let y_end = points.map(|p| p.1).fold(0.0, f64::max);
     let y_end = if y_end <= 0.0 { 1.0 } else { y_end * 1.1 };
-    let mut chart = ChartBuilder::on(root)
-        .margin(8)
-        .x_label_area_size(30)
-        .y_label_area_size(64)
-        .build_cartesian_2d(0.0..x_end, 0.0..y_end)
-        .map_err(|e| e.to_string())?;
+    let mut chart = axes(root, x_end, y_end, 64)?;
     chart
         .configure_mesh()
         .x_desc("seconds from the start")
@@ -132,16 +127,23 @@ fn draw_timeline(
     Ok(())
 }
 
-fn draw_histogram(root: &Area<'_>, bars: &[(f64, f64, u64)], x_label: &str) -> Result<(), String> {
+type Axes<'a, 'b> = ChartContext<'a, SVGBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+/// A white area with axes from 0 to `x_end` and to `y_end`, room for the y labels.
+fn axes<'a, 'b>(root: &'a Area<'b>, x_end: f64, y_end: f64, y_labels: u32) -> Result<Axes<'a, 'b>, String> {
     root.fill(&WHITE).map_err(|e| e.to_string())?;
-    let x_end = bars.iter().map(|b| b.1).fold(1.0, f64::max);
-    let y_end = bars.iter().map(|b| b.2).max().unwrap_or(0).max(1) as f64 * 1.1;
-    let mut chart = ChartBuilder::on(root)
+    ChartBuilder::on(root)
         .margin(8)
         .x_label_area_size(30)
-        .y_label_area_size(48)
+        .y_label_area_size(y_labels)
         .build_cartesian_2d(0.0..x_end, 0.0..y_end)
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| e.to_string())
+}
+
+fn draw_histogram(root: &Area<'_>, bars: &[(f64, f64, u64)], x_label: &str) -> Result<(), String> {
+    let x_end = bars.iter().map(|b| b.1).fold(1.0, f64::max);
+    let y_end = bars.iter().map(|b| b.2).max().unwrap_or(0).max(1) as f64 * 1.1;
+    let mut chart = axes(root, x_end, y_end, 48)?;
     chart
         .configure_mesh()
         .x_desc(x_label)

@@ -133,7 +133,12 @@ impl Recorder {
 
     /// The events (not `open`/`error`) one source saw.
     pub fn events<'a>(&'a self, source: &'a str) -> impl Iterator<Item = &'a PageRecord> + 'a {
-        self.records.iter().filter(move |r| r.source == source && r.kind == Kind::Event)
+        self.of(source, Kind::Event)
+    }
+
+    /// The records of one kind one source has.
+    pub fn of<'a>(&'a self, source: &'a str, kind: Kind) -> impl Iterator<Item = &'a PageRecord> + 'a {
+        self.records.iter().filter(move |r| r.source == source && r.kind == kind)
     }
 }
 
