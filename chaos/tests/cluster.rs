@@ -211,7 +211,10 @@ async fn a_stream_less_durable_than_asked_for_is_refused_at_start() {
     let _slot = CLUSTERS.acquire().await.unwrap();
     let cluster = NatsCluster::start(3).await.unwrap();
     let client = async_nats::connect(cluster.urls().split(',').next().unwrap()).await.unwrap();
-    let js = async_nats::jetstream::new(client);
+    let mut js = async_nats::jetstream::new(client);
+    // A loaded machine (other clusters syncing every write) may place the stream after
+    // the client's default 5 s: this request is given the test's own bound.
+    js.set_timeout(PATIENCE * 3);
     js.create_stream(async_nats::jetstream::stream::Config {
         name: "WEAK".into(),
         subjects: vec!["WEAK.>".into()],
