@@ -29,6 +29,11 @@ commit=$(git rev-parse --short HEAD)
 prepare() {
   ci/install-mutants.sh
   export PATH="$root/.tools/mutants/bin:$PATH"
+  # The server's cluster-mode tests start a nats-server; the worktree has no .tools/.
+  if [[ -z ${NATS_SERVER_BIN:-} ]]; then
+    ci/install-nats.sh
+    export NATS_SERVER_BIN=$root/.tools/bin/nats-server
+  fi
   if [[ ! -e $tree/.git ]]; then
     git worktree prune
     git worktree add --detach --force "$tree" HEAD >/dev/null

@@ -1,6 +1,7 @@
 //! End-to-end tests of the HTTP contract over real loopback sockets.
 
 mod access;
+mod cluster;
 mod contract;
 mod durability;
 mod fuzz;
