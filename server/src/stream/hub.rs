@@ -784,7 +784,10 @@ mod tests {
             })
             .collect();
         let mut after = start.after;
+        // A few seconds in a debug build; a reader that stops fails here, not by hanging.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         while after < 2 * PER_PUBLISHER {
+            assert!(tokio::time::Instant::now() < deadline, "the reader stopped at {after}");
             for (seq, _) in hub.read_after(&topics, after).unwrap() {
                 assert_eq!(seq, after + 1, "the reader skipped an event");
                 after = seq;
