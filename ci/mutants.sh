@@ -11,7 +11,8 @@
 #   ci/mutants.sh recheck F   runs the missed mutants of shard file F again at HEAD (after
 #                             triage) and writes their new outcomes into F; a mutant the
 #                             config now excludes is marked `excluded`
-#   ci/mutants.sh score       the union of the shard files: per file and total
+#   ci/mutants.sh score       the mutants of HEAD, each with its newest outcome in the shard
+#                             files (or unrun): per file and total
 #
 # Mutants run on a detached worktree of HEAD (target/mutants-tree) with its own target
 # directory (target/mutants-target), so the checkout you work in is never mutated and the
@@ -169,26 +170,41 @@ case $mode in
       echo "no shard results in mutants/ yet" >&2
       exit 1
     fi
-    # The newest line per mutant name wins (shards of later commits overwrite earlier ones).
-    # Plain awk (no gawk extensions): counts per file, sorted by sort, then the total.
-    cat "${files[@]}" | grep -v '^#' | awk -F'\t' '{ outcome[$2] = $1 }
-      END { for (name in outcome) { split(name, parts, ":"); print parts[1] "\t" outcome[name] } }' |
-      sort | awk -F'\t' '
-        function row(f, c, m, t, u, x) {
-          printf "%-36s %7d %7d %7d %8d %8d %6.1f%%\n", f, c, m, t, u, x, (c + t + m) ? 100 * (c + t) / (c + t + m) : 100
+    ci/install-mutants.sh
+    export PATH="$root/.tools/mutants/bin:$PATH"
+    current=$(mktemp)
+    cargo mutants --list | sort -u >"$current"
+    # Scored over the mutants HEAD has now: each one's newest outcome in the shard files
+    # (later files overwrite earlier ones); a mutant with none, or only at other line
+    # numbers (its file changed since its shard ran), is `unrun`; excluded ones are listed
+    # by their shard files. Plain awk (no gawk extensions), sorted by sort.
+    cat "${files[@]}" | grep -v '^#' | awk -F'\t' -v OFS='\t' '
+      FILENAME == ARGV[1] { now[$0] = 1; next }
+      { outcome[$2] = $1 }
+      END {
+        for (name in now) print name, ((name in outcome) ? outcome[name] : "unrun")
+        for (name in outcome) if (!(name in now) && outcome[name] == "excluded") print name, "excluded"
+      }' "$current" - |
+      awk -F'\t' '{ split($1, parts, ":"); print parts[1] "\t" $2 }' | sort | awk -F'\t' '
+        function row(f, c, m, t, u, x, r) {
+          printf "%-36s %7d %7d %7d %8d %8d %6d ", f, c, m, t, u, x, r
+          if (c + t + m) printf "%6.1f%%\n", 100 * (c + t) / (c + t + m); else print "      -"
         }
-        BEGIN { printf "%-36s %7s %7s %7s %8s %8s %7s\n", "file", "caught", "missed", "timeout", "unviable", "excluded", "score" }
-        $1 != file && file != "" { row(file, n["caught"], n["missed"], n["timeout"], n["unviable"], n["excluded"]); delete n }
+        BEGIN { printf "%-36s %7s %7s %7s %8s %8s %6s %7s\n", "file", "caught", "missed", "timeout", "unviable", "excluded", "unrun", "score" }
+        $1 != file && file != "" { row(file, n["caught"], n["missed"], n["timeout"], n["unviable"], n["excluded"], n["unrun"]); delete n }
         { file = $1; n[$2]++; all[$2]++ }
         END {
-          if (file != "") row(file, n["caught"], n["missed"], n["timeout"], n["unviable"], n["excluded"])
-          row("total", all["caught"], all["missed"], all["timeout"], all["unviable"], all["excluded"])
+          if (file != "") row(file, n["caught"], n["missed"], n["timeout"], n["unviable"], n["excluded"], n["unrun"])
+          row("total", all["caught"], all["missed"], all["timeout"], all["unviable"], all["excluded"], all["unrun"])
         }'
-    echo "score = (caught + timeout) / (caught + timeout + missed); unviable mutants (they do not build) and"
-    echo "excluded ones (equivalent or not worth a test, with a reason each in .cargo/mutants.toml) do not count"
+    rm -f "$current"
+    echo "score = (caught + timeout) / (caught + timeout + missed), over the mutants of HEAD that have an"
+    echo "outcome; unviable mutants (they do not build), excluded ones (equivalent or not worth a test,"
+    echo "with a reason each in .cargo/mutants.toml) and unrun ones (no shard has run them at their"
+    echo "current lines) do not count"
     ;;
   *)
-    sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
     exit 64
     ;;
 esac
