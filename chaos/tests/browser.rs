@@ -239,7 +239,8 @@ async fn crash_and_restart(engine: Engine) {
     let gaps = retry_gaps(&world.page.records, "s");
     for gap in &gaps {
         assert!(
-            (Duration::from_millis(1900)..Duration::from_millis(3500)).contains(gap),
+            // The retry, plus up to 2 s for a loaded machine to run the attempt.
+            (Duration::from_millis(1900)..Duration::from_millis(4000)).contains(gap),
             "{}: an attempt {gap:?} after the last failure (retry: 2s): {gaps:?}",
             world.engine()
         );
@@ -366,7 +367,8 @@ async fn drain(engine: Engine) {
     world.wait_events("s", 2).await;
     // The first gap is the drawn retry; a later one (the server was not back yet) repeats it.
     let gaps = retry_gaps(&world.page.records, "s");
-    let drawn = Duration::from_millis(900)..Duration::from_millis(3500);
+    // The retry's range, plus up to 2 s for a loaded machine to run the attempt.
+    let drawn = Duration::from_millis(900)..Duration::from_millis(5000);
     assert!(
         gaps.iter().all(|gap| drawn.contains(gap)),
         "{}: attempts after {gaps:?} (retry: in [1s, 3s])",

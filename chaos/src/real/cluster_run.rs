@@ -281,7 +281,7 @@ pub async fn run(seed: u64, plan: &Plan) -> anyhow::Result<RealOutcome> {
     }
     for node in &mut servers {
         let server = node.process()?;
-        node.baseline = Some(Leftovers::read(node.addr, server).await);
+        node.baseline = Some(Leftovers::baseline(node.addr, server).await);
     }
     let rng = SeededRng::new(seed);
     let topics = plan.client_topics(&rng);

@@ -7,6 +7,7 @@
 //! reaches NATS only through the addresses it was given (a run's proxies).
 //! The binary is `NATS_SERVER_BIN`, else `.tools/bin/nats-server` (`ci/install-nats.sh`).
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -181,16 +182,23 @@ impl NatsCluster {
         Ok(())
     }
 
-    /// Waits until a node's monitoring says JetStream's meta group has a leader.
-    pub async fn wait_for_leader(&self, within: Duration) -> anyhow::Result<()> {
+    /// Waits until every running, unpaused node's monitoring names the same leader of
+    /// JetStream's meta group (one node naming one while another still elects is a group
+    /// that may drop API requests for a moment).
+    pub async fn wait_for_leader(&mut self, within: Duration) -> anyhow::Result<()> {
         let deadline = Instant::now() + within;
         loop {
-            for p in &self.ports {
-                if let Some(body) = get(p.monitor, "/jsz").await {
-                    if body.contains("\"leader\"") {
-                        return Ok(());
-                    }
+            let mut named = BTreeSet::new();
+            let mut answered = 0;
+            for node in 0..self.len() {
+                if !self.is_running(node) || self.paused[node] {
+                    continue;
                 }
+                answered += 1;
+                named.insert(get(self.ports[node].monitor, "/jsz").await.as_deref().and_then(meta_leader_of));
+            }
+            if answered > 0 && named.len() == 1 && named.first().is_some_and(Option::is_some) {
+                return Ok(());
             }
             if Instant::now() > deadline {
                 bail!("no JetStream meta leader within {within:?}; logs in {}", self.dir.path().display());
@@ -207,10 +215,7 @@ impl NatsCluster {
                 continue;
             }
             let Some(body) = get(self.ports[node].monitor, "/jsz").await else { continue };
-            let meta = &body[body.find("\"meta_cluster\"")?..];
-            let leader: usize =
-                meta.split("\"leader\": \"").nth(1)?.split('"').next()?.strip_prefix('n')?.parse().ok()?;
-            return Some(leader);
+            return meta_leader_of(&body);
         }
         None
     }
@@ -242,6 +247,12 @@ impl Drop for NatsCluster {
             self.kill(node);
         }
     }
+}
+
+/// The meta group's leader a node's `/jsz` names.
+fn meta_leader_of(jsz: &str) -> Option<usize> {
+    let meta = &jsz[jsz.find("\"meta_cluster\"")?..];
+    meta.split("\"leader\": \"").nth(1)?.split('"').next()?.strip_prefix('n')?.parse().ok()
 }
 
 /// A GET on a monitoring port; the body, or `None` when it does not answer in 2 s.

@@ -86,8 +86,11 @@ impl NatsServer {
         child.wait().unwrap();
     }
 
+    /// A JetStream client whose requests wait the test's bound, not the client's 5 s.
     async fn jetstream(&self) -> async_nats::jetstream::Context {
-        async_nats::jetstream::new(async_nats::connect(self.url()).await.unwrap())
+        let mut js = async_nats::jetstream::new(async_nats::connect(self.url()).await.unwrap());
+        js.set_timeout(PATIENCE * 3);
+        js
     }
 }
 
@@ -268,7 +271,9 @@ async fn without_nats_publishes_get_503_and_streams_go_on_with_no_gap_after() {
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
 
     nats.restart().await;
-    eventually_readyz(a.addr, StatusCode::OK).await;
+    // The NATS client's reconnect backoff (up to 4 s), JetStream's recovery and the node's
+    // 1 s probe come first.
+    eventually_readyz_within(PATIENCE * 3, a.addr, StatusCode::OK).await;
     let after = publish(a.addr, "/events?topic=o", None, "after").await;
     let text = stream.read_until(PATIENCE, |text| text.contains("data: after\n")).await;
     assert_eq!(data_of(&text), ["after"], "nothing refused shows, nothing is lost: {text}");
@@ -292,7 +297,11 @@ async fn a_stream_deleted_and_made_again_is_a_history_the_node_refuses_to_contin
 
 /// Waits until `/readyz` answers `status`.
 async fn eventually_readyz(addr: SocketAddr, status: StatusCode) {
-    let deadline = Instant::now() + PATIENCE;
+    eventually_readyz_within(PATIENCE, addr, status).await
+}
+
+async fn eventually_readyz_within(patience: Duration, addr: SocketAddr, status: StatusCode) {
+    let deadline = Instant::now() + patience;
     loop {
         let (now, _, body) = request(addr, "GET", "/readyz", "").await;
         if now == status {
