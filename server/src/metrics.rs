@@ -283,6 +283,7 @@ mod tests {
         let text = metrics.render();
         assert_eq!(value(&text, "sse_topics").as_deref(), Some("3"), "{text}");
         assert_eq!(value(&text, "sse_buffered_bytes").as_deref(), Some("500"));
+        assert_eq!(metrics.buffered_bytes(), 500);
         assert_eq!(value(&text, "sse_log_up").as_deref(), Some("1"));
         assert_eq!(value(&text, "sse_log_lag").as_deref(), Some("42"));
         assert_eq!(value(&text, "sse_subscriptions").as_deref(), Some("4"));
@@ -293,5 +294,28 @@ mod tests {
         assert_eq!(value(&metrics.render(), "sse_log_append_seconds_count").as_deref(), Some("2"));
         metrics.reset_sent("evicted");
         assert_eq!(value(&metrics.render(), "sse_resets_total{reason=\"evicted\"}").as_deref(), Some("1"));
+    }
+
+    #[test]
+    fn refusals_are_counted_per_reason() {
+        let metrics = Metrics::new();
+        metrics.rejected("max_connections");
+        metrics.rejected("max_connections");
+        metrics.rejected("tls_handshake");
+        assert_eq!(metrics.rejected_total("max_connections"), 2);
+        assert_eq!(metrics.rejected_total("tls_handshake"), 1);
+        assert_eq!(metrics.rejected_total("buffer_full"), 0);
+    }
+
+    /// The process gauges are read from `/proc` at each render: this process's
+    /// descriptors, its resident memory in whole pages.
+    #[test]
+    fn the_process_gauges_show_this_process() {
+        let text = Metrics::new().render();
+        // (Other tests of this process open and close files meanwhile: no exact count.)
+        let fds: usize = value(&text, "process_open_fds").unwrap().parse().unwrap();
+        assert!(fds >= 3, "{fds} descriptors shown: at least standard input, output and error");
+        let rss: u64 = value(&text, "process_resident_memory_bytes").unwrap().parse().unwrap();
+        assert!(rss >= 1 << 20 && rss.is_multiple_of(4096), "resident {rss} bytes");
     }
 }
