@@ -9,6 +9,8 @@
 # idle and fanout run on the in-memory store (what they measure does not touch it);
 # publish compares the disk store (--fsync always) with the in-memory one in the same
 # run; resume restarts a disk-store server between writing a history and the herd.
+# SSE_SERVER_BIN runs another sse-server build instead (a before/after comparison:
+# alternate the two in one session).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 what=${1:-all}
@@ -16,7 +18,7 @@ runs=${2:-3}
 port=${BENCH_PORT:-18480}
 addr=127.0.0.1:$port
 cargo build --release --locked -p sse-server -p sse-chaos
-server=target/release/sse-server
+server=${SSE_SERVER_BIN:-target/release/sse-server}
 chaos=target/release/sse-chaos
 out=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$out"' EXIT

@@ -22,6 +22,7 @@ use crate::http::lean::LeanStream;
 use crate::http::request::{self, SubscribeRequest};
 use crate::http::shared::{ConnGuard, Shared};
 use crate::http::tls::{Tls, ALPN_H2};
+use crate::http::tls_stream;
 use crate::limits::IpPlace;
 use crate::metrics::DisconnectReason;
 
@@ -78,10 +79,10 @@ async fn serve_tls<S>(
     let handshake = tokio::select! {
         biased;
         _ = shared.closing.cancelled() => return,
-        handshake = tokio::time::timeout_at(head_deadline, tls.acceptor().accept(io)) => handshake,
+        handshake = tokio::time::timeout_at(head_deadline, tls_stream::accept(tls.config(), io)) => handshake,
     };
     match handshake {
-        Ok(Ok(tls)) if tls.get_ref().1.alpn_protocol() == Some(ALPN_H2) => {
+        Ok(Ok(tls)) if tls.alpn_protocol() == Some(ALPN_H2) => {
             let timed_out = Arc::new(AtomicBool::new(false));
             let io = ConnIo::new(tls, None, shared.config.write_timeout, timed_out.clone());
             api::serve_http2(shared.clone(), io, timed_out, peer).await;

@@ -7,9 +7,10 @@
 //! - [`request`]: what clients send, parsed and limited (queries, resume ids, head sizes).
 //! - [`io`]: replayed head bytes and the write deadline under every connection.
 //! - [`tls`]: rustls with ALPN (`h2`, `http/1.1`).
+//! - [`tls_stream`]: the TLS stream on rustls's unbuffered API, holding no buffer idle.
 //! - `shared`: the state every connection sees and the connection guard.
 //!
-//! Imports run `conn` → `lean`, `api` → `shared`, `request`, `io`, `tls`. This folder
+//! Imports run `conn` → `lean`, `api` → `shared`, `request`, `io`, `tls`, `tls_stream`. This folder
 //! may import [`crate::stream`], [`crate::access`], [`crate::store`] and the crate's
 //! leaves (config, error, metrics, limits, rng); nothing below imports it.
 
@@ -20,3 +21,4 @@ mod lean;
 pub mod request;
 pub(crate) mod shared;
 pub mod tls;
+pub mod tls_stream;

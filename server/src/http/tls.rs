@@ -1,7 +1,8 @@
 //! TLS on the listener (`--tls-cert`, `--tls-key`): rustls with the ring provider, TLS
 //! 1.2 and 1.3, and ALPN offering `h2` then `http/1.1`. A browser that negotiates `h2`
 //! carries all its streams to this server on one connection, free of HTTP/1.1's six
-//! connections per origin.
+//! connections per origin. The connection itself is [`super::tls_stream`]'s, which holds
+//! no buffer while a stream idles.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -9,7 +10,6 @@ use std::sync::Arc;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::ServerConfig;
-use tokio_rustls::TlsAcceptor;
 
 /// ALPN protocol ids, in the server's order of preference.
 pub const ALPN_H2: &[u8] = b"h2";
@@ -17,7 +17,7 @@ const ALPN_HTTP1: &[u8] = b"http/1.1";
 
 /// The server's TLS identity and settings.
 #[derive(Clone)]
-pub struct Tls(TlsAcceptor);
+pub struct Tls(Arc<ServerConfig>);
 
 impl std::fmt::Debug for Tls {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -26,8 +26,9 @@ impl std::fmt::Debug for Tls {
 }
 
 impl Tls {
-    pub fn acceptor(&self) -> &TlsAcceptor {
-        &self.0
+    /// The rustls configuration every connection is accepted with.
+    pub fn config(&self) -> Arc<ServerConfig> {
+        self.0.clone()
     }
 }
 
@@ -50,5 +51,5 @@ pub fn load(cert: &Path, key: &Path) -> Result<Tls, String> {
         .with_single_cert(chain, key)
         .map_err(|e| format!("the certificate and key do not make a TLS identity: {e}"))?;
     config.alpn_protocols = vec![ALPN_H2.to_vec(), ALPN_HTTP1.to_vec()];
-    Ok(Tls(TlsAcceptor::from(Arc::new(config))))
+    Ok(Tls(Arc::new(config)))
 }
