@@ -169,7 +169,13 @@ fn origin_form(target: &str) -> &str {
 async fn answer_error<S: AsyncWrite + Unpin>(shared: &Shared, io: &mut S, error: &ApiError, more_headers: &str) {
     shared.metrics.rejected(error.code());
     let answer = error.raw_http1_with(more_headers);
-    let _ = tokio::time::timeout(shared.config.write_timeout, io.write_all(&answer)).await;
+    // Flushed and shut down: a TLS stream holds its last write until then.
+    let said = async {
+        io.write_all(&answer).await?;
+        io.flush().await?;
+        io.shutdown().await
+    };
+    let _ = tokio::time::timeout(shared.config.write_timeout, said).await;
 }
 
 async fn read_head<S: AsyncRead + Unpin>(shared: &Shared, io: &mut S) -> Result<Head, HeadError> {

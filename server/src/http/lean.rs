@@ -7,7 +7,7 @@ use std::future::Future;
 use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -115,6 +115,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Future for LeanStream<S> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.get_mut();
         loop {
+            if this.out.last_chunk && !this.out.active {
+                // The goodbye or farewell was written: it must reach the client before the
+                // stream ends (a TLS stream holds its last write until flushed), and then
+                // the client is told the stream is over. Failing at that is the end too.
+                let _ = ready!(Pin::new(&mut this.io).poll_flush(cx));
+                let _ = ready!(Pin::new(&mut this.io).poll_shutdown(cx));
+                return Poll::Ready(());
+            }
             if this.out.active {
                 match this.out.poll_write(&mut this.io, cx) {
                     Poll::Pending => return Poll::Pending,
@@ -123,9 +131,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Future for LeanStream<S> {
                     Poll::Ready(Err(_)) => return Poll::Ready(()),
                     Poll::Ready(Ok(events)) => {
                         this.subscription.delivered(events);
-                        // The last chunk (goodbye or farewell) ends the stream.
+                        // The last chunk (goodbye or farewell) ends the stream, above.
                         if this.out.last_chunk {
-                            return Poll::Ready(());
+                            continue;
                         }
                     }
                 }

@@ -10,9 +10,10 @@
 //!
 //! - [`accept`]: the handshake (the caller bounds it in time).
 //! - [`TlsStream`]: `AsyncRead` + `AsyncWrite` for the HTTP layers above. A write
-//!   encrypts into the send buffer and returns; the next write waits until the buffer
-//!   went out (so at most one write's worth of TLS bytes is ever held), as do flush and
-//!   shutdown (which first queues `close_notify`).
+//!   (at most one record, 16 KiB; a vectored write is gathered into one) encrypts into
+//!   the send buffer and returns; the next write waits until the buffer went out, so at
+//!   most one record's TLS bytes are held, as do flush and shutdown (which first queues
+//!   `close_notify`). So a caller must flush or shut down after its last write.
 
 use std::io;
 use std::pin::Pin;
@@ -27,11 +28,14 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 /// Bytes read from the socket at once (TLS records are at most ~16 KiB; a larger one
 /// takes several reads).
 const READ_CHUNK: usize = 4096;
-/// Most TLS bytes waiting to be processed: a record is at most 16 KiB plus its header
-/// and expansion, so more than this is a peer that sends no whole record.
-const MAX_INCOMING: usize = 64 * 1024;
-/// Most plaintext encrypted by one write (several records).
-const MAX_WRITE: usize = 64 * 1024;
+/// Most TLS bytes waiting to be processed: a handshake message rustls joins in place
+/// (up to 64 KiB and its header), the next record (at most 18,437 bytes) and one read.
+/// More is a peer that sends no whole message.
+const MAX_INCOMING: usize = 0xffff + 4 + 18_437 + READ_CHUNK;
+/// Most plaintext encrypted by one write: one record. A write then waits for one
+/// record's bytes to leave, about what a plain socket's write waits for, so the write
+/// timeout above it means the same for TLS.
+const MAX_WRITE: usize = 16 * 1024;
 
 /// A TLS stream on `S`, after its handshake.
 pub struct TlsStream<S> {
@@ -138,61 +142,96 @@ impl<S> TlsStream<S> {
         loop {
             let status = self.conn.process_tls_records(&mut self.incoming);
             let mut discard = status.discard;
-            let driven = match status.state.map_err(tls_error)? {
-                ConnectionState::ReadTraffic(mut records) => {
-                    while let Some(record) = records.next_record() {
-                        let record = record.map_err(tls_error)?;
-                        discard += record.discard;
-                        self.plaintext.extend_from_slice(record.payload);
-                    }
-                    None
+            let driven = match status.state {
+                Err(error) => Err(tls_error(error)),
+                Ok(state) => {
+                    let sinks = Sinks {
+                        plaintext: &mut self.plaintext,
+                        outgoing: &mut self.outgoing,
+                        read_closed: &mut self.read_closed,
+                    };
+                    handle(state, &mut discard, &mut on_writable, sinks)
                 }
-                ConnectionState::EncodeTlsData(mut encode) => {
-                    let mut size = 256;
-                    loop {
-                        let start = self.outgoing.len();
-                        self.outgoing.resize(start + size, 0);
-                        match encode.encode(&mut self.outgoing[start..]) {
-                            Ok(n) => {
-                                self.outgoing.truncate(start + n);
-                                break;
-                            }
-                            Err(EncodeError::InsufficientSize(InsufficientSizeError { required_size })) => {
-                                self.outgoing.truncate(start);
-                                size = required_size;
-                            }
-                            Err(error) => return Err(tls_error(error)),
-                        }
-                    }
-                    None
-                }
-                // Queued in `outgoing`, in order; sent before anything written later.
-                ConnectionState::TransmitTlsData(transmit) => {
-                    transmit.done();
-                    None
-                }
-                ConnectionState::PeerClosed => {
-                    self.read_closed = true;
-                    None
-                }
-                ConnectionState::Closed => Some(Driven::Closed),
-                ConnectionState::BlockedHandshake => Some(Driven::NeedInput),
-                ConnectionState::WriteTraffic(mut writable) => {
-                    let on_writable = on_writable.take().expect("called once: it ends the loop");
-                    Some(Driven::Writable(on_writable(&mut writable, &mut self.outgoing)?))
-                }
-                // Early data is never accepted (`max_early_data_size` is 0).
-                other => return Err(tls_error(format!("unexpected TLS state {other:?}"))),
             };
+            // What rustls processed is discarded before anything else, errors included.
             self.incoming.drain(..discard);
             if self.incoming.is_empty() {
                 self.incoming = Vec::new();
+            } else if self.incoming.capacity() > 2 * self.incoming.len() + READ_CHUNK {
+                // A partial record kept by a peer gone quiet holds only what it needs.
+                self.incoming.shrink_to_fit();
             }
-            if let Some(driven) = driven {
+            if let Some(driven) = driven? {
                 return Ok(driven);
             }
         }
     }
+}
+
+/// Where one state's output goes: the stream's buffers and its read side's end.
+struct Sinks<'a> {
+    plaintext: &'a mut Vec<u8>,
+    outgoing: &'a mut Vec<u8>,
+    read_closed: &'a mut bool,
+}
+
+/// One state of the connection: `None` to go on processing.
+#[allow(clippy::type_complexity)]
+fn handle<R>(
+    state: ConnectionState<'_, '_, rustls::server::ServerConnectionData>,
+    discard: &mut usize,
+    on_writable: &mut Option<
+        impl FnOnce(&mut WriteTraffic<'_, rustls::server::ServerConnectionData>, &mut Vec<u8>) -> io::Result<R>,
+    >,
+    sinks: Sinks<'_>,
+) -> io::Result<Option<Driven<R>>> {
+    let Sinks { plaintext, outgoing, read_closed } = sinks;
+    Ok(match state {
+        ConnectionState::ReadTraffic(mut records) => {
+            while let Some(record) = records.next_record() {
+                let record = record.map_err(tls_error)?;
+                *discard += record.discard;
+                plaintext.extend_from_slice(record.payload);
+            }
+            None
+        }
+        ConnectionState::EncodeTlsData(mut encode) => {
+            let mut size = 256;
+            loop {
+                let start = outgoing.len();
+                outgoing.resize(start + size, 0);
+                match encode.encode(&mut outgoing[start..]) {
+                    Ok(n) => {
+                        outgoing.truncate(start + n);
+                        break;
+                    }
+                    Err(EncodeError::InsufficientSize(InsufficientSizeError { required_size })) => {
+                        outgoing.truncate(start);
+                        size = required_size;
+                    }
+                    Err(error) => return Err(tls_error(error)),
+                }
+            }
+            None
+        }
+        // Queued in `outgoing`, in order; sent before anything written later.
+        ConnectionState::TransmitTlsData(transmit) => {
+            transmit.done();
+            None
+        }
+        ConnectionState::PeerClosed => {
+            *read_closed = true;
+            None
+        }
+        ConnectionState::Closed => Some(Driven::Closed),
+        ConnectionState::BlockedHandshake => Some(Driven::NeedInput),
+        ConnectionState::WriteTraffic(mut writable) => {
+            let on_writable = on_writable.take().expect("called once: it ends the loop");
+            Some(Driven::Writable(on_writable(&mut writable, outgoing)?))
+        }
+        // Early data is never accepted (`max_early_data_size` is 0).
+        other => return Err(tls_error(format!("unexpected TLS state {other:?}"))),
+    })
 }
 
 impl<S: AsyncWrite + Unpin> TlsStream<S> {
@@ -269,14 +308,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for TlsStream<S> {
             if this.taken < this.plaintext.len() || this.read_closed {
                 continue;
             }
-            // Messages rustls queued (a key update's answer) go out on the way; a peer
-            // that does not read them does not stop this read.
+            // TLS messages queued meanwhile (a TLS 1.2 refusal to renegotiate) go out on
+            // the way; a peer that does not read them does not stop this read.
             if let Poll::Ready(Err(error)) = this.poll_send(cx) {
                 return Poll::Ready(Err(error));
             }
             // A stack buffer: an idle stream waiting here holds none of its own.
-            let mut chunk = [0u8; READ_CHUNK];
-            let mut read = ReadBuf::new(&mut chunk);
+            let mut chunk = [std::mem::MaybeUninit::<u8>::uninit(); READ_CHUNK];
+            let mut read = ReadBuf::uninit(&mut chunk);
             ready!(Pin::new(&mut this.io).poll_read(cx, &mut read))?;
             if read.filled().is_empty() {
                 // Closed without `close_notify`: an end of stream all the same to HTTP,
@@ -310,6 +349,28 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for TlsStream<S> {
         Poll::Ready(Ok(data.len()))
     }
 
+    /// The slices gathered into one record (at most [`MAX_WRITE`] bytes of them), not a
+    /// record each.
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let mut gathered = Vec::with_capacity(bufs.iter().map(|b| b.len()).sum::<usize>().min(MAX_WRITE));
+        for buf in bufs {
+            let room = MAX_WRITE - gathered.len();
+            gathered.extend_from_slice(&buf[..buf.len().min(room)]);
+            if gathered.len() == MAX_WRITE {
+                break;
+            }
+        }
+        self.poll_write(cx, &gathered)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         ready!(this.poll_send(cx))?;
@@ -322,11 +383,27 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for TlsStream<S> {
         if !this.close_queued {
             this.close_queued = true;
             let queued = this.drive(|writable, outgoing| {
-                let start = outgoing.len();
-                outgoing.resize(start + 64, 0);
-                let n = writable.queue_close_notify(&mut outgoing[start..]).map_err(tls_error)?;
-                outgoing.truncate(start + n);
-                Ok(())
+                let mut size = 64;
+                loop {
+                    let start = outgoing.len();
+                    outgoing.resize(start + size, 0);
+                    match writable.queue_close_notify(&mut outgoing[start..]) {
+                        Ok(n) => {
+                            outgoing.truncate(start + n);
+                            return Ok(());
+                        }
+                        Err(EncryptError::InsufficientSize(InsufficientSizeError { required_size }))
+                            if required_size > size =>
+                        {
+                            outgoing.truncate(start);
+                            size = required_size;
+                        }
+                        Err(error) => {
+                            outgoing.truncate(start);
+                            return Err(tls_error(error));
+                        }
+                    }
+                }
             });
             // A connection that cannot say goodbye (already closed, broken) just closes.
             if queued.is_ok() {
@@ -394,6 +471,14 @@ mod tests {
             client.read_exact(&mut got).await.unwrap();
             assert_eq!(got, event.as_bytes());
         }
+        // A vectored write (the lean path's head, size line, frames) is one record.
+        let parts = [io::IoSlice::new(b"id: 9\n"), io::IoSlice::new(b"data: y\n"), io::IoSlice::new(b"\n")];
+        assert!(server.is_write_vectored());
+        assert_eq!(server.write_vectored(&parts).await.unwrap(), 15, "every slice taken at once");
+        server.flush().await.unwrap();
+        let mut got = [0u8; 15];
+        client.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"id: 9\ndata: y\n\n");
         // Waiting for the client to say something (as a stream does, to see it leave).
         let mut byte = [0u8; 1];
         assert!(server.read(&mut byte).now_or_never().is_none(), "nothing to read");

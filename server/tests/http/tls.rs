@@ -67,3 +67,24 @@ async fn plain_http_to_the_tls_port_is_dropped_and_leaves_nothing_open() {
     eventually("the connection is closed", || metrics.connections() == 0).await;
     assert_eq!(server.metrics.rejected_total("tls_handshake"), 1);
 }
+
+/// The drain's goodbye is the stream's last write: over TLS it must be flushed and the
+/// stream closed with `close_notify` (a TLS stream holds its last write until then), so
+/// the client reads the goodbye and a clean end, never a truncated one.
+#[tokio::test]
+async fn a_drained_tls_stream_gets_its_goodbye_and_a_clean_close() {
+    let mut server = TestServer::start(tls_config()).await;
+    let mut tls = connect(&server, b"http/1.1").await;
+    tls.write_all(b"GET /events?topic=t HTTP/1.1\r\nhost: x\r\n\r\n").await.unwrap();
+    let mut opened = vec![0u8; 1024];
+    let n = tls.read(&mut opened).await.unwrap();
+    assert!(String::from_utf8_lossy(&opened[..n]).starts_with("HTTP/1.1 200"), "{:?}", &opened[..n]);
+    server.begin_shutdown();
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(PATIENCE, tls.read_to_end(&mut rest)).await.expect("closed in time");
+    read.expect("a clean TLS close (close_notify), not a truncated stream");
+    let rest = String::from_utf8_lossy(&rest);
+    assert!(rest.contains("retry: "), "the goodbye arrived: {rest:?}");
+    assert!(rest.ends_with("0\r\n\r\n"), "the chunked body ended: {rest:?}");
+    server.finished().await;
+}
