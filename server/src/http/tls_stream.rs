@@ -101,12 +101,16 @@ where
             Driven::Writable(()) => return Ok(stream),
             Driven::Closed => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "closed during the handshake")),
             Driven::NeedInput => {
-                let mut chunk = [0u8; READ_CHUNK];
-                let n = stream.io.read(&mut chunk).await?;
-                if n == 0 {
+                // Read into `incoming` itself (released when the handshake has used it):
+                // a buffer on this future's stack would stay in every connection's task
+                // for its whole life, as the largest state of the future.
+                if stream.incoming.len() + READ_CHUNK > MAX_INCOMING {
+                    return Err(tls_error("the peer sent more than a TLS message can hold"));
+                }
+                stream.incoming.reserve(READ_CHUNK);
+                if stream.io.read_buf(&mut stream.incoming).await? == 0 {
                     return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the peer left during the handshake"));
                 }
-                stream.take_in(&chunk[..n])?;
             }
         }
     }
@@ -560,6 +564,16 @@ mod tests {
         }
         assert!(writes >= 3, "the pipe took a few writes first: {writes}");
         assert!(server.buffered() <= 2 * chunk.len(), "held {} bytes", server.buffered());
+    }
+
+    /// The handshake's future is part of every TLS connection's task for its whole life
+    /// (its largest state sizes the task): it must hold no read buffer of its own.
+    #[test]
+    fn the_handshake_holds_no_buffer_in_the_connections_task() {
+        let (_near, far) = duplex(1);
+        let handshake = accept(server_config(), far);
+        let stream = std::mem::size_of::<TlsStream<DuplexStream>>();
+        assert!(std::mem::size_of_val(&handshake) < stream + 256, "{} B", std::mem::size_of_val(&handshake));
     }
 
     #[tokio::test]
