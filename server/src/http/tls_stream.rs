@@ -353,7 +353,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for TlsStream<S> {
         Poll::Ready(Ok(data.len()))
     }
 
-    /// The slices gathered into one record (at most [`MAX_WRITE`] bytes of them), not a
+    /// The slices gathered into one record (at most `MAX_WRITE` bytes of them), not a
     /// record each.
     fn poll_write_vectored(
         self: Pin<&mut Self>,
