@@ -200,22 +200,14 @@ fn handle<R>(
             None
         }
         ConnectionState::EncodeTlsData(mut encode) => {
-            let mut size = 256;
-            loop {
-                let start = outgoing.len();
-                outgoing.resize(start + size, 0);
-                match encode.encode(&mut outgoing[start..]) {
-                    Ok(n) => {
-                        outgoing.truncate(start + n);
-                        break;
+            append(outgoing, 256, |buf| {
+                encode.encode(buf).map_err(|error| match error {
+                    EncodeError::InsufficientSize(InsufficientSizeError { required_size }) => {
+                        Short::Needs(required_size)
                     }
-                    Err(EncodeError::InsufficientSize(InsufficientSizeError { required_size })) => {
-                        outgoing.truncate(start);
-                        size = required_size;
-                    }
-                    Err(error) => return Err(tls_error(error)),
-                }
-            }
+                    error => Short::Failed(tls_error(error)),
+                })
+            })?;
             None
         }
         // Queued in `outgoing`, in order; sent before anything written later.
@@ -267,23 +259,44 @@ fn encrypt(
 ) -> io::Result<()> {
     // Each record adds a header, a tag and a content type: 64 bytes covers it for small
     // writes; a larger write is told its exact size.
-    let mut size = data.len() + 64;
+    append(outgoing, data.len() + 64, |buf| writable.encrypt(data, buf).map_err(Short::from))
+}
+
+/// Why a rustls call wrote nothing into the room it was given.
+enum Short {
+    /// It needs this many bytes.
+    Needs(usize),
+    Failed(io::Error),
+}
+
+impl From<EncryptError> for Short {
+    fn from(error: EncryptError) -> Short {
+        match error {
+            EncryptError::InsufficientSize(InsufficientSizeError { required_size }) => Short::Needs(required_size),
+            error => Short::Failed(tls_error(error)),
+        }
+    }
+}
+
+/// Appends to `outgoing` what `write` puts into `size` bytes of room, given more room
+/// when it says it needs more.
+fn append(
+    outgoing: &mut Vec<u8>,
+    mut size: usize,
+    mut write: impl FnMut(&mut [u8]) -> Result<usize, Short>,
+) -> io::Result<()> {
     loop {
         let start = outgoing.len();
         outgoing.resize(start + size, 0);
-        match writable.encrypt(data, &mut outgoing[start..]) {
-            Ok(n) => {
-                outgoing.truncate(start + n);
-                return Ok(());
+        let written = write(&mut outgoing[start..]);
+        outgoing.truncate(start + *written.as_ref().unwrap_or(&0));
+        match written {
+            Ok(_) => return Ok(()),
+            Err(Short::Needs(needed)) if needed > size => size = needed,
+            Err(Short::Needs(needed)) => {
+                return Err(tls_error(format!("rustls asked for {needed} bytes, given {size}")))
             }
-            Err(EncryptError::InsufficientSize(InsufficientSizeError { required_size })) if required_size > size => {
-                outgoing.truncate(start);
-                size = required_size;
-            }
-            Err(error) => {
-                outgoing.truncate(start);
-                return Err(tls_error(error));
-            }
+            Err(Short::Failed(error)) => return Err(error),
         }
     }
 }
@@ -387,27 +400,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for TlsStream<S> {
         if !this.close_queued {
             this.close_queued = true;
             let queued = this.drive(|writable, outgoing| {
-                let mut size = 64;
-                loop {
-                    let start = outgoing.len();
-                    outgoing.resize(start + size, 0);
-                    match writable.queue_close_notify(&mut outgoing[start..]) {
-                        Ok(n) => {
-                            outgoing.truncate(start + n);
-                            return Ok(());
-                        }
-                        Err(EncryptError::InsufficientSize(InsufficientSizeError { required_size }))
-                            if required_size > size =>
-                        {
-                            outgoing.truncate(start);
-                            size = required_size;
-                        }
-                        Err(error) => {
-                            outgoing.truncate(start);
-                            return Err(tls_error(error));
-                        }
-                    }
-                }
+                append(outgoing, 64, |buf| writable.queue_close_notify(buf).map_err(Short::from))
             });
             // A connection that cannot say goodbye (already closed, broken) just closes.
             if queued.is_ok() {
