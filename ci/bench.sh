@@ -3,7 +3,7 @@
 # loopback for each run, drives it with sse-chaos, and prints every run's RESULT line
 # and the medians.
 #
-#   ci/bench.sh [idle|idle-tls|fanout|publish|resume|all] [runs]
+#   ci/bench.sh [idle|idle-tls|fanout|publish|resume|sim|all] [runs]
 #
 # idle-tls is idle over TLS (the test certificate in fixtures/tls/, ALPN http/1.1).
 # idle and fanout run on the in-memory store (what they measure does not touch it);
@@ -17,7 +17,9 @@ what=${1:-all}
 runs=${2:-3}
 port=${BENCH_PORT:-18480}
 addr=127.0.0.1:$port
-cargo build --release --locked -p sse-server -p sse-chaos
+if [[ $what != sim ]]; then
+  cargo build --release --locked -p sse-server -p sse-chaos
+fi
 server=${SSE_SERVER_BIN:-target/release/sse-server}
 chaos=target/release/sse-chaos
 out=$(mktemp -d)
@@ -129,5 +131,31 @@ if [[ $what == resume || $what == all ]]; then
     echo "MEDIAN resume window=$window clients=10000 events_per_client=1000" \
       "seconds=$(grep RESULT "$f" | field seconds | median)" \
       "server_rss_growth_mib=$(grep RESULT "$f" | field server_rss_growth_mib | median)"
+  done
+fi
+
+if [[ $what == sim || $what == all ]]; then
+  # Simulation speed: simulated seconds per wall second for two 10-minute plans of 100
+  # clients (fixtures/bench/), calm and with a fault on one client every 5 s. SIM_BIN
+  # runs another sse-simulations build (a before/after comparison).
+  cargo build --release --locked -p sse-simulations
+  sim=${SIM_BIN:-target/release/sse-simulations}
+  for run in $(seq "$runs"); do
+    for plan in calm faults; do
+      log="$out/sim-$plan.log"
+      start=$(date +%s.%N)
+      "$sim" replay --seed 1 --plan "fixtures/bench/$plan-100x10m.plan" >"$log"
+      end=$(date +%s.%N)
+      tail -1 "$log" | grep -qx PASS || { echo "sim plan=$plan run=$run did not pass: $log"; trap - EXIT; exit 1; }
+      simulated=$(grep -E '^ *[0-9.]+s harness +done:' "$log" | awk '{print $1 + 0}')
+      echo "RESULT sim plan=$plan run=$run $(grep -c '^SKIPPED clients' "$log" | sed 's/^0$/all_clients/;s/^1$/clients_capped/')" \
+        "$(awk -v s="$start" -v e="$end" -v sim="$simulated" \
+          'BEGIN { printf "wall_s=%.2f simulated_s=%.1f speed=%.1f", e - s, sim, sim / (e - s) }')" | tee -a "$out/sim-$plan"
+    done
+  done
+  for plan in calm faults; do
+    f="$out/sim-$plan"
+    echo "MEDIAN sim plan=$plan wall_s=$(grep RESULT "$f" | field wall_s | median)" \
+      "speed=$(grep RESULT "$f" | field speed | median)"
   done
 fi

@@ -13,6 +13,7 @@ use sse_server::store::{FsyncPolicy, MemoryStore};
 use sse_server::{Config, Server};
 use tokio::sync::watch;
 
+use crate::placement::{self, Placement};
 use crate::publisher::{self, Acked, PublisherConfig};
 use crate::service::ServiceAddress;
 use crate::sim_listener::SimListener;
@@ -24,8 +25,6 @@ use sse_plan::oracle;
 use sse_plan::{Fault, Plan, Reach, StoreMode, TimedFault, Timing};
 
 const SERVER: &str = "server";
-/// The most clients a simulated plan runs with.
-pub const MAX_CLIENTS: usize = 50;
 /// The second server host, where the service moves.
 const STANDBY: &str = "server-b";
 
@@ -41,7 +40,7 @@ pub fn server_config(plan: &Plan, seed: u64, epoch: u32) -> Config {
         drain_timeout: timing.drain_timeout,
         window: plan.window,
         coalesce: Duration::from_millis(plan.coalesce_ms),
-        max_connections: Some(1000),
+        max_connections: Some(2 * placement::MAX_CLIENTS),
         seed: Some(seed),
         epoch: Some(epoch),
         max_buffered_bytes: plan.max_buffered_kb.map_or(Config::default().max_buffered_bytes, |kb| kb as usize * 1024),
@@ -100,27 +99,31 @@ fn align_task_ids() {
     }
 }
 
+/// A subscriber's settings and the state it shares with the harness.
+type Subscriber = (SubscriberConfig, Rc<SubscriberState>);
+
 /// Runs `plan` under `seed`.
 pub fn run(seed: u64, plan: &Plan, trace: Trace) -> Outcome {
     align_task_ids();
     let _server_log = crate::server_log::capture(&trace);
-    // Turmoil's cost grows faster than its host count: a larger plan runs with fewer
-    // clients, and says so (faults on a client past the limit wrap around, as always).
+    // A plan with more clients than the simulation can run says so.
     let mut resized = Vec::new();
     let capped;
-    let plan = if plan.clients > MAX_CLIENTS {
-        resized.push(format!("clients {}: the simulation runs {MAX_CLIENTS}", plan.clients));
-        capped = Plan { clients: MAX_CLIENTS, ..plan.clone() };
+    let limit = placement::client_limit(plan);
+    let plan = if plan.clients > limit {
+        resized.push(format!("clients {}: the simulation runs {limit}", plan.clients));
+        capped = Plan { clients: limit, ..plan.clone() };
         &capped
     } else {
         plan
     };
+    let placement = Placement::new(plan);
     let rng = SeededRng::new(seed);
     let mut sim = turmoil::Builder::new()
         .rng_seed(seed)
         .simulation_duration(Duration::from_secs(3600))
         .min_message_latency(Duration::from_millis(1))
-        .max_message_latency(plan.max_latency.max(Duration::from_millis(1)))
+        .max_message_latency(placement.link_latency())
         .tcp_capacity(64)
         .build();
     let view = Rc::new(ServerView::default());
@@ -191,7 +194,10 @@ pub fn run(seed: u64, plan: &Plan, trace: Trace) -> Outcome {
     }
     let (stop_tx, stop_rx) = watch::channel(false);
     let topic_names = plan.topic_names();
+    let stagger = Duration::from_millis(5).min(Duration::from_millis(500) / plan.clients.max(1) as u32);
     let mut clients = Vec::new();
+    // Each client host's subscribers, hosts in the order of their first client.
+    let mut on_host: Vec<(&str, Vec<Subscriber>)> = Vec::new();
     for (i, topics) in plan.client_topics(&rng).into_iter().enumerate() {
         let state = Rc::new(SubscriberState::default());
         let name = format!("client-{i}");
@@ -200,11 +206,24 @@ pub fn run(seed: u64, plan: &Plan, trace: Trace) -> Outcome {
             server: address.clone(),
             topics: topics.iter().cloned().collect(),
             heartbeat: config.heartbeat,
-            // Staggered, all connected within half a second (before publishing starts).
-            start_after: Duration::from_millis(5 * i as u64).min(Duration::from_millis(500)),
+            // Staggered, 5 ms apart or closer, all connected within half a second (before
+            // publishing starts).
+            start_after: stagger * i as u32,
         };
-        sim.client(name.as_str(), subscriber::run(config, state.clone(), trace.clone(), stop_rx.clone()));
+        let host = placement.host(i);
+        let subscriber = (config, state.clone());
+        match on_host.iter_mut().find(|(name, _)| *name == host) {
+            Some((_, subscribers)) => subscribers.push(subscriber),
+            None => on_host.push((host, vec![subscriber])),
+        }
         clients.push((name, topics, state));
+    }
+    for (host, subscribers) in on_host {
+        let subscribers = subscribers
+            .into_iter()
+            .map(|(config, state)| subscriber::run(config, state, trace.clone(), stop_rx.clone()))
+            .collect();
+        sim.client(host, subscriber::run_all(subscribers));
     }
     let acked: Rc<RefCell<Vec<Acked>>> = Rc::default();
     let publisher = PublisherConfig {
@@ -327,7 +346,7 @@ pub fn run(seed: u64, plan: &Plan, trace: Trace) -> Outcome {
             if matches!(fault.fault, Fault::Crash { .. }) && sim.is_host_running(host) {
                 crashed.insert(view.boots.get());
             }
-            apply(&mut sim, &mut links, host, &fault.fault, &clients, now);
+            apply(&mut sim, &mut links, host, &fault.fault, &clients, &placement, now);
             if let (Fault::Crash { .. }, Some(store)) = (&fault.fault, &kept_store) {
                 let lost = store.crash();
                 trace.log(now, "fault", format_args!("power cut: the store forgot {} unsynced events", lost.len()));
@@ -353,7 +372,7 @@ pub fn run(seed: u64, plan: &Plan, trace: Trace) -> Outcome {
                         .push(format!("graceful shutdown had not finished {:?} after the signal", fault.duration()));
                 }
             }
-            heal(&mut sim, &mut links, host, fault, plan, &trace, now);
+            heal(&mut sim, &mut links, host, fault, &placement, &trace, now);
             false
         });
         if let Err(error) = sim.step() {
@@ -464,13 +483,14 @@ fn apply(
     host: &str,
     fault: &Fault,
     clients: &[(String, BTreeSet<String>, Rc<SubscriberState>)],
+    placement: &Placement,
     now: Duration,
 ) {
     let client = |i: &usize| &clients[*i % clients.len()];
     match fault {
-        Fault::Partition { client: i, .. } => sim.partition(host, client(i).0.as_str()),
-        Fault::Hold { client: i, .. } => links.hold(sim, host, client(i).0.as_str()),
-        Fault::Lag { client: i, latency, .. } => sim.set_link_max_message_latency(host, client(i).0.as_str(), *latency),
+        Fault::Partition { client: i, .. } => sim.partition(host, placement.host(*i)),
+        Fault::Hold { client: i, .. } => links.hold(sim, host, placement.host(*i)),
+        Fault::Lag { client: i, latency, .. } => sim.set_link_max_message_latency(host, placement.host(*i), *latency),
         Fault::Crash { .. } => sim.crash(host),
         Fault::Restart { .. } | Fault::Move { .. } => {}
         Fault::Drop { client: i } => client(i).2.drop_now.set(true),
@@ -480,7 +500,7 @@ fn apply(
         Fault::Cut { client: i, after_bytes } => client(i).2.cut_after.set(Some(*after_bytes)),
         // A frozen server: nothing it sends or is sent moves until it thaws.
         Fault::Freeze { .. } => {
-            clients.iter().for_each(|c| links.hold(sim, host, c.0.as_str()));
+            placement.hosts().into_iter().for_each(|client| links.hold(sim, host, client));
             links.hold(sim, host, "publisher");
         }
         Fault::Flood { .. } => {}
@@ -497,17 +517,16 @@ fn heal(
     links: &mut HeldLinks,
     host: &str,
     fault: &Fault,
-    plan: &Plan,
+    placement: &Placement,
     trace: &Trace,
     now: Duration,
 ) {
-    // The same client `apply` picked (an index past the client count wraps around).
-    let client = |i: &usize| format!("client-{}", i % plan.clients);
-    let max_latency = plan.max_latency.max(Duration::from_millis(1));
     match fault {
-        Fault::Partition { client: i, .. } => sim.repair(host, client(i).as_str()),
-        Fault::Hold { client: i, .. } => links.release(sim, host, client(i).as_str()),
-        Fault::Lag { client: i, .. } => sim.set_link_max_message_latency(host, client(i).as_str(), max_latency),
+        Fault::Partition { client: i, .. } => sim.repair(host, placement.host(*i)),
+        Fault::Hold { client: i, .. } => links.release(sim, host, placement.host(*i)),
+        Fault::Lag { client: i, .. } => {
+            sim.set_link_max_message_latency(host, placement.host(*i), placement.link_latency())
+        }
         // One server process per host: a heal starts it if nothing runs there. When faults
         // overlap (a crash of a server already down after a restart, two restarts), the
         // first heal starts it and the later ones find it running and leave it alone; a
@@ -518,7 +537,7 @@ fn heal(
         }
         Fault::Crash { .. } | Fault::Restart { .. } => sim.bounce(host),
         Fault::Freeze { .. } => {
-            (0..plan.clients).for_each(|i| links.release(sim, host, client(&i).as_str()));
+            placement.hosts().into_iter().for_each(|client| links.release(sim, host, client));
             links.release(sim, host, "publisher");
         }
         Fault::Slicer { .. } | Fault::Bandwidth { .. } | Fault::SlowClose { .. } | Fault::Flood { .. } => return,

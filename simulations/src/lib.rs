@@ -9,6 +9,7 @@
 //! - [`swarm`]: a generated plan per seed, shrunk when it fails.
 //! - [`seeds`]: the fixed seeds and `SIM_SEEDS` fresh ones.
 //! - [`subscriber`]: the simulated EventSource client.
+//! - [`placement`]: which host each client runs on (a host of its own only for link faults).
 //! - [`publisher`]: the simulated publisher that records acknowledgements.
 //! - [`slowloris`]: connections that never finish their request head.
 //! - [`flood`]: many stream requests at once, held, then dropped.
@@ -19,6 +20,7 @@
 
 pub mod flood;
 pub mod harness;
+pub mod placement;
 pub mod publisher;
 pub mod seeds;
 pub mod server_log;

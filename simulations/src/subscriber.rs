@@ -74,6 +74,18 @@ pub async fn run(
     Ok(())
 }
 
+/// Runs subscribers side by side on one host, each a task of its own, until all have
+/// stopped; the first error, in client order, is the host's.
+pub async fn run_all(
+    subscribers: Vec<impl std::future::Future<Output = turmoil::Result> + 'static>,
+) -> turmoil::Result {
+    let tasks: Vec<_> = subscribers.into_iter().map(tokio::task::spawn_local).collect();
+    for task in tasks {
+        task.await??;
+    }
+    Ok(())
+}
+
 async fn stream_once(
     config: &SubscriberConfig,
     state: &SubscriberState,

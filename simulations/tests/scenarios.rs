@@ -38,6 +38,19 @@ fn half_open_client_is_found_by_heartbeat_silence_and_catches_up_after_repair() 
 }
 
 #[test]
+fn a_hundred_clients_share_a_host_and_a_partition_of_one_link_reaches_that_client_alone() {
+    let plan = Plan { publish_for: secs(8), ..Plan::calm(100) }
+        .with(3_000, Fault::Partition { client: 7, heal_after: secs(5) });
+    let outcome = check(5, &plan);
+    assert!(outcome.skipped.is_empty(), "every client ran: {:?}", outcome.skipped);
+    assert_eq!(outcome.recoveries.len(), 100);
+    let trace = outcome.trace.text();
+    let ended: Vec<&str> = trace.lines().filter(|line| line.contains("stream ended")).collect();
+    assert!(!ended.is_empty(), "the partition was applied:\n{trace}");
+    assert!(ended.iter().all(|line| line.contains(" client-7 ")), "only client-7 lost its stream: {ended:#?}");
+}
+
+#[test]
 fn server_crash_resets_every_client_to_the_new_history() {
     let plan = Plan::calm(3).with(4_000, Fault::Crash { restart_after: secs(1) });
     let outcome = check(3, &plan);

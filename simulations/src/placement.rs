@@ -1,0 +1,163 @@
+//! Which simulated host each subscriber runs on.
+//!
+//! Turmoil steps every host's runtime on each 1 ms tick and, for every host, scans every
+//! link, so a step costs about hosts × links whether anything happens or not: with a
+//! host per subscriber that cost, not the server, bounded a 50-client plan at about four
+//! simulated seconds per wall second. A subscriber needs a host of its own only when a
+//! fault acts on its link (a partition, a hold, a lag); every other one runs on the shared
+//! host [`SHARED`], each with its own connections, as browsers behind one address do. A
+//! freeze holds every link to the server, the shared one included, so it is unchanged.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use sse_plan::{Fault, Plan, Reach};
+
+/// The host the subscribers without link faults share.
+pub const SHARED: &str = "clients";
+
+/// The most clients a simulated plan runs with.
+pub const MAX_CLIENTS: usize = 1000;
+
+/// The most clients a plan runs with when a fault can make their connection requests
+/// arrive together: turmoil's listener queue holds 64 and panics past that. Subscribers
+/// reconnect after the same `retry:` (as browsers do, without jitter of their own), so
+/// everything that ends all streams at once or holds the requests sends them in one tick:
+/// a crash, a drain (restart or move), a freeze's thaw, a drop of every client; a flood
+/// adds its own.
+pub const MAX_CLIENTS_TOGETHER: usize = 50;
+
+/// How many of the plan's clients the simulation runs (faults on a client past the limit
+/// wrap around, as always). Faults on one client's link or in one client leave the other
+/// clients' requests spread out as their staggered starts made them.
+pub fn client_limit(plan: &Plan) -> usize {
+    let together = plan.faults.iter().any(|fault| match fault.fault {
+        Fault::Freeze { .. }
+        | Fault::Restart { .. }
+        | Fault::Move { .. }
+        | Fault::Crash { .. }
+        | Fault::DropAll
+        | Fault::Flood { .. } => true,
+        Fault::Partition { .. }
+        | Fault::Hold { .. }
+        | Fault::Lag { .. }
+        | Fault::Drop { .. }
+        | Fault::Stall { .. }
+        | Fault::Cut { .. }
+        | Fault::Slowloris { .. } => false,
+        // Real-only faults: the simulation skips them.
+        _ => fault.fault.reach() == Reach::Both,
+    });
+    plan.clients.min(if together { MAX_CLIENTS_TOGETHER } else { MAX_CLIENTS })
+}
+
+/// The host of each client, by index, and what its link is like when healthy.
+#[derive(Debug, Clone)]
+pub struct Placement {
+    hosts: Vec<String>,
+    link_latency: Duration,
+}
+
+impl Placement {
+    /// Places `plan.clients` clients: a host of their own for those a link fault names
+    /// (an index past the client count wraps around, as the faults do), [`SHARED`] for the rest.
+    pub fn new(plan: &Plan) -> Placement {
+        let clients = plan.clients.max(1);
+        let own: BTreeSet<usize> =
+            plan.faults.iter().filter_map(|fault| link_fault_client(&fault.fault)).map(|i| i % clients).collect();
+        let hosts = (0..plan.clients)
+            .map(|i| if own.contains(&i) { format!("client-{i}") } else { SHARED.to_owned() })
+            .collect();
+        Placement { hosts, link_latency: plan.max_latency.max(Duration::from_millis(1)) }
+    }
+
+    /// The latency bound of a healthy client link: the plan's, at least turmoil's 1 ms
+    /// tick (what the end of a lag restores).
+    pub fn link_latency(&self) -> Duration {
+        self.link_latency
+    }
+
+    /// The host client `i` runs on (an index past the client count wraps around).
+    pub fn host(&self, i: usize) -> &str {
+        &self.hosts[i % self.hosts.len()]
+    }
+
+    /// Every client host once, in a fixed order.
+    pub fn hosts(&self) -> BTreeSet<&str> {
+        self.hosts.iter().map(String::as_str).collect()
+    }
+}
+
+/// The client whose link to the server a fault changes, if it is such a fault.
+fn link_fault_client(fault: &Fault) -> Option<usize> {
+    match fault {
+        Fault::Partition { client, .. } | Fault::Hold { client, .. } | Fault::Lag { client, .. } => Some(*client),
+        // Faults the client applies itself, faults of the server or every link, and
+        // real-only ones (skipped by the simulation).
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sse_plan::TimedFault;
+
+    fn plan(clients: usize, faults: Vec<Fault>) -> Plan {
+        let faults = faults.into_iter().map(|fault| TimedFault { at: Duration::from_secs(1), fault }).collect();
+        Plan { faults, ..Plan::calm(clients) }
+    }
+
+    #[test]
+    fn only_clients_named_by_a_link_fault_get_a_host_of_their_own() {
+        let second = Duration::from_secs(1);
+        let placement = plan(
+            6,
+            vec![
+                Fault::Partition { client: 1, heal_after: second },
+                Fault::Hold { client: 9, release_after: second },
+                Fault::Lag { client: 4, latency: second, duration: second },
+                Fault::Stall { client: 0, duration: second },
+                Fault::Drop { client: 2 },
+                Fault::Cut { client: 5, after_bytes: 10 },
+            ],
+        );
+        let placement = Placement::new(&placement);
+        let hosts: Vec<&str> = (0..6).map(|i| placement.host(i)).collect();
+        assert_eq!(hosts, ["clients", "client-1", "clients", "client-3", "client-4", "clients"]);
+        assert_eq!(placement.host(7), "client-1", "an index past the count wraps around");
+        assert_eq!(placement.hosts().into_iter().collect::<Vec<_>>(), ["client-1", "client-3", "client-4", "clients"]);
+    }
+
+    #[test]
+    fn a_fault_that_sends_every_connection_request_at_once_limits_the_clients() {
+        let second = Duration::from_secs(1);
+        let one_client = vec![
+            Fault::Partition { client: 3, heal_after: second },
+            Fault::Drop { client: 1 },
+            Fault::Stall { client: 2, duration: second },
+            Fault::Slowloris { connections: 5 },
+        ];
+        assert_eq!(client_limit(&plan(1000, one_client.clone())), 1000);
+        assert_eq!(client_limit(&plan(2000, vec![])), MAX_CLIENTS);
+        for together in [
+            Fault::Freeze { duration: second },
+            Fault::Restart { restart_after: second },
+            Fault::Move { restart_after: second },
+            Fault::Crash { restart_after: second },
+            Fault::DropAll,
+            Fault::Flood { connections: 10, duration: second },
+        ] {
+            let faults = one_client.iter().cloned().chain([together.clone()]).collect();
+            assert_eq!(client_limit(&plan(100, faults)), MAX_CLIENTS_TOGETHER, "{together:?}");
+        }
+        assert_eq!(client_limit(&plan(8, vec![Fault::Freeze { duration: second }])), 8);
+    }
+
+    #[test]
+    fn a_calm_plan_runs_every_client_on_the_shared_host() {
+        let placement = Placement::new(&plan(100, vec![]));
+        assert!((0..100).all(|i| placement.host(i) == SHARED));
+        assert_eq!(placement.hosts().len(), 1);
+    }
+}
