@@ -1,5 +1,6 @@
-//! Runs one seed and one plan: the unmodified server on host `server`, subscribers on
-//! `client-N`, a publisher, faults applied between simulation steps, then the oracle.
+//! Runs one seed and one plan: the unmodified server on host `server`, subscribers on the
+//! hosts [`crate::placement`] gives them, a publisher, faults applied between simulation
+//! steps, then the oracle.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet};

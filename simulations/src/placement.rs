@@ -11,7 +11,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use sse_plan::{Fault, Plan, Reach};
+use sse_plan::{Fault, Plan, Reach, Timing};
 
 /// The host the subscribers without link faults share.
 pub const SHARED: &str = "clients";
@@ -19,36 +19,64 @@ pub const SHARED: &str = "clients";
 /// The most clients a simulated plan runs with.
 pub const MAX_CLIENTS: usize = 1000;
 
-/// The most clients a plan runs with when a fault can make their connection requests
-/// arrive together: turmoil's listener queue holds 64 and panics past that. Subscribers
-/// reconnect after the same `retry:` (as browsers do, without jitter of their own), so
-/// everything that ends all streams at once or holds the requests sends them in one tick:
-/// a crash, a drain (restart or move), a freeze's thaw, a drop of every client; a flood
-/// adds its own.
+/// The most clients a plan runs with when its faults can make more connection requests
+/// than that arrive together: turmoil's listener queue holds 64 and panics past that.
+/// Subscribers reconnect after the same `retry:` (as browsers do, with no jitter of their
+/// own), so a crash or a drop of every client brings them all back in one tick, a freeze's
+/// thaw delivers every request it held at once, a drain's listener no longer accepts while
+/// requests queue on it until the host restarts, and a flood adds its own.
 pub const MAX_CLIENTS_TOGETHER: usize = 50;
 
 /// How many of the plan's clients the simulation runs (faults on a client past the limit
-/// wrap around, as always). Faults on one client's link or in one client leave the other
-/// clients' requests spread out as their staggered starts made them.
+/// wrap around, as always). Faults on one client at a time leave the others' requests
+/// spread out as their staggered starts made them; faults on many clients at once (and
+/// slowloris connections) are counted over overlapping windows, each from the fault to a
+/// catch-up bound after its heal, so that equal faults on many clients count as together.
 pub fn client_limit(plan: &Plan) -> usize {
-    let together = plan.faults.iter().any(|fault| match fault.fault {
-        Fault::Freeze { .. }
-        | Fault::Restart { .. }
-        | Fault::Move { .. }
-        | Fault::Crash { .. }
-        | Fault::DropAll
-        | Fault::Flood { .. } => true,
-        Fault::Partition { .. }
-        | Fault::Hold { .. }
-        | Fault::Lag { .. }
-        | Fault::Drop { .. }
-        | Fault::Stall { .. }
-        | Fault::Cut { .. }
-        | Fault::Slowloris { .. } => false,
-        // Real-only faults: the simulation skips them.
-        _ => fault.fault.reach() == Reach::Both,
-    });
+    let mut together = false;
+    // (from, to, requests) for the faults that touch one client (or slowloris connections).
+    let mut windows = Vec::new();
+    let settle = Timing::PLANS.catch_up_bound();
+    for fault in &plan.faults {
+        let window = |requests: usize| (fault.at, fault.heals_at() + settle, requests);
+        match fault.fault {
+            Fault::Freeze { .. }
+            | Fault::Restart { .. }
+            | Fault::Move { .. }
+            | Fault::Crash { .. }
+            | Fault::DropAll
+            | Fault::Flood { .. } => together = true,
+            Fault::Partition { .. }
+            | Fault::Hold { .. }
+            | Fault::Lag { .. }
+            | Fault::Drop { .. }
+            | Fault::Stall { .. }
+            | Fault::Cut { .. } => windows.push(window(1)),
+            Fault::Slowloris { connections } => windows.push(window(connections)),
+            // Real-only faults: the simulation skips them.
+            _ => together |= fault.fault.reach() == Reach::Both,
+        }
+    }
+    together |= most_at_once(&windows) > MAX_CLIENTS_TOGETHER;
     plan.clients.min(if together { MAX_CLIENTS_TOGETHER } else { MAX_CLIENTS })
+}
+
+/// The largest sum of `requests` over windows open at one instant.
+fn most_at_once(windows: &[(Duration, Duration, usize)]) -> usize {
+    // Opens sort before closes at the same instant: touching windows count as overlapping.
+    let mut edges: Vec<(Duration, bool, usize)> =
+        windows.iter().flat_map(|&(from, to, n)| [(from, false, n), (to, true, n)]).collect();
+    edges.sort();
+    let (mut open, mut most) = (0, 0);
+    for (_, closes, n) in edges {
+        if closes {
+            open -= n;
+        } else {
+            open += n;
+            most = most.max(open);
+        }
+    }
+    most
 }
 
 /// The host of each client, by index, and what its link is like when healthy.
@@ -152,6 +180,25 @@ mod tests {
             assert_eq!(client_limit(&plan(100, faults)), MAX_CLIENTS_TOGETHER, "{together:?}");
         }
         assert_eq!(client_limit(&plan(8, vec![Fault::Freeze { duration: second }])), 8);
+    }
+
+    #[test]
+    fn equal_faults_on_many_clients_at_once_count_as_together() {
+        let at = |ms: u64, fault: Fault| TimedFault { at: Duration::from_millis(ms), fault };
+        let drops = |from_ms: u64, every_ms: u64| -> Vec<TimedFault> {
+            (0..60).map(|i| at(from_ms + i * every_ms, Fault::Drop { client: i as usize })).collect()
+        };
+        let with = |faults: Vec<TimedFault>| Plan { faults, ..Plan::calm(100) };
+        // Sixty drops in the same millisecond: their clients come back together.
+        assert_eq!(client_limit(&with(drops(1_000, 0))), MAX_CLIENTS_TOGETHER);
+        // The same drops over half a catch-up bound apart: never more than two windows open.
+        let apart = Timing::PLANS.catch_up_bound().as_millis() as u64 / 2 + 1;
+        assert_eq!(client_limit(&with(drops(1_000, apart))), 100);
+        // Slowloris connections count with them.
+        let mut faults = drops(1_000, apart);
+        faults.push(at(1_000, Fault::Slowloris { connections: 49 }));
+        assert_eq!(client_limit(&with(faults)), MAX_CLIENTS_TOGETHER);
+        assert_eq!(most_at_once(&[]), 0);
     }
 
     #[test]
