@@ -148,7 +148,9 @@ if [[ $what == sim || $what == all ]]; then
       end=$(date +%s.%N)
       tail -1 "$log" | grep -qx PASS || { echo "sim plan=$plan run=$run did not pass: $log"; trap - EXIT; exit 1; }
       simulated=$(grep -E '^ *[0-9.]+s harness +done:' "$log" | awk '{print $1 + 0}')
-      echo "RESULT sim plan=$plan run=$run $(grep -c '^SKIPPED clients' "$log" | sed 's/^0$/all_clients/;s/^1$/clients_capped/')" \
+      clients=all_clients
+      if grep -q '^SKIPPED clients' "$log"; then clients=clients_capped; fi
+      echo "RESULT sim plan=$plan run=$run $clients" \
         "$(awk -v s="$start" -v e="$end" -v sim="$simulated" \
           'BEGIN { printf "wall_s=%.2f simulated_s=%.1f speed=%.1f", e - s, sim, sim / (e - s) }')" | tee -a "$out/sim-$plan"
     done

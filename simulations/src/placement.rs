@@ -1,9 +1,9 @@
 //! Which simulated host each subscriber runs on.
 //!
-//! Turmoil steps every host's runtime on each 1 ms tick and, for every host, scans every
-//! link, so a step costs about hosts × links whether anything happens or not: with a
-//! host per subscriber that cost, not the server, bounded a 50-client plan at about four
-//! simulated seconds per wall second. A subscriber needs a host of its own only when a
+//! Turmoil keeps a link for every pair of hosts, and on each 1 ms tick steps every host's
+//! runtime and, for every host, scans every link, so a step costs about hosts³ / 2 whether
+//! anything happens or not: with a host per subscriber that cost, not the server, bounded
+//! a 50-client plan at about four simulated seconds per wall second. A subscriber needs a host of its own only when a
 //! fault acts on its link (a partition, a hold, a lag); every other one runs on the shared
 //! host [`SHARED`], each with its own connections, as browsers behind one address do. A
 //! freeze holds every link to the server, the shared one included, so it is unchanged.
@@ -40,21 +40,14 @@ pub fn client_limit(plan: &Plan) -> usize {
     for fault in &plan.faults {
         let window = |requests: usize| (fault.at, fault.heals_at() + settle, requests);
         match fault.fault {
-            Fault::Freeze { .. }
-            | Fault::Restart { .. }
-            | Fault::Move { .. }
-            | Fault::Crash { .. }
-            | Fault::DropAll
-            | Fault::Flood { .. } => together = true,
-            Fault::Partition { .. }
-            | Fault::Hold { .. }
-            | Fault::Lag { .. }
-            | Fault::Drop { .. }
-            | Fault::Stall { .. }
-            | Fault::Cut { .. } => windows.push(window(1)),
-            Fault::Slowloris { connections } => windows.push(window(connections)),
             // Real-only faults: the simulation skips them.
-            _ => together |= fault.fault.reach() == Reach::Both,
+            _ if fault.fault.reach() == Reach::RealOnly => {}
+            Fault::Slowloris { connections } => windows.push(window(connections)),
+            // On one client's link or in one client.
+            _ if matches!(fault.fault.link(), Some(Some(_))) => windows.push(window(1)),
+            // On every client or on the server: a crash, a drain, a freeze, a drop of every
+            // client, a flood.
+            _ => together = true,
         }
     }
     together |= most_at_once(&windows) > MAX_CLIENTS_TOGETHER;
