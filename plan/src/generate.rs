@@ -156,11 +156,11 @@ pub fn plan_sized(size: Size) -> BoxedStrategy<Plan> {
         1usize..=8,
         1usize..=4,
         prop_oneof![Just(4usize), Just(32), Just(1024)],
-        prop_oneof![Just(0u64), Just(10)],
+        prop_oneof![Just((0u64, false)), Just((10, false)), Just((5, true))],
         1u64..=20,
         prop_oneof![Just(StoreMode::Fresh), Just(StoreMode::Durable), Just(StoreMode::Interval)],
     )
-        .prop_flat_map(move |(clients, topics, window, coalesce_ms, latency_ms, store)| {
+        .prop_flat_map(move |(clients, topics, window, (coalesce_ms, coalesce_auto), latency_ms, store)| {
             let timed = (1_000 + 500 / d..1_000 + (PUBLISH_FOR_MS - 7_000) / d, fault(clients, d))
                 .prop_map(|(at, fault)| TimedFault { at: Duration::from_millis(at), fault });
             let sequence = prop_oneof![Just(Vec::new()), process_sequence(d)];
@@ -171,6 +171,7 @@ pub fn plan_sized(size: Size) -> BoxedStrategy<Plan> {
                     topics,
                     window,
                     coalesce_ms,
+                    coalesce_auto,
                     publish_for: Duration::from_millis(publish_for_ms),
                     publish_every: Duration::from_millis(40),
                     max_latency: Duration::from_millis(latency_ms),

@@ -223,8 +223,10 @@ pub struct Plan {
     pub topics: usize,
     /// `--window` of the server.
     pub window: usize,
-    /// `--coalesce` of the server, in milliseconds.
+    /// `--coalesce` of the server, in milliseconds; with `coalesce_auto`, the
+    /// `--coalesce-budget` of `--coalesce auto` (written `coalesce_auto_ms N`).
     pub coalesce_ms: u64,
+    pub coalesce_auto: bool,
     /// Publishing runs from 1 s to `1 s + publish_for`.
     pub publish_for: Duration,
     pub publish_every: Duration,
@@ -301,6 +303,7 @@ impl Plan {
             topics: 3,
             window: 256,
             coalesce_ms: 0,
+            coalesce_auto: false,
             publish_for: Duration::from_secs(10),
             publish_every: Duration::from_millis(50),
             max_latency: Duration::from_millis(5),
@@ -426,7 +429,8 @@ impl fmt::Display for Plan {
         writeln!(f, "clients {}", self.clients)?;
         writeln!(f, "topics {}", self.topics)?;
         writeln!(f, "window {}", self.window)?;
-        writeln!(f, "coalesce_ms {}", self.coalesce_ms)?;
+        let coalesce = if self.coalesce_auto { "coalesce_auto_ms" } else { "coalesce_ms" };
+        writeln!(f, "{coalesce} {}", self.coalesce_ms)?;
         writeln!(f, "publish_for_ms {}", ms(self.publish_for))?;
         writeln!(f, "publish_every_ms {}", ms(self.publish_every))?;
         writeln!(f, "max_latency_ms {}", ms(self.max_latency))?;
@@ -502,7 +506,11 @@ impl FromStr for Plan {
                 "clients" => plan.clients = num(1)? as usize,
                 "topics" => plan.topics = num(1)? as usize,
                 "window" => plan.window = num(1)? as usize,
-                "coalesce_ms" => plan.coalesce_ms = num(1)?,
+                "coalesce_ms" => (plan.coalesce_ms, plan.coalesce_auto) = (num(1)?, false),
+                "coalesce_auto_ms" => match num(1)? {
+                    0 => return Err(format!("line {}: an auto budget is above zero: {line}", n + 1)),
+                    budget => (plan.coalesce_ms, plan.coalesce_auto) = (budget, true),
+                },
                 "publish_for_ms" => plan.publish_for = dur(1)?,
                 "publish_every_ms" => plan.publish_every = dur(1)?,
                 "max_latency_ms" => plan.max_latency = dur(1)?,
@@ -613,6 +621,8 @@ mod tests {
             memory_limit_mb: Some(256),
             nginx: true,
             cluster: Some(2),
+            coalesce_ms: 5,
+            coalesce_auto: true,
             expects: vec![
                 Expect {
                     series: "sse_rejected_total{reason=\"buffer_full\"}".into(),
@@ -632,5 +642,7 @@ mod tests {
         assert!(!plan.expects[0].holds(None), "an absent series counts as 0");
         assert!("clients 0".parse::<Plan>().is_err());
         assert!("at_ms 5 explode".parse::<Plan>().is_err());
+        assert!(plan.to_string().contains("\ncoalesce_auto_ms 5\n"));
+        assert!("coalesce_auto_ms 0".parse::<Plan>().unwrap_err().contains("above zero"));
     }
 }

@@ -11,6 +11,7 @@ use crate::access::cors::CorsOrigin;
 use crate::access::pattern::TopicPattern;
 use crate::access::secret::Secret;
 use crate::store::FsyncPolicy;
+use crate::stream::pacing::Coalesce;
 
 /// File descriptors kept back from `--max-connections` for the listener, logs, metrics
 /// and connections that are being refused.
@@ -103,9 +104,15 @@ pub struct Config {
     #[arg(long, env = "SSE_MAX_TOPICS", default_value_t = 100_000)]
     pub max_topics: usize,
 
-    /// Let a topic gather events this long before waking its subscribers (0: at once).
-    #[arg(long, env = "SSE_COALESCE", default_value = "0s", value_parser = humantime::parse_duration)]
-    pub coalesce: Duration,
+    /// Let a topic gather events this long before waking its subscribers (`0s`: at
+    /// once), or `auto`: at once while the topic is quiet, for `--coalesce-budget` while
+    /// its wake-ups come faster than that and cost enough writes to pay.
+    #[arg(long, env = "SSE_COALESCE", default_value = "0s", value_parser = parse_coalesce)]
+    pub coalesce: Coalesce,
+
+    /// With `--coalesce auto`: the longest an event waits for others to join its write.
+    #[arg(long, env = "SSE_COALESCE_BUDGET", default_value = "5ms", value_parser = parse_budget)]
+    pub coalesce_budget: Duration,
 
     /// Time allowed for a graceful shutdown before the process exits anyway.
     #[arg(long, env = "SSE_DRAIN_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
@@ -243,6 +250,24 @@ fn parse_jwt_secret(text: &str) -> Result<Secret, String> {
     text.parse()
 }
 
+/// `auto` (its budget is `--coalesce-budget`, set by [`Config::pacing`]) or a duration.
+fn parse_coalesce(text: &str) -> Result<Coalesce, String> {
+    if text == "auto" {
+        return Ok(Coalesce::Auto { budget: Duration::ZERO });
+    }
+    humantime::parse_duration(text)
+        .map(Coalesce::Fixed)
+        .map_err(|error| format!("`auto` or a duration like `10ms` ({error})"))
+}
+
+fn parse_budget(text: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(text).map_err(|error| error.to_string())? {
+        budget if budget.is_zero() => Err("a budget above zero (for no gathering, `--coalesce 0s`)".to_owned()),
+        budget if budget > Duration::from_secs(1) => Err("a budget of at most 1s".to_owned()),
+        budget => Ok(budget),
+    }
+}
+
 fn parse_epoch(text: &str) -> Result<u32, String> {
     u32::from_str_radix(text, 16).map_err(|_| "an epoch is up to 8 hex digits".to_owned())
 }
@@ -254,6 +279,14 @@ impl Default for Config {
 }
 
 impl Config {
+    /// How topics pace their wake-ups: `--coalesce`, with `--coalesce-budget` for `auto`.
+    pub fn pacing(&self) -> Coalesce {
+        match self.coalesce {
+            Coalesce::Auto { .. } => Coalesce::Auto { budget: self.coalesce_budget },
+            fixed => fixed,
+        }
+    }
+
     /// `--max-connections`, or what the open-file limit allows.
     pub fn effective_max_connections(&self) -> usize {
         self.max_connections
@@ -281,7 +314,7 @@ mod tests {
         assert_eq!(c.header_timeout, Duration::from_secs(5));
         assert_eq!(c.drain_timeout, Duration::from_secs(30));
         assert_eq!(c.max_event_bytes, 65536);
-        assert_eq!(c.coalesce, Duration::ZERO);
+        assert_eq!(c.pacing(), Coalesce::Fixed(Duration::ZERO));
         assert_eq!((c.store, c.fsync), (StoreKind::Disk, FsyncPolicy::Always));
         assert_eq!(c.data_dir, std::path::Path::new("./data"));
     }
@@ -291,6 +324,21 @@ mod tests {
         let c = Config::try_parse_from(["x", "--heartbeat", "500ms", "--coalesce", "10ms"]).unwrap();
         assert_eq!(c.heartbeat, Duration::from_millis(500));
         assert!(Config::try_parse_from(["x", "--heartbeat", "soon"]).is_err());
+    }
+
+    #[test]
+    fn coalesce_is_a_duration_or_auto_with_a_budget() {
+        let pacing = |args: &[&str]| Config::try_parse_from([&["x"], args].concat()).map(|c| c.pacing());
+        assert_eq!(pacing(&["--coalesce", "10ms"]).unwrap(), Coalesce::Fixed(Duration::from_millis(10)));
+        assert_eq!(pacing(&["--coalesce", "auto"]).unwrap(), Coalesce::Auto { budget: Duration::from_millis(5) });
+        let budget = pacing(&["--coalesce", "auto", "--coalesce-budget", "2ms"]).unwrap();
+        assert_eq!(budget, Coalesce::Auto { budget: Duration::from_millis(2) });
+        // A budget alone changes nothing: fixed pacing ignores it.
+        assert_eq!(pacing(&["--coalesce-budget", "2ms"]).unwrap(), Coalesce::Fixed(Duration::ZERO));
+        let error = |args: &[&str]| pacing(args).unwrap_err().to_string();
+        assert!(error(&["--coalesce", "sometimes"]).contains("`auto` or a duration"));
+        assert!(error(&["--coalesce-budget", "0ms"]).contains("above zero"));
+        assert!(error(&["--coalesce-budget", "2s"]).contains("at most 1s"));
     }
 
     #[test]

@@ -62,6 +62,8 @@ pub struct Metrics {
     buffered_bytes: Gauge,
     published: Counter,
     delivered: Counter,
+    wakeups_at_once: Counter,
+    wakeups_gathered: Counter,
     accept_errors: Counter,
     disconnects: Family<Reason, Counter>,
     rejected: Family<Reason, Counter>,
@@ -92,6 +94,8 @@ impl Metrics {
             buffered_bytes: Gauge::default(),
             published: Counter::default(),
             delivered: Counter::default(),
+            wakeups_at_once: Counter::default(),
+            wakeups_gathered: Counter::default(),
             accept_errors: Counter::default(),
             disconnects: Family::default(),
             rejected: Family::default(),
@@ -119,6 +123,16 @@ impl Metrics {
         );
         registry.register("sse_events_published", "Events acknowledged to publishers", metrics.published.clone());
         registry.register("sse_events_delivered", "Events written to subscriber sockets", metrics.delivered.clone());
+        registry.register(
+            "sse_wakeups_at_once",
+            "Topic wake-ups of subscribers as soon as events arrived",
+            metrics.wakeups_at_once.clone(),
+        );
+        registry.register(
+            "sse_wakeups_gathered",
+            "Topic wake-ups held for --coalesce so that later events join the same writes",
+            metrics.wakeups_gathered.clone(),
+        );
         registry.register("sse_accept_errors", "Errors from accept (EMFILE and others)", metrics.accept_errors.clone());
         registry.register("sse_disconnects", "Streams and connections ended, by reason", metrics.disconnects.clone());
         registry.register("sse_rejected", "Connections and requests refused, by reason", metrics.rejected.clone());
@@ -191,6 +205,13 @@ impl Metrics {
     pub(crate) fn delivered(&self, n: usize) {
         self.delivered.inc_by(n as u64);
     }
+    pub(crate) fn woke(&self, gathered: bool) {
+        if gathered {
+            self.wakeups_gathered.inc();
+        } else {
+            self.wakeups_at_once.inc();
+        }
+    }
     pub(crate) fn accept_error(&self) {
         self.accept_errors.inc();
     }
@@ -238,6 +259,10 @@ impl Metrics {
         self.delivered.get()
     }
     /// Accept errors seen.
+    /// Topic wake-ups: (at once, gathered by `--coalesce`).
+    pub fn wakeups_total(&self) -> (u64, u64) {
+        (self.wakeups_at_once.get(), self.wakeups_gathered.get())
+    }
     pub fn accept_errors_total(&self) -> u64 {
         self.accept_errors.get()
     }

@@ -131,7 +131,7 @@ impl Server {
             window: config.window.max(1),
             window_bytes: config.window_bytes,
             max_topics: config.max_topics,
-            coalesce: config.coalesce,
+            coalesce: config.pacing(),
             max_buffered_bytes: config.max_buffered_bytes,
         };
         let hub = Hub::new(log, limits, metrics.clone());

@@ -11,6 +11,7 @@ use std::time::Duration;
 use sse_server::metrics::Metrics;
 use sse_server::rng::SeededRng;
 use sse_server::store::{FsyncPolicy, MemoryStore};
+use sse_server::stream::pacing::Coalesce;
 use sse_server::{Config, Server};
 use tokio::sync::watch;
 
@@ -40,7 +41,11 @@ pub fn server_config(plan: &Plan, seed: u64, epoch: u32) -> Config {
         header_timeout: timing.header_timeout,
         drain_timeout: timing.drain_timeout,
         window: plan.window,
-        coalesce: Duration::from_millis(plan.coalesce_ms),
+        coalesce: match plan.coalesce_auto {
+            true => Coalesce::Auto { budget: Duration::ZERO },
+            false => Coalesce::Fixed(Duration::from_millis(plan.coalesce_ms)),
+        },
+        coalesce_budget: Duration::from_millis(plan.coalesce_ms.max(1)),
         max_connections: Some(2 * placement::MAX_CLIENTS),
         seed: Some(seed),
         epoch: Some(epoch),

@@ -6,7 +6,7 @@ mod support;
 
 use std::time::Duration;
 
-use sse_plan::{Fault, Plan, StoreMode};
+use sse_plan::{Expect, Fault, Plan, StoreMode};
 use sse_simulations::harness::{catch_up_bound, server_config};
 use support::check;
 
@@ -183,6 +183,45 @@ fn coalesced_topics_keep_order_and_completeness_under_faults() {
         .with(2_500, Fault::Drop { client: 2 })
         .with(3_000, Fault::Partition { client: 1, heal_after: secs(4) });
     check(7, &plan);
+}
+
+/// `--coalesce auto` with a 5 ms budget: one topic, published to for 5 s over 1 ms links
+/// by a publisher that waits `every_ms` and for each answer (every 1 ms: an event about
+/// every 4 ms), with `clients` subscribers; `gathered` bounds the wake-ups held for the budget
+/// (at least, or at most) and `at_once` those woken straight away.
+fn auto_coalesced(clients: usize, every_ms: u64, gathered: (bool, u64), at_once: (bool, u64)) -> Plan {
+    let expect = |series: &str, (at_least, value): (bool, u64)| Expect {
+        series: series.to_owned(),
+        at_least,
+        value,
+        real_only: false,
+    };
+    Plan {
+        topics: 1,
+        coalesce_ms: 5,
+        coalesce_auto: true,
+        publish_every: Duration::from_millis(every_ms),
+        publish_for: secs(5),
+        max_latency: Duration::from_millis(1),
+        expects: vec![expect("sse_wakeups_gathered_total", gathered), expect("sse_wakeups_at_once_total", at_once)],
+        ..Plan::calm(clients)
+    }
+}
+
+#[test]
+fn auto_coalescing_gathers_a_busy_topic_and_wakes_a_quiet_or_small_one_at_once() {
+    const AT_LEAST: bool = true;
+    const AT_MOST: bool = false;
+    // Busy: an event about every 4 ms to 80 subscribers (20,000 writes a second): after
+    // the first arrivals every wake-up is held for the budget and gathers two events
+    // (1,250 in all, 625 wake-ups).
+    check(21, &auto_coalesced(80, 1, (AT_LEAST, 550), (AT_MOST, 5)));
+    // Slower than the budget: about every 13 ms to 200 subscribers (15,000 writes a
+    // second), but no second event would join a 5 ms hold: none is held (385 in all).
+    check(21, &auto_coalesced(200, 10, (AT_MOST, 0), (AT_LEAST, 350)));
+    // Fast but small: about every 4 ms to 4 subscribers (1,000 writes a second) is not
+    // worth a hold.
+    check(21, &auto_coalesced(4, 1, (AT_MOST, 0), (AT_LEAST, 1_000)));
 }
 
 #[test]

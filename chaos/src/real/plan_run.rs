@@ -448,7 +448,8 @@ pub(super) fn flags(plan: &Plan, seed: u64, timing: &Timing) -> Vec<String> {
         ("--header-timeout", ms(timing.header_timeout)),
         ("--drain-timeout", ms(timing.drain_timeout)),
         ("--window", plan.window.to_string()),
-        ("--coalesce", format!("{}ms", plan.coalesce_ms)),
+        ("--coalesce", if plan.coalesce_auto { "auto".into() } else { format!("{}ms", plan.coalesce_ms) }),
+        ("--coalesce-budget", format!("{}ms", plan.coalesce_ms.max(1))),
         ("--seed", seed.to_string()),
     ];
     if let Some(kb) = plan.max_buffered_kb {

@@ -23,6 +23,7 @@ use crate::metrics::Metrics;
 use crate::store::{ReadOutcome, Record, StoreError, StoreFuture, TailLimits};
 use crate::stream::frame::{self, ResetReason};
 use crate::stream::id::EventId;
+use crate::stream::pacing::{Coalesce, Pace};
 use crate::stream::signal::Signal;
 
 /// Most events handed to one write.
@@ -40,7 +41,7 @@ pub struct HubLimits {
     /// Topics held at once.
     pub max_topics: usize,
     /// How long a topic gathers events before waking subscribers.
-    pub coalesce: Duration,
+    pub coalesce: Coalesce,
     /// Framed bytes held in all windows (and in flight to the log) together; a publish
     /// that would grow past it is refused (503), so no mix of topics can exhaust memory.
     pub max_buffered_bytes: usize,
@@ -115,6 +116,8 @@ struct TopicInner {
     evicted_upto: u64,
     subscribers: BTreeMap<u64, Arc<Signal>>,
     flush_pending: bool,
+    /// How fast events arrive (for `--coalesce auto`).
+    pace: Pace,
 }
 
 #[derive(Debug)]
@@ -321,20 +324,29 @@ impl Hub {
         Ok(Reservation { hub: self.clone(), bytes })
     }
 
+    /// Wakes a topic's streams after events arrived: at once, or once the hold its
+    /// pacing picks is over (events arriving meanwhile join the same wake-up).
     fn wake(&self, topic: &Arc<Topic>) {
         let mut inner = lock(&topic.inner);
-        if self.limits.coalesce.is_zero() {
-            inner.wake_all();
-        } else if !inner.flush_pending {
-            inner.flush_pending = true;
-            let (topic, delay) = (topic.clone(), self.limits.coalesce);
-            tokio::spawn(async move {
-                tokio::time::sleep(delay).await;
-                let mut inner = lock(&topic.inner);
-                inner.flush_pending = false;
-                inner.wake_all();
-            });
+        let subscribers = inner.subscribers.len();
+        let hold = self.limits.coalesce.hold(&mut inner.pace, tokio::time::Instant::now(), subscribers);
+        if inner.flush_pending {
+            return;
         }
+        if hold.is_zero() {
+            self.metrics.woke(false);
+            inner.wake_all();
+            return;
+        }
+        self.metrics.woke(true);
+        inner.flush_pending = true;
+        let topic = topic.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(hold).await;
+            let mut inner = lock(&topic.inner);
+            inner.flush_pending = false;
+            inner.wake_all();
+        });
     }
 
     fn refused(&self, error: &StoreError) -> ApiError {
@@ -573,12 +585,23 @@ mod tests {
     }
 
     fn limits(window: usize, max_buffered_bytes: usize) -> HubLimits {
-        HubLimits { window, window_bytes: 1 << 20, max_topics: 4, coalesce: Duration::ZERO, max_buffered_bytes }
+        HubLimits {
+            window,
+            window_bytes: 1 << 20,
+            max_topics: 4,
+            coalesce: Coalesce::Fixed(Duration::ZERO),
+            max_buffered_bytes,
+        }
     }
 
     fn hub(window: usize, window_bytes: usize) -> Arc<Hub> {
-        let limits =
-            HubLimits { window, window_bytes, max_topics: 4, coalesce: Duration::ZERO, max_buffered_bytes: usize::MAX };
+        let limits = HubLimits {
+            window,
+            window_bytes,
+            max_topics: 4,
+            coalesce: Coalesce::Fixed(Duration::ZERO),
+            max_buffered_bytes: usize::MAX,
+        };
         hub_on(memory(window, window_bytes), limits)
     }
 
@@ -825,7 +848,7 @@ mod tests {
             window: 3,
             window_bytes: 1 << 20,
             max_topics: 10,
-            coalesce: Duration::ZERO,
+            coalesce: Coalesce::Fixed(Duration::ZERO),
             max_buffered_bytes: 0,
         };
         let frame_len = frame::event(EventId { epoch: 7, seq: 1 }, None, "x").len();

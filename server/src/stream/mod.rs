@@ -10,6 +10,7 @@
 //! - [`id`]: event ids (`<epoch>-<seq>`).
 //! - [`names`]: what a topic name and an event type may be.
 //! - [`signal`]: the poll-based wake-up flag each stream waits on.
+//! - [`pacing`]: when a topic wakes its streams (`--coalesce`: at once, fixed, auto).
 //!
 //! Imports run `subscription` → `hub` → `frame` → `id`. This folder may import
 //! [`crate::log`], [`crate::store`] and the crate's leaves (error, metrics); never the
@@ -19,6 +20,7 @@ pub mod frame;
 pub mod hub;
 pub mod id;
 pub mod names;
+pub mod pacing;
 pub mod signal;
 pub mod subscription;
 pub mod wire;

@@ -269,7 +269,7 @@ mod tests {
             window: 2,
             window_bytes: 1 << 20,
             max_topics: 10,
-            coalesce: Duration::ZERO,
+            coalesce: crate::stream::pacing::Coalesce::Fixed(Duration::ZERO),
             max_buffered_bytes: usize::MAX,
         };
         let metrics = Arc::new(Metrics::new());
