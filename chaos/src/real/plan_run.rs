@@ -154,7 +154,8 @@ impl Slot {
 /// cut), that outlasts its 25 s API timeout and the proxy stays wedged. Two 1-hour soaks
 /// hit it (behind a `slicer` and `bandwidth`; into a stalled client). So a hold is
 /// skipped on a link with another fault on it, and another fault (but a lag) is skipped
-/// on a link with a hold; each skip is logged.
+/// on a link with a hold; each skip is logged. A lag that would still be on when the
+/// client cuts its connection ends at the cut, for the same reason.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum LinkUse {
     Hold,
@@ -171,6 +172,9 @@ impl LinkUse {
         }
     }
 }
+
+/// The name of the run-long latency toxic on every client's link (`max_latency_ms`).
+const JITTER: &str = "jitter";
 
 /// Everything one run shares between its parts.
 struct Run {
@@ -259,7 +263,7 @@ impl Run {
         let proxy = self.clients[client].proxy.clone();
         // Toxics on the link now (the run-long jitter among them).
         let mut on_link: BTreeMap<String, LinkUse> =
-            jitter.then(|| ("jitter".to_owned(), LinkUse::Latency)).into_iter().collect();
+            jitter.then(|| (JITTER.to_owned(), LinkUse::Latency)).into_iter().collect();
         while let Some((queued, op)) = ops.recv().await {
             // Work waits behind slower work on the same link (a one-shot waits up to 2 s
             // for the stream to end): the trace says when that made it late.
@@ -319,7 +323,9 @@ impl Run {
                     Ok(())
                 }
                 LinkOp::Remove(name) if !on_link.contains_key(&name) => {
-                    self.log(format_args!("nothing to remove on {proxy}: {name} was skipped"));
+                    self.log(format_args!(
+                        "nothing to remove on {proxy}: {name} is not on (skipped, or ended at a cut)"
+                    ));
                     Ok(())
                 }
                 LinkOp::Remove(name) => {
@@ -334,13 +340,30 @@ impl Run {
                     Ok(())
                 }
                 LinkOp::Cut { after_bytes, .. } => {
+                    // A lag still on when the client closes cannot be taken off later:
+                    // Toxiproxy pushes what it holds into the closed connection with the
+                    // proxy locked, and its API gives up after 25 s (a run beside a busy
+                    // core hit it). The lag ends here instead; the run-long jitter stays.
+                    let lags: Vec<String> = on_link
+                        .iter()
+                        .filter(|(name, on)| **on == LinkUse::Latency && name.as_str() != JITTER)
+                        .map(|(name, _)| name.clone())
+                        .collect();
+                    let mut removed = Ok(());
+                    for name in lags {
+                        removed = removed.and(self.toxiproxy.remove_toxic(&proxy, &name).await);
+                        on_link.remove(&name);
+                        self.log(format_args!(
+                            "{proxy}: {name} ends at the cut (Toxiproxy cannot take a lag off a link whose client closed)"
+                        ));
+                    }
                     if let Some(record) = self.seats[client].current() {
                         record.lock().unwrap().cut_after = Some(after_bytes);
                     }
                     self.log(format_args!(
                         "{proxy}: the client cuts after {after_bytes} bytes (other toxics on the link)"
                     ));
-                    Ok(())
+                    removed
                 }
                 LinkOp::OneShot(toxic) => {
                     self.one_shot(client, toxic, Instant::now() + Duration::from_secs(2)).await;
@@ -634,7 +657,7 @@ async fn run_on(
         let half = (plan.max_latency.as_millis() / 2) as u64;
         if half > 0 {
             let jitter =
-                Toxic::named("jitter".into(), "latency", Direction::Downstream, &[("latency", half), ("jitter", half)]);
+                Toxic::named(JITTER.into(), "latency", Direction::Downstream, &[("latency", half), ("jitter", half)]);
             toxiproxy.add_toxic(&proxy, &jitter).await?;
         }
         seats.push(Seat::new(topics.clone(), listen, timing.heartbeat));
