@@ -46,6 +46,7 @@ struct Node {
 /// A node, once `/readyz` says its stream answers (a stream just made elects its leader
 /// first) and it has taken a publish.
 async fn node_with(config: Config) -> Node {
+    capture_logs();
     let server = Server::connect(config).await.expect("cluster mode starts");
     let listener = sse_server::listener::bind("127.0.0.1:0".parse().unwrap(), 128, false).unwrap();
     let addr = listener.local_addr().unwrap();
@@ -62,6 +63,12 @@ async fn node_with(config: Config) -> Node {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     Node { addr, _stop: stop }
+}
+
+/// The nodes' log lines join the test's captured output, so a failing test shows what
+/// its nodes said (why one was not ready, say).
+fn capture_logs() {
+    let _ = tracing_subscriber::fmt().with_test_writer().with_env_filter("sse_server=info").try_init();
 }
 
 async fn node(cluster: &NatsCluster, stream: &str) -> Node {

@@ -196,16 +196,23 @@ pub(super) async fn probe(inner: Arc<Inner>) {
         if inner.follower.get().is_some() && inner.follower().is_none() {
             return; // The hub is gone.
         }
+        // One request: the stream handle comes with the state it was asked for (a second
+        // `info` request doubled the time a loaded cluster needs to answer within the
+        // timeout).
         let state = tokio::time::timeout(PROBE_TIMEOUT, async {
-            let mut stream = inner.js.get_stream(&inner.name).await.ok()?;
-            stream.info().await.ok().cloned()
+            inner.js.get_stream(&inner.name).await.map(|stream| stream.cached_info().clone())
         })
         .await;
-        let answered = match state {
+        // Why the stream cannot take publishes now, if it cannot.
+        let unanswered = match state {
+            Err(_) => Some(format!("no answer within {PROBE_TIMEOUT:?}")),
+            Ok(Err(error)) => Some(error.to_string()),
             // A stream whose Raft group has no leader (just made, or electing) takes no
             // publishes yet.
-            Ok(Some(info)) if info.cluster.as_ref().is_some_and(|c| c.leader.is_none()) => false,
-            Ok(Some(info)) => {
+            Ok(Ok(info)) if info.cluster.as_ref().is_some_and(|c| c.leader.is_none()) => {
+                Some("its Raft group has no leader".to_owned())
+            }
+            Ok(Ok(info)) => {
                 inner.note_end(info.state.last_sequence);
                 if subject::epoch(info.created.unix_timestamp_nanos()) != inner.epoch
                     && !inner.replaced.swap(true, Ordering::AcqRel)
@@ -216,21 +223,23 @@ pub(super) async fn probe(inner: Arc<Inner>) {
                          it refuses publishes and says /readyz 503 until it is restarted"
                     );
                 }
-                true
+                None
             }
-            _ => false,
         };
+        let answered = unanswered.is_none();
         let healthy = answered && inner.caught_up() && !inner.replaced.load(Ordering::Acquire);
         inner.healthy.store(healthy, Ordering::Release);
         inner.metrics.set_log_up(healthy);
         inner.metrics.set_log_lag(inner.lag());
-        if was != Some(answered) {
-            if answered {
-                info!("the JetStream stream answers");
-            } else {
-                warn!("the JetStream stream does not answer: publishes get 503 and /readyz says 503");
+        // Said when it changes, with the reason (and when the reason changes).
+        if was.as_ref() != Some(&unanswered) {
+            match &unanswered {
+                None => info!("the JetStream stream answers"),
+                Some(reason) => {
+                    warn!(%reason, "the JetStream stream does not answer: publishes get 503 and /readyz says 503")
+                }
             }
-            was = Some(answered);
+            was = Some(unanswered);
         }
     }
 }
