@@ -9,11 +9,17 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use async_nats::jetstream::stream::{Config as StreamConfig, DiscardPolicy, RetentionPolicy, StorageType};
 use http::StatusCode;
 use sse_server::config::StoreKind;
+use sse_server::log::nats::stream::Wanted;
+use sse_server::log::nats::{NatsLog, NatsOptions};
+use sse_server::log::{Follower, Log, NewEvent};
+use sse_server::metrics::Metrics;
+use sse_server::store::{Record, TailLimits};
 use sse_server::{Config, Server};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -293,6 +299,54 @@ async fn a_stream_deleted_and_made_again_is_a_history_the_node_refuses_to_contin
     eventually_readyz(a.addr, StatusCode::SERVICE_UNAVAILABLE).await;
     let (status, body) = try_publish(a.addr, "/events?topic=g", None, "second history").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+}
+
+/// A hub that records nothing and takes 1.5 s to build.
+struct SlowHub;
+
+impl Follower for SlowHub {
+    fn frame(&self, _seq: u64, _event: &NewEvent) -> bytes::Bytes {
+        bytes::Bytes::new()
+    }
+    fn apply(&self, _records: Vec<Record>) {}
+    fn skipped(&self, _upto: u64) {}
+}
+
+/// A log starts while its hub is being built (`Arc::new_cyclic`), and its tasks run on
+/// other threads at once: a probe that looked for the hub before it was built took it
+/// for gone and never called the node healthy (a fresh node never ready, 3 times in 20
+/// runs beside a busy core). Here the build takes long enough for the probe to look.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_whose_hub_is_slow_to_build_still_becomes_healthy() {
+    let nats = NatsServer::start().await;
+    let options = NatsOptions {
+        urls: nats.url(),
+        stream: Wanted {
+            name: "SLOWHUB".into(),
+            replicas: 1,
+            events_per_topic: 100,
+            max_age: Duration::from_secs(3600),
+            dedup_window: Duration::from_secs(60),
+        },
+        credentials: None,
+        token: None,
+        tls_ca: None,
+        tls_client: None,
+    };
+    let log = NatsLog::connect(options, Arc::new(Metrics::new())).await.unwrap();
+    let tail = TailLimits { events: 1, bytes: 1 << 10, total_bytes: 1 << 20, keys_within: Duration::ZERO };
+    // Blocks this thread (not the runtime's two workers, where the log's tasks run).
+    let hub = Arc::new_cyclic(|me: &Weak<SlowHub>| {
+        log.start(me.clone(), tail);
+        std::thread::sleep(Duration::from_millis(1500));
+        SlowHub
+    });
+    let deadline = Instant::now() + PATIENCE;
+    while !log.is_healthy() {
+        assert!(Instant::now() < deadline, "the log never said it was healthy");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(hub);
 }
 
 /// Waits until `/readyz` answers `status`.

@@ -34,9 +34,31 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 /// not applied is made again: its server may be gone (an ordered consumer's own
 /// heartbeat check takes several times longer to notice).
 const STALL_AFTER: Duration = Duration::from_secs(2);
+/// How long the tasks wait for the hub being built when the log starts (microseconds,
+/// unless the machine is starved).
+const HUB_PATIENCE: Duration = Duration::from_secs(10);
+
+/// Waits until the hub this log follows is built: [`crate::log::Log::start`] is called
+/// while the hub is being made (`Arc::new_cyclic`), and a task that looked for it before
+/// then would take it for gone (a probe that did never said the node was ready: a
+/// flakiness series beside a busy core hit it 3 times in 20 runs). False if the log is
+/// closed first, or no hub appears within [`HUB_PATIENCE`].
+async fn hub_built(inner: &Inner) -> bool {
+    let deadline = tokio::time::Instant::now() + HUB_PATIENCE;
+    while inner.follower().is_none() {
+        if inner.stop.is_cancelled() || tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    true
+}
 
 /// Follows the stream until the log is closed.
 pub(super) async fn run(inner: Arc<Inner>) {
+    if !hub_built(&inner).await {
+        return;
+    }
     let all = subject::all(&inner.name);
     loop {
         if inner.stop.is_cancelled() {
@@ -99,7 +121,7 @@ pub(super) async fn run(inner: Arc<Inner>) {
                 }
             }
             flush(&inner, &mut batch);
-            if inner.follower.get().is_some() && inner.follower().is_none() {
+            if inner.follower().is_none() {
                 return; // The hub is gone.
             }
         }
@@ -185,6 +207,9 @@ fn flush(inner: &Inner, batch: &mut Batch) {
 /// Asks for the stream's state every second until the log is closed: healthy while NATS
 /// answers, the stream's Raft group has a leader and the node has caught up.
 pub(super) async fn probe(inner: Arc<Inner>) {
+    if !hub_built(&inner).await {
+        return;
+    }
     let mut every = tokio::time::interval(PROBE_EVERY);
     let mut was = None;
     loop {
@@ -193,7 +218,7 @@ pub(super) async fn probe(inner: Arc<Inner>) {
             () = inner.stop.cancelled() => return,
             _ = every.tick() => {}
         }
-        if inner.follower.get().is_some() && inner.follower().is_none() {
+        if inner.follower().is_none() {
             return; // The hub is gone.
         }
         // One request: the stream handle comes with the state it was asked for (a second
