@@ -68,20 +68,27 @@ if [[ $what == idle-tls || $what == all ]]; then
 fi
 
 if [[ $what == fanout || $what == all ]]; then
-  for coalesce in 0s 10ms; do : >"$out/fanout-$coalesce"; done
+  # 1,000 subscribers at 200 events/s (busy) under each pacing: none, a fixed 10 ms, auto
+  # with its default 5 ms budget and with a 10 ms one; then at 20 events/s (quiet: 50 ms
+  # apart, past any budget) without coalescing and with auto. A label is the server's
+  # --coalesce flags joined by commas, and the rate.
+  cases=(0s@200 10ms@200 auto@200 auto,--coalesce-budget,10ms@200 0s@20 auto@20)
+  for case in "${cases[@]}"; do : >"$out/fanout-$case"; done
   for run in $(seq "$runs"); do
-    # Alternate the two settings so that machine noise hits both alike.
-    for coalesce in 0s 10ms; do
-      start_server --store memory --coalesce "$coalesce"
-      echo "coalesce=$coalesce run=$run"
-      "$chaos" fanout --addr "$addr" --server-pid "$pid" --subscribers 1000 --rate 200 --size 128 --duration 10s \
-        | tee -a "$out/fanout-$coalesce"
+    # Alternate the settings so that machine noise hits them alike.
+    for case in "${cases[@]}"; do
+      IFS=, read -r -a flags <<<"${case%@*}"
+      start_server --store memory --coalesce "${flags[@]}"
+      echo "coalesce=$case run=$run"
+      "$chaos" fanout --addr "$addr" --server-pid "$pid" --subscribers 1000 --rate "${case#*@}" --size 128 \
+        --duration 10s | tee -a "$out/fanout-$case"
+      curl -fsS "http://$addr/metrics" | grep '^sse_wakeups' | paste -sd' ' - | tee -a "$out/fanout-$case"
       stop_server
     done
   done
-  for coalesce in 0s 10ms; do
-    f="$out/fanout-$coalesce"
-    echo "MEDIAN fanout coalesce=$coalesce deliveries_per_cpu_s=$(grep RESULT "$f" | field deliveries_per_cpu_s | median)" \
+  for case in "${cases[@]}"; do
+    f="$out/fanout-$case"
+    echo "MEDIAN fanout coalesce=${case%@*} rate=${case#*@} deliveries_per_cpu_s=$(grep RESULT "$f" | field deliveries_per_cpu_s | median)" \
       "p50_ms=$(grep RESULT "$f" | field p50_ms | median) p99_ms=$(grep RESULT "$f" | field p99_ms | median)"
   done
 fi

@@ -104,10 +104,10 @@ pub struct Config {
     #[arg(long, env = "SSE_MAX_TOPICS", default_value_t = 100_000)]
     pub max_topics: usize,
 
-    /// Let a topic gather events this long before waking its subscribers (`0s`: at
-    /// once), or `auto`: at once while the topic is quiet, for `--coalesce-budget` while
-    /// its wake-ups come faster than that and cost enough writes to pay.
-    #[arg(long, env = "SSE_COALESCE", default_value = "0s", value_parser = parse_coalesce)]
+    /// `auto`: wake a topic's subscribers at once while it is quiet, and gather its events
+    /// for `--coalesce-budget` while its wake-ups come faster than that and cost enough
+    /// writes to pay; or a fixed time to gather events before every wake-up (`0s`: never).
+    #[arg(long, env = "SSE_COALESCE", default_value = "auto", value_parser = parse_coalesce)]
     pub coalesce: Coalesce,
 
     /// With `--coalesce auto`: the longest an event waits for others to join its write.
@@ -314,7 +314,7 @@ mod tests {
         assert_eq!(c.header_timeout, Duration::from_secs(5));
         assert_eq!(c.drain_timeout, Duration::from_secs(30));
         assert_eq!(c.max_event_bytes, 65536);
-        assert_eq!(c.pacing(), Coalesce::Fixed(Duration::ZERO));
+        assert_eq!(c.pacing(), Coalesce::Auto { budget: Duration::from_millis(5) });
         assert_eq!((c.store, c.fsync), (StoreKind::Disk, FsyncPolicy::Always));
         assert_eq!(c.data_dir, std::path::Path::new("./data"));
     }
@@ -333,8 +333,8 @@ mod tests {
         assert_eq!(pacing(&["--coalesce", "auto"]).unwrap(), Coalesce::Auto { budget: Duration::from_millis(5) });
         let budget = pacing(&["--coalesce", "auto", "--coalesce-budget", "2ms"]).unwrap();
         assert_eq!(budget, Coalesce::Auto { budget: Duration::from_millis(2) });
-        // A budget alone changes nothing: fixed pacing ignores it.
-        assert_eq!(pacing(&["--coalesce-budget", "2ms"]).unwrap(), Coalesce::Fixed(Duration::ZERO));
+        // Fixed pacing ignores the budget.
+        assert_eq!(pacing(&["--coalesce", "0s", "--coalesce-budget", "2ms"]).unwrap(), Coalesce::Fixed(Duration::ZERO));
         let error = |args: &[&str]| pacing(args).unwrap_err().to_string();
         assert!(error(&["--coalesce", "sometimes"]).contains("`auto` or a duration"));
         assert!(error(&["--coalesce-budget", "0ms"]).contains("above zero"));

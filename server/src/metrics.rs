@@ -123,16 +123,9 @@ impl Metrics {
         );
         registry.register("sse_events_published", "Events acknowledged to publishers", metrics.published.clone());
         registry.register("sse_events_delivered", "Events written to subscriber sockets", metrics.delivered.clone());
-        registry.register(
-            "sse_wakeups_at_once",
-            "Topic wake-ups of subscribers as soon as events arrived",
-            metrics.wakeups_at_once.clone(),
-        );
-        registry.register(
-            "sse_wakeups_gathered",
-            "Topic wake-ups held for --coalesce so that later events join the same writes",
-            metrics.wakeups_gathered.clone(),
-        );
+        let (at_once, gathered) = (metrics.wakeups_at_once.clone(), metrics.wakeups_gathered.clone());
+        registry.register("sse_wakeups_at_once", "Topic wake-ups as soon as events arrived", at_once);
+        registry.register("sse_wakeups_gathered", "Topic wake-ups held by --coalesce to gather events", gathered);
         registry.register("sse_accept_errors", "Errors from accept (EMFILE and others)", metrics.accept_errors.clone());
         registry.register("sse_disconnects", "Streams and connections ended, by reason", metrics.disconnects.clone());
         registry.register("sse_rejected", "Connections and requests refused, by reason", metrics.rejected.clone());
