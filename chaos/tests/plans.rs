@@ -159,7 +159,11 @@ async fn sigkill_inside_a_publish_storm_loses_nothing_acknowledged() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_faults_from_a_plan_file_hold_the_oracle_for_real() {
-    plan("fixtures/plans/client-faults.plan", 21).await;
+    let outcome = plan("fixtures/plans/client-faults.plan", 21).await;
+    // The cut on client 2 lands inside its lag: the lag must end at the cut (Toxiproxy
+    // cannot take it off once the client closed).
+    let trace = outcome.trace.join("\n");
+    assert!(trace.contains("c2: lag2 ends at the cut"), "{trace}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

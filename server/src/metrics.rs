@@ -252,10 +252,6 @@ impl Metrics {
         self.delivered.get()
     }
     /// Accept errors seen.
-    /// Topic wake-ups: (at once, gathered by `--coalesce`).
-    pub fn wakeups_total(&self) -> (u64, u64) {
-        (self.wakeups_at_once.get(), self.wakeups_gathered.get())
-    }
     pub fn accept_errors_total(&self) -> u64 {
         self.accept_errors.get()
     }
