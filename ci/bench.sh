@@ -3,9 +3,11 @@
 # loopback for each run, drives it with sse-chaos, and prints every run's RESULT line
 # and the medians.
 #
-#   ci/bench.sh [idle|idle-tls|fanout|publish|resume|sim|all] [runs]
+#   ci/bench.sh [idle|idle-tls|fanout|fanout-tls|publish|resume|sim|all] [runs]
 #
-# idle-tls is idle over TLS (the test certificate in fixtures/tls/, ALPN http/1.1).
+# idle-tls is idle over TLS (the test certificate in fixtures/tls/, ALPN http/1.1);
+# fanout-tls is 1,000 subscribers at 200 events/s without coalescing, every connection
+# over TLS (each delivery its own record).
 # idle and fanout run on the in-memory store (what they measure does not touch it);
 # publish compares the disk store (--fsync always) with the in-memory one in the same
 # run; resume restarts a disk-store server between writing a history and the herd.
@@ -91,6 +93,22 @@ if [[ $what == fanout || $what == all ]]; then
     echo "MEDIAN fanout coalesce=${case%@*} rate=${case#*@} deliveries_per_cpu_s=$(grep RESULT "$f" | field deliveries_per_cpu_s | median)" \
       "p50_ms=$(grep RESULT "$f" | field p50_ms | median) p99_ms=$(grep RESULT "$f" | field p99_ms | median)"
   done
+fi
+
+if [[ $what == fanout-tls || $what == all ]]; then
+  : >"$out/fanout-tls"
+  tls=fixtures/tls
+  health=(curl -fsS --cacert "$tls/ca.pem" "https://$addr/healthz")
+  for run in $(seq "$runs"); do
+    start_server --store memory --coalesce 0s --tls-cert "$tls/server.pem" --tls-key "$tls/server.key"
+    "$chaos" fanout --addr "$addr" --server-pid "$pid" --subscribers 1000 --rate 200 --size 128 \
+      --duration 10s --tls-ca "$tls/ca.pem" | tee -a "$out/fanout-tls"
+    stop_server
+  done
+  health=(curl -fsS "http://$addr/healthz")
+  f="$out/fanout-tls"
+  echo "MEDIAN fanout-tls coalesce=0s rate=200 deliveries_per_cpu_s=$(grep RESULT "$f" | field deliveries_per_cpu_s | median)" \
+    "p50_ms=$(grep RESULT "$f" | field p50_ms | median) p99_ms=$(grep RESULT "$f" | field p99_ms | median)"
 fi
 
 if [[ $what == publish || $what == all ]]; then

@@ -63,6 +63,10 @@ enum Command {
         /// How long to publish.
         #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
         duration: Duration,
+        /// Every connection (streams, publisher, metrics) over TLS, trusting this CA
+        /// certificate (PEM).
+        #[arg(long)]
+        tls_ca: Option<std::path::PathBuf>,
     },
     /// N publishers publishing back to back; acknowledged publishes per second and
     /// publish latency.
@@ -241,8 +245,9 @@ fn main() -> anyhow::Result<()> {
                 let tls = tls_ca.as_deref().map(TlsConnect::trusting).transpose()?;
                 tokio::time::timeout(timeout, idle::run(addr, server_pid, streams, tls)).await??
             }
-            Command::Fanout { addr, server_pid, subscribers, rate, size, duration } => {
-                fanout::run(fanout::Plan { addr, server_pid, subscribers, rate, size, duration }).await?
+            Command::Fanout { addr, server_pid, subscribers, rate, size, duration, tls_ca } => {
+                let tls = tls_ca.as_deref().map(TlsConnect::trusting).transpose()?;
+                fanout::run(fanout::Plan { addr, server_pid, subscribers, rate, size, duration, tls }).await?
             }
             Command::Publish { addr, publishers, size, duration } => {
                 publish_bench::run(publish_bench::Plan { addr, publishers, size, duration }).await?

@@ -1,21 +1,23 @@
 //! Fan-out: subscribers on one topic and a publisher at a fixed rate. Reports
 //! deliveries per server CPU-second (from the server's own counter and /proc) and
 //! delivery latency percentiles, and checks every subscriber got every event in order.
+//! Over cleartext, or with every connection over TLS (`--tls-ca`).
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use bytes::Bytes;
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::bench::idle::wait_for_streams;
 use crate::load::proc_stats;
-use crate::load::publisher::{metric, Publisher};
+use crate::load::publisher::{metric, metric_over, Publisher};
 use crate::load::stats::percentile_ms;
 use crate::load::stream_client::{self, DataLines};
+use crate::load::tls_client::TlsConnect;
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -26,6 +28,8 @@ pub struct Plan {
     pub rate: u32,
     pub size: usize,
     pub duration: Duration,
+    /// Over TLS, trusting the CA this connector trusts.
+    pub tls: Option<TlsConnect>,
 }
 
 /// One subscriber's observations.
@@ -40,12 +44,26 @@ pub async fn run(plan: Plan) -> anyhow::Result<()> {
     let origin = Instant::now();
     let mut readers = JoinSet::new();
     for _ in 0..plan.subscribers {
-        let stream = stream_client::open(plan.addr, topic).await?;
-        readers.spawn(read_events(stream, events, origin));
+        match &plan.tls {
+            None => readers.spawn(read_events(stream_client::open(plan.addr, topic).await?, events, origin)),
+            Some(tls) => {
+                let stream = stream_client::open_over(tls.connect(plan.addr).await?, plan.addr, topic).await?;
+                readers.spawn(read_events(stream, events, origin))
+            }
+        };
     }
-    wait_for_streams(plan.addr, plan.subscribers).await?;
-    let mut publisher = Publisher::connect(plan.addr, topic).await?;
-    let delivered_before = metric(plan.addr, "sse_events_delivered_total").await?;
+    wait_for_streams(plan.addr, plan.subscribers, &plan.tls).await?;
+    let mut publisher = match &plan.tls {
+        None => Publisher::connect(plan.addr, topic).await?,
+        Some(tls) => Publisher::connect_over(tls.connect(plan.addr).await?, topic).await?,
+    };
+    let delivered = || async {
+        match &plan.tls {
+            None => metric(plan.addr, "sse_events_delivered_total").await,
+            Some(tls) => metric_over(tls.connect(plan.addr).await?, "sse_events_delivered_total").await,
+        }
+    };
+    let delivered_before = delivered().await?;
     let cpu_before = proc_stats::cpu_time(plan.server_pid)?;
     let started = Instant::now();
     let mut ticker = tokio::time::interval(Duration::from_secs(1) / plan.rate);
@@ -72,7 +90,7 @@ pub async fn run(plan: Plan) -> anyhow::Result<()> {
         all.extend(received.latencies_us);
     }
     let cpu = proc_stats::cpu_time(plan.server_pid)?.saturating_sub(cpu_before).as_secs_f64();
-    let delivered = metric(plan.addr, "sse_events_delivered_total").await? - delivered_before;
+    let delivered = delivered().await? - delivered_before;
     all.sort_unstable();
     let pct = |p: f64| percentile_ms(&all, p);
     println!(
@@ -93,7 +111,7 @@ pub async fn run(plan: Plan) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn read_events(mut stream: tokio::net::TcpStream, expected: u64, origin: Instant) -> anyhow::Result<Received> {
+async fn read_events<S: AsyncRead + Unpin>(mut stream: S, expected: u64, origin: Instant) -> anyhow::Result<Received> {
     let mut lines = DataLines::default();
     let mut received = Received { latencies_us: Vec::with_capacity(expected as usize), out_of_order: 0 };
     let mut next_seq = 0u64;

@@ -64,8 +64,8 @@ async fn open_many(addr: SocketAddr, n: usize, tls: &Option<TlsConnect>) -> anyh
 }
 
 /// Polls `/metrics` until `sse_streams` equals `n` (at most 60 s).
-pub async fn wait_for_streams(addr: SocketAddr, n: usize) -> anyhow::Result<()> {
-    wait_for(addr, n, &None).await
+pub async fn wait_for_streams(addr: SocketAddr, n: usize, tls: &Option<TlsConnect>) -> anyhow::Result<()> {
+    wait_for(addr, n, tls).await
 }
 
 async fn wait_for(addr: SocketAddr, n: usize, tls: &Option<TlsConnect>) -> anyhow::Result<()> {

@@ -21,7 +21,15 @@ impl Publisher {
     pub async fn connect(addr: SocketAddr, topic: &str) -> anyhow::Result<Publisher> {
         let tcp = TcpStream::connect(addr).await.context("connect")?;
         tcp.set_nodelay(true)?;
-        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await?;
+        Publisher::connect_over(tcp, topic).await
+    }
+
+    /// The same over any byte stream already connected to the server (TLS).
+    pub async fn connect_over<S>(io: S, topic: &str) -> anyhow::Result<Publisher>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await?;
         tokio::spawn(connection);
         Ok(Publisher { sender, path: format!("/events?topic={topic}"), authorization: None })
     }

@@ -42,6 +42,7 @@ impl TlsConnect {
 
     pub async fn connect(&self, addr: SocketAddr) -> anyhow::Result<TlsStream<TcpStream>> {
         let tcp = TcpStream::connect(addr).await.context("connect")?;
+        tcp.set_nodelay(true)?;
         let name = ServerName::from(addr.ip());
         self.connector.connect(name, tcp).await.context("TLS handshake")
     }

@@ -1,7 +1,8 @@
-//! TLS on the listener (`--tls-cert`, `--tls-key`): rustls with the ring provider, TLS
-//! 1.2 and 1.3, and ALPN offering `h2` then `http/1.1`. A browser that negotiates `h2`
-//! carries all its streams to this server on one connection, free of HTTP/1.1's six
-//! connections per origin. The connection itself is [`super::tls_stream`]'s, which holds
+//! TLS on the listener (`--tls-cert`, `--tls-key`): rustls with the ring provider (its
+//! TLS 1.3 record keys kept compact between records by `tls_keys`), TLS 1.2 and 1.3, and
+//! ALPN offering `h2` then `http/1.1`. A browser that negotiates `h2` carries all its
+//! streams to this server on one connection, free of HTTP/1.1's six connections per
+//! origin. The connection itself is [`super::tls_stream`]'s, which holds
 //! no buffer while a stream idles.
 
 use std::path::Path;
@@ -43,7 +44,7 @@ pub fn load(cert: &Path, key: &Path) -> Result<Tls, String> {
     }
     let key = PrivateKeyDer::from_pem_file(key)
         .map_err(|e| format!("cannot read a private key from {}: {e}", key.display()))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(super::tls_keys::provider());
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("TLS set-up: {e}"))?

@@ -434,9 +434,18 @@ mod tests {
     /// A client trusting the test CA, offering `alpn`, and the server's end, over a pipe
     /// of `capacity` bytes each way.
     async fn pair(alpn: &[u8], capacity: usize) -> (ClientStream<DuplexStream>, TlsStream<DuplexStream>) {
+        pair_with(rustls::crypto::ring::default_provider(), alpn, capacity).await
+    }
+
+    /// The same, the client using `provider` (rustls's stock ring one, or fewer suites).
+    async fn pair_with(
+        provider: rustls::crypto::CryptoProvider,
+        alpn: &[u8],
+        capacity: usize,
+    ) -> (ClientStream<DuplexStream>, TlsStream<DuplexStream>) {
         let mut roots = rustls::RootCertStore::empty();
         roots.add(CertificateDer::from_pem_file(fixture("ca.pem")).unwrap()).unwrap();
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let provider = Arc::new(provider);
         let mut client = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .unwrap()
@@ -480,6 +489,38 @@ mod tests {
         let mut byte = [0u8; 1];
         assert!(server.read(&mut byte).now_or_never().is_none(), "nothing to read");
         assert_eq!(server.buffered(), 0, "an idle stream holds no buffer of its own");
+    }
+
+    /// Each TLS 1.3 suite, the client on rustls's stock ring keys and the server on its
+    /// compact ones: records cross both ways, several of them (the sequence advances).
+    #[tokio::test]
+    async fn every_tls13_suite_speaks_with_a_stock_client() {
+        use rustls::crypto::ring::cipher_suite::{
+            TLS13_AES_128_GCM_SHA256, TLS13_AES_256_GCM_SHA384, TLS13_CHACHA20_POLY1305_SHA256,
+        };
+        for suite in [TLS13_AES_128_GCM_SHA256, TLS13_AES_256_GCM_SHA384, TLS13_CHACHA20_POLY1305_SHA256] {
+            let provider = rustls::crypto::CryptoProvider {
+                cipher_suites: vec![suite],
+                ..rustls::crypto::ring::default_provider()
+            };
+            let (mut client, mut server) = pair_with(provider, b"http/1.1", 64 * 1024).await;
+            assert_eq!(client.get_ref().1.negotiated_cipher_suite(), Some(suite));
+            assert_eq!(client.get_ref().1.protocol_version(), Some(rustls::ProtocolVersion::TLSv1_3));
+            for i in 0..3 {
+                let up = format!("request {i}");
+                client.write_all(up.as_bytes()).await.unwrap();
+                client.flush().await.unwrap();
+                let mut got = vec![0u8; up.len()];
+                server.read_exact(&mut got).await.unwrap();
+                assert_eq!(got, up.as_bytes(), "{suite:?}");
+                let down = format!("id: {i}\ndata: {}\n\n", "z".repeat(i * 40));
+                server.write_all(down.as_bytes()).await.unwrap();
+                server.flush().await.unwrap();
+                let mut got = vec![0u8; down.len()];
+                client.read_exact(&mut got).await.unwrap();
+                assert_eq!(got, down.as_bytes(), "{suite:?}");
+            }
+        }
     }
 
     #[tokio::test]
