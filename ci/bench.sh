@@ -4,6 +4,7 @@
 # and the medians.
 #
 #   ci/bench.sh [idle|idle-tls|fanout|fanout-tls|publish|resume|sim|all] [runs]
+#   ci/bench.sh profile       where the server's CPU goes in fan-out (perf, not in `all`)
 #
 # idle-tls is idle over TLS (the test certificate in fixtures/tls/, ALPN http/1.1);
 # fanout-tls is 1,000 subscribers at 200 events/s without coalescing, every connection
@@ -109,6 +110,26 @@ if [[ $what == fanout-tls || $what == all ]]; then
   f="$out/fanout-tls"
   echo "MEDIAN fanout-tls coalesce=0s rate=200 deliveries_per_cpu_s=$(grep RESULT "$f" | field deliveries_per_cpu_s | median)" \
     "p50_ms=$(grep RESULT "$f" | field p50_ms | median) p99_ms=$(grep RESULT "$f" | field p99_ms | median)"
+fi
+
+if [[ $what == profile ]]; then
+  # perf (Debian's linux-perf) samples the server for 6 s in the middle of a 15 s fan-out,
+  # without coalescing, at 1,000 × 200 and 10,000 × 10: the share of kernel and user
+  # space, then the server's own functions.
+  for load in 1000x200 10000x10; do
+    start_server --store memory --coalesce 0s
+    (sleep 5; perf record -F 497 --call-graph dwarf,32768 -p "$pid" -o "$out/perf-$load" -- sleep 6 2>/dev/null) &
+    profiler=$!
+    "$chaos" fanout --addr "$addr" --server-pid "$pid" --subscribers "${load%x*}" --rate "${load#*x}" --size 128 \
+      --duration 15s | grep RESULT
+    wait "$profiler"
+    stop_server
+    echo "PROFILE $load: share of the server's samples"
+    perf report -i "$out/perf-$load" --no-children --sort dso --stdio -g none 2>/dev/null | grep '%' | head -4
+    echo "PROFILE $load: the server's own functions (≥ 0.3% of all samples)"
+    perf report -i "$out/perf-$load" --no-children --dso sse-server --sort symbol --stdio -g none --percent-limit 0.3 \
+      2>/dev/null | grep '%' | cut -c1-120
+  done
 fi
 
 if [[ $what == publish || $what == all ]]; then
