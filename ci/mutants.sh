@@ -11,6 +11,10 @@
 #   ci/mutants.sh recheck F   runs the missed mutants of shard file F again at HEAD (after
 #                             triage) and writes their new outcomes into F; a mutant the
 #                             config now excludes is marked `excluded`
+#   ci/mutants.sh unrun       the mutants of HEAD no shard file has an outcome for (shards
+#                             run at different commits leave gaps where the slices moved,
+#                             and a file changed since its shard ran is unrun at its new
+#                             lines); writes mutants/unrun-<commit>.txt (commit it)
 #   ci/mutants.sh score       the mutants of HEAD, each with its newest outcome in the shard
 #                             files (or unrun): per file and total
 #
@@ -59,6 +63,43 @@ outcomes() {
 header() {
   echo "# cargo-mutants $(cargo mutants --version | cut -d' ' -f2), commit $commit, $1"
   echo "# started $2, took $3 s; $(date -u +%F)"
+}
+
+# Sets `args` to one `--re` per mutant name in file $1, each matching that name exactly.
+exact_args() {
+  args=()
+  while IFS= read -r name; do
+    args+=(--re "^$(printf '%s' "$name" | sed 's#[][\.*^$(){}?+|]#\\&#g')\$")
+  done <"$1"
+}
+
+have_results() {
+  if ! compgen -G 'mutants/shard-*.txt' >/dev/null; then
+    echo "no shard results in mutants/ yet" >&2
+    exit 1
+  fi
+}
+
+# "<mutant>\t<outcome>" for every mutant HEAD has now: its newest outcome in the result
+# files (shards, then unrun runs, in name order; later lines overwrite earlier ones); a
+# mutant with none, or only at other line numbers (its file changed since), is `unrun`;
+# excluded ones are listed by their files. Plain awk (no gawk extensions).
+newest_outcomes() {
+  shopt -s nullglob
+  local files=(mutants/shard-*.txt mutants/unrun-*.txt)
+  ci/install-mutants.sh >&2
+  export PATH="$root/.tools/mutants/bin:$PATH"
+  local current
+  current=$(mktemp)
+  cargo mutants --list | sort -u >"$current"
+  cat "${files[@]}" | grep -v '^#' | awk -F'\t' -v OFS='\t' '
+    FILENAME == ARGV[1] { now[$0] = 1; next }
+    { outcome[$2] = $1 }
+    END {
+      for (name in now) print name, ((name in outcome) ? outcome[name] : "unrun")
+      for (name in outcome) if (!(name in now) && outcome[name] == "excluded") print name, "excluded"
+    }' "$current" -
+  rm -f "$current"
 }
 
 case $mode in
@@ -134,11 +175,7 @@ case $mode in
       echo "nothing missed in $file"
       exit 0
     fi
-    # Each name as an exact regex.
-    args=()
-    while IFS= read -r name; do
-      args+=(--re "^$(printf '%s' "$name" | sed 's#[][\.*^$(){}?+|]#\\&#g')\$")
-    done <"$out/names"
+    exact_args "$out/names"
     (cd "$tree" && cargo mutants --list "${args[@]}") >"$out/listed" || true
     status=0
     if [[ -s $out/listed ]]; then
@@ -163,28 +200,36 @@ case $mode in
     echo "rechecked $(wc -l <"$out/names") missed mutants: $(grep -c '^missed' "$file" || true) still missed"
     grep '^missed' "$file" || true
     ;;
-  score)
-    shopt -s nullglob
-    files=(mutants/shard-*.txt)
-    if ((${#files[@]} == 0)); then
-      echo "no shard results in mutants/ yet" >&2
-      exit 1
+  unrun)
+    have_results
+    newest_outcomes | awk -F'\t' '$2 == "unrun" { print $1 }' >"$root/target/mutants-unrun"
+    count=$(wc -l <"$root/target/mutants-unrun")
+    if ((count == 0)); then
+      echo "every mutant of HEAD has an outcome"
+      exit 0
     fi
-    ci/install-mutants.sh
-    export PATH="$root/.tools/mutants/bin:$PATH"
-    current=$(mktemp)
-    cargo mutants --list | sort -u >"$current"
-    # Scored over the mutants HEAD has now: each one's newest outcome in the shard files
-    # (later files overwrite earlier ones); a mutant with none, or only at other line
-    # numbers (its file changed since its shard ran), is `unrun`; excluded ones are listed
-    # by their shard files. Plain awk (no gawk extensions), sorted by sort.
-    cat "${files[@]}" | grep -v '^#' | awk -F'\t' -v OFS='\t' '
-      FILENAME == ARGV[1] { now[$0] = 1; next }
-      { outcome[$2] = $1 }
-      END {
-        for (name in now) print name, ((name in outcome) ? outcome[name] : "unrun")
-        for (name in outcome) if (!(name in now) && outcome[name] == "excluded") print name, "excluded"
-      }' "$current" - |
+    echo "$count mutants of HEAD have no outcome yet"
+    prepare
+    out=$(mktemp -d)
+    exact_args "$root/target/mutants-unrun"
+    started=$(date -u +%FT%TZ)
+    start=$SECONDS
+    status=0
+    (cd "$tree" && cargo mutants --in-place "${args[@]}" --output "$out" --no-times) || status=$?
+    if [[ $status != 0 && $status != 2 && $status != 3 ]]; then
+      echo "cargo mutants failed with $status" >&2
+      exit "$status"
+    fi
+    file=mutants/unrun-$commit.txt
+    {
+      header "the $count mutants no shard file had" "$started" $((SECONDS - start))
+      outcomes "$out"
+    } >"$file"
+    echo "wrote $file: $(grep -vc '^#' "$file") mutants, $(grep -c '^missed' "$file" || true) missed"
+    ;;
+  score)
+    have_results
+    newest_outcomes |
       awk -F'\t' '{ split($1, parts, ":"); print parts[1] "\t" $2 }' | sort | awk -F'\t' '
         function row(f, c, m, t, u, x, r) {
           printf "%-36s %7d %7d %7d %8d %8d %6d ", f, c, m, t, u, x, r
@@ -197,14 +242,13 @@ case $mode in
           if (file != "") row(file, n["caught"], n["missed"], n["timeout"], n["unviable"], n["excluded"], n["unrun"])
           row("total", all["caught"], all["missed"], all["timeout"], all["unviable"], all["excluded"], all["unrun"])
         }'
-    rm -f "$current"
     echo "score = (caught + timeout) / (caught + timeout + missed), over the mutants of HEAD that have an"
     echo "outcome; unviable mutants (they do not build), excluded ones (equivalent or not worth a test,"
     echo "with a reason each in .cargo/mutants.toml) and unrun ones (no shard has run them at their"
     echo "current lines) do not count"
     ;;
   *)
-    sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
+    awk 'NR > 1 && /^# Mutants run on/ { exit } NR > 1' "$0" | sed 's/^# \{0,1\}//'
     exit 64
     ;;
 esac
