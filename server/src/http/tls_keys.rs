@@ -46,7 +46,7 @@ pub fn provider() -> CryptoProvider {
 
 /// The three TLS 1.3 suites, ring's in everything but record protection (built once:
 /// rustls wants them `'static`).
-fn suites() -> &'static [Tls13CipherSuite; 3] {
+pub(super) fn suites() -> &'static [Tls13CipherSuite; 3] {
     static SUITES: OnceLock<[Tls13CipherSuite; 3]> = OnceLock::new();
     SUITES.get_or_init(|| {
         use ring_provider::cipher_suite::{
@@ -242,6 +242,10 @@ mod tests {
             }
             assert!(matches!(opens(record.clone(), 6, 3), Err(Error::DecryptError)));
             assert!(matches!(opens(record.clone(), 5, 4), Err(Error::DecryptError)));
+            // Another key with the same IV.
+            let (_, iv) = key(3);
+            let other = open(&mut *alg.decrypter(AeadKey::from([4; 32]), iv), record.clone(), 5);
+            assert!(matches!(other, Err(Error::DecryptError)));
             assert!(matches!(opens(record[..alg.alg.tag_len() - 1].to_vec(), 5, 3), Err(Error::DecryptError)));
         }
         let mut aes128 = [0u8; 32];

@@ -505,6 +505,13 @@ mod tests {
             };
             let (mut client, mut server) = pair_with(provider, b"http/1.1", 64 * 1024).await;
             assert_eq!(client.get_ref().1.negotiated_cipher_suite(), Some(suite));
+            let Some(rustls::SupportedCipherSuite::Tls13(ours)) = server.conn.negotiated_cipher_suite() else {
+                panic!("no TLS 1.3 suite on the server")
+            };
+            assert!(
+                crate::http::tls_keys::suites().iter().any(|compact| std::ptr::eq(compact, ours)),
+                "the server protects records with its compact keys"
+            );
             assert_eq!(client.get_ref().1.protocol_version(), Some(rustls::ProtocolVersion::TLSv1_3));
             for i in 0..3 {
                 let up = format!("request {i}");
