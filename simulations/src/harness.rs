@@ -1,5 +1,5 @@
 //! Runs one seed and one plan: the unmodified server on host `server`, subscribers on the
-//! hosts [`crate::placement`] gives them, a publisher, faults applied between simulation
+//! shared host (through a [`crate::link::Link`] when a link fault names them), a publisher, faults applied between simulation
 //! steps, then the oracle.
 
 use std::cell::{Cell, RefCell};
@@ -15,6 +15,7 @@ use sse_server::stream::pacing::Coalesce;
 use sse_server::{Config, Server};
 use tokio::sync::watch;
 
+use crate::link::Link;
 use crate::placement::{self, Placement};
 use crate::publisher::{self, Acked, PublisherConfig};
 use crate::service::ServiceAddress;
@@ -104,9 +105,6 @@ fn align_task_ids() {
         }
     }
 }
-
-/// A subscriber's settings and the state it shares with the harness.
-type Subscriber = (SubscriberConfig, Rc<SubscriberState>);
 
 /// Runs `plan` under `seed`.
 pub fn run(seed: u64, plan: &Plan, trace: Trace) -> Outcome {
@@ -202,10 +200,12 @@ pub fn run(seed: u64, plan: &Plan, trace: Trace) -> Outcome {
     let topic_names = plan.topic_names();
     let stagger = Duration::from_millis(5).min(Duration::from_millis(500) / plan.clients.max(1) as u32);
     let mut clients = Vec::new();
-    // Each client host's subscribers, hosts in the order of their first client.
-    let mut on_host: Vec<(&str, Vec<Subscriber>)> = Vec::new();
+    let mut subscribers = Vec::new();
     for (i, topics) in plan.client_topics(&rng).into_iter().enumerate() {
-        let state = Rc::new(SubscriberState::default());
+        // A client a link fault names goes through a link of its own, its lag seeded apart.
+        let link =
+            placement.linked(i).then(|| Rc::new(Link::new(seed ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15))));
+        let state = Rc::new(SubscriberState { link, ..SubscriberState::default() });
         let name = format!("client-{i}");
         let config = SubscriberConfig {
             name: name.clone(),
@@ -216,20 +216,11 @@ pub fn run(seed: u64, plan: &Plan, trace: Trace) -> Outcome {
             // publishing starts).
             start_after: stagger * i as u32,
         };
-        let host = placement.host(i);
-        let subscriber = (config, state.clone());
-        match on_host.iter_mut().find(|(name, _)| *name == host) {
-            Some((_, subscribers)) => subscribers.push(subscriber),
-            None => on_host.push((host, vec![subscriber])),
-        }
+        subscribers.push(subscriber::run(config, state.clone(), trace.clone(), stop_rx.clone()));
         clients.push((name, topics, state));
     }
-    for (host, subscribers) in on_host {
-        let subscribers = subscribers
-            .into_iter()
-            .map(|(config, state)| subscriber::run(config, state, trace.clone(), stop_rx.clone()))
-            .collect();
-        sim.client(host, subscriber::run_all(subscribers));
+    if !subscribers.is_empty() {
+        sim.client(placement::SHARED, subscriber::run_all(subscribers));
     }
     let acked: Rc<RefCell<Vec<Acked>>> = Rc::default();
     let publisher = PublisherConfig {
@@ -352,7 +343,7 @@ pub fn run(seed: u64, plan: &Plan, trace: Trace) -> Outcome {
             if matches!(fault.fault, Fault::Crash { .. }) && sim.is_host_running(host) {
                 crashed.insert(view.boots.get());
             }
-            apply(&mut sim, &mut links, host, &fault.fault, &clients, &placement, now);
+            apply(&mut sim, &mut links, host, &fault.fault, &clients, now);
             if let (Fault::Crash { .. }, Some(store)) = (&fault.fault, &kept_store) {
                 let lost = store.crash();
                 trace.log(now, "fault", format_args!("power cut: the store forgot {} unsynced events", lost.len()));
@@ -378,7 +369,7 @@ pub fn run(seed: u64, plan: &Plan, trace: Trace) -> Outcome {
                         .push(format!("graceful shutdown had not finished {:?} after the signal", fault.duration()));
                 }
             }
-            heal(&mut sim, &mut links, host, fault, &placement, &trace, now);
+            heal(&mut sim, &mut links, host, fault, &clients, &trace, now);
             false
         });
         if let Err(error) = sim.step() {
@@ -489,14 +480,13 @@ fn apply(
     host: &str,
     fault: &Fault,
     clients: &[(String, BTreeSet<String>, Rc<SubscriberState>)],
-    placement: &Placement,
     now: Duration,
 ) {
     let client = |i: &usize| &clients[*i % clients.len()];
     match fault {
-        Fault::Partition { client: i, .. } => sim.partition(host, placement.host(*i)),
-        Fault::Hold { client: i, .. } => links.hold(sim, host, placement.host(*i)),
-        Fault::Lag { client: i, latency, .. } => sim.set_link_max_message_latency(host, placement.host(*i), *latency),
+        Fault::Partition { client: i, .. } => link(clients, *i).partition(),
+        Fault::Hold { client: i, .. } => link(clients, *i).hold(),
+        Fault::Lag { client: i, latency, .. } => link(clients, *i).set_lag(*latency),
         Fault::Crash { .. } => sim.crash(host),
         Fault::Restart { .. } | Fault::Move { .. } => {}
         Fault::Drop { client: i } => client(i).2.drop_now.set(true),
@@ -506,7 +496,7 @@ fn apply(
         Fault::Cut { client: i, after_bytes } => client(i).2.cut_after.set(Some(*after_bytes)),
         // A frozen server: nothing it sends or is sent moves until it thaws.
         Fault::Freeze { .. } => {
-            placement.hosts().into_iter().for_each(|client| links.hold(sim, host, client));
+            links.hold(sim, host, placement::SHARED);
             links.hold(sim, host, "publisher");
         }
         Fault::Flood { .. } => {}
@@ -518,21 +508,24 @@ fn apply(
     }
 }
 
+/// The link of client `i` (wrapping around), which [`Placement::linked`] gave it.
+fn link(clients: &[(String, BTreeSet<String>, Rc<SubscriberState>)], i: usize) -> &Link {
+    clients[i % clients.len()].2.link.as_deref().expect("a client a link fault names has a link")
+}
+
 fn heal(
     sim: &mut turmoil::Sim<'_>,
     links: &mut HeldLinks,
     host: &str,
     fault: &Fault,
-    placement: &Placement,
+    clients: &[(String, BTreeSet<String>, Rc<SubscriberState>)],
     trace: &Trace,
     now: Duration,
 ) {
     match fault {
-        Fault::Partition { client: i, .. } => sim.repair(host, placement.host(*i)),
-        Fault::Hold { client: i, .. } => links.release(sim, host, placement.host(*i)),
-        Fault::Lag { client: i, .. } => {
-            sim.set_link_max_message_latency(host, placement.host(*i), placement.link_latency())
-        }
+        Fault::Partition { client: i, .. } => link(clients, *i).repair(),
+        Fault::Hold { client: i, .. } => link(clients, *i).release(),
+        Fault::Lag { client: i, .. } => link(clients, *i).set_lag(Duration::ZERO),
         // One server process per host: a heal starts it if nothing runs there. When faults
         // overlap (a crash of a server already down after a restart, two restarts), the
         // first heal starts it and the later ones find it running and leave it alone; a
@@ -543,7 +536,7 @@ fn heal(
         }
         Fault::Crash { .. } | Fault::Restart { .. } => sim.bounce(host),
         Fault::Freeze { .. } => {
-            placement.hosts().into_iter().for_each(|client| links.release(sim, host, client));
+            links.release(sim, host, placement::SHARED);
             links.release(sim, host, "publisher");
         }
         Fault::Slicer { .. } | Fault::Bandwidth { .. } | Fault::SlowClose { .. } | Fault::Flood { .. } => return,

@@ -9,7 +9,8 @@
 //! - [`swarm`]: a generated plan per seed, shrunk when it fails.
 //! - [`seeds`]: the fixed seeds and `SIM_SEEDS` fresh ones.
 //! - [`subscriber`]: the simulated EventSource client.
-//! - [`placement`]: which host each client runs on (a host of its own only for link faults).
+//! - [`placement`]: how many clients a plan runs with, and which need a faultable link.
+//! - [`link`]: a client's link with partitions, holds and lags, carried in process.
 //! - [`publisher`]: the simulated publisher that records acknowledgements.
 //! - [`slowloris`]: connections that never finish their request head.
 //! - [`flood`]: many stream requests at once, held, then dropped.
@@ -20,6 +21,7 @@
 
 pub mod flood;
 pub mod harness;
+pub mod link;
 pub mod placement;
 pub mod publisher;
 pub mod seeds;

@@ -1,12 +1,12 @@
-//! Which simulated host each subscriber runs on.
+//! How many clients a plan runs with, and which of them need a link a fault can act on.
 //!
-//! Turmoil keeps a link for every pair of hosts, and on each 1 ms tick steps every host's
-//! runtime and, for every host, scans every link, so a step costs about hosts³ / 2 whether
-//! anything happens or not: with a host per subscriber that cost, not the server, bounded
-//! a 50-client plan at about four simulated seconds per wall second. A subscriber needs a host of its own only when a
-//! fault acts on its link (a partition, a hold, a lag); every other one runs on the shared
-//! host [`SHARED`], each with its own connections, as browsers behind one address do. A
-//! freeze holds every link to the server, the shared one included, so it is unchanged.
+//! Every subscriber runs on the shared host [`SHARED`], each with its own connections, as
+//! browsers behind one address do. Turmoil keeps a link for every pair of hosts and on
+//! each 1 ms step scans every link for every host (a step costs about hosts³ / 2), so a
+//! host per faulted client, as this once was, bounded a 100-client plan with a fault
+//! every 5 s at about four simulated seconds per wall second. A client a link fault names
+//! (a partition, a hold, a lag) carries its connections through a [`crate::link::Link`]
+//! instead. A freeze holds the turmoil links of the server's host, so it is unchanged.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -72,40 +72,33 @@ fn most_at_once(windows: &[(Duration, Duration, usize)]) -> usize {
     most
 }
 
-/// The host of each client, by index, and what its link is like when healthy.
+/// Which clients a link fault names, and what a healthy link is like.
 #[derive(Debug, Clone)]
 pub struct Placement {
-    hosts: Vec<String>,
+    clients: usize,
+    linked: BTreeSet<usize>,
     link_latency: Duration,
 }
 
 impl Placement {
-    /// Places `plan.clients` clients: a host of their own for those a link fault names
-    /// (an index past the client count wraps around, as the faults do), [`SHARED`] for the rest.
+    /// Notes the clients a link fault names (an index past the client count wraps
+    /// around, as the faults do).
     pub fn new(plan: &Plan) -> Placement {
         let clients = plan.clients.max(1);
-        let own: BTreeSet<usize> =
+        let linked =
             plan.faults.iter().filter_map(|fault| link_fault_client(&fault.fault)).map(|i| i % clients).collect();
-        let hosts = (0..plan.clients)
-            .map(|i| if own.contains(&i) { format!("client-{i}") } else { SHARED.to_owned() })
-            .collect();
-        Placement { hosts, link_latency: plan.max_latency.max(Duration::from_millis(1)) }
+        Placement { clients, linked, link_latency: plan.max_latency.max(Duration::from_millis(1)) }
     }
 
-    /// The latency bound of a healthy client link: the plan's, at least turmoil's 1 ms
-    /// tick (what the end of a lag restores).
+    /// The latency bound of a healthy client link: the plan's, at least turmoil's 1 ms tick.
     pub fn link_latency(&self) -> Duration {
         self.link_latency
     }
 
-    /// The host client `i` runs on (an index past the client count wraps around).
-    pub fn host(&self, i: usize) -> &str {
-        &self.hosts[i % self.hosts.len()]
-    }
-
-    /// Every client host once, in a fixed order.
-    pub fn hosts(&self) -> BTreeSet<&str> {
-        self.hosts.iter().map(String::as_str).collect()
+    /// Whether a link fault names client `i` (an index past the client count wraps
+    /// around): its connections go through a [`crate::link::Link`].
+    pub fn linked(&self, i: usize) -> bool {
+        self.linked.contains(&(i % self.clients))
     }
 }
 
@@ -130,7 +123,7 @@ mod tests {
     }
 
     #[test]
-    fn only_clients_named_by_a_link_fault_get_a_host_of_their_own() {
+    fn the_clients_a_link_fault_names_are_linked() {
         let second = Duration::from_secs(1);
         let placement = plan(
             6,
@@ -144,10 +137,9 @@ mod tests {
             ],
         );
         let placement = Placement::new(&placement);
-        let hosts: Vec<&str> = (0..6).map(|i| placement.host(i)).collect();
-        assert_eq!(hosts, ["clients", "client-1", "clients", "client-3", "client-4", "clients"]);
-        assert_eq!(placement.host(7), "client-1", "an index past the count wraps around");
-        assert_eq!(placement.hosts().into_iter().collect::<Vec<_>>(), ["client-1", "client-3", "client-4", "clients"]);
+        let linked: Vec<usize> = (0..6).filter(|&i| placement.linked(i)).collect();
+        assert_eq!(linked, [1, 3, 4], "client 9 wraps around to 3");
+        assert!(placement.linked(7), "an index past the count wraps around");
     }
 
     #[test]
@@ -195,9 +187,8 @@ mod tests {
     }
 
     #[test]
-    fn a_calm_plan_runs_every_client_on_the_shared_host() {
+    fn a_calm_plan_links_no_client() {
         let placement = Placement::new(&plan(100, vec![]));
-        assert!((0..100).all(|i| placement.host(i) == SHARED));
-        assert_eq!(placement.hosts().len(), 1);
+        assert!((0..100).all(|i| !placement.linked(i)));
     }
 }

@@ -6,12 +6,13 @@ use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 use turmoil::net::TcpStream;
 
 pub use sse_plan::record::{Received, Seen};
 
+use crate::link::Link;
 use crate::service::ServiceAddress;
 use crate::trace::Trace;
 use crate::SERVER_PORT;
@@ -30,6 +31,8 @@ pub struct SubscriberState {
     /// set, else over the next one; cleared when it fires.
     pub cut_after: Cell<Option<usize>>,
     pub connects: Cell<u32>,
+    /// The faultable link its connections go through, when a link fault names it.
+    pub link: Option<Rc<Link>>,
 }
 
 /// How the subscriber behaves.
@@ -86,6 +89,11 @@ pub async fn run_all(
     Ok(())
 }
 
+/// A subscriber's connection: turmoil's, or the end of a [`Link`] carrying it.
+trait Connection: AsyncRead + AsyncWrite + Unpin {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin> Connection for T {}
+
 async fn stream_once(
     config: &SubscriberConfig,
     state: &SubscriberState,
@@ -96,10 +104,11 @@ async fn stream_once(
     let silence = config.heartbeat * 3;
     let host = config.server.host();
     let connect = tokio::time::timeout(silence, TcpStream::connect((host, SERVER_PORT)));
-    let mut tcp = match connect.await {
-        Ok(Ok(tcp)) => tcp,
-        Ok(Err(error)) => return format!("connect failed: {error}"),
-        Err(_) => return "connect timed out".into(),
+    let mut tcp: Box<dyn Connection> = match (connect.await, &state.link) {
+        (Ok(Ok(tcp)), None) => Box::new(tcp),
+        (Ok(Ok(tcp)), Some(link)) => Box::new(link.carry(tcp)),
+        (Ok(Err(error)), _) => return format!("connect failed: {error}"),
+        (Err(_), _) => return "connect timed out".into(),
     };
     let query: Vec<String> = config.topics.iter().map(|t| format!("topic={t}")).collect();
     let mut request = format!("GET /events?{} HTTP/1.1\r\nhost: {host}\r\n", query.join("&"));

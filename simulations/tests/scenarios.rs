@@ -147,7 +147,28 @@ fn stalled_reader_falls_behind_a_small_window_and_is_never_silently_skipped() {
 #[test]
 fn held_link_delivers_the_burst_in_order_after_release() {
     let plan = Plan::calm(2).with(3_000, Fault::Hold { client: 1, release_after: Duration::from_millis(2_500) });
-    check(5, &plan);
+    let trace = check(5, &plan).trace.text();
+    let (held, free) = (worst_delay(&trace, "client-1"), worst_delay(&trace, "client-0"));
+    assert!(held > Duration::from_millis(2_000), "the hold was applied: worst delay {held:?}");
+    assert!(free < Duration::from_millis(50), "the other link was not held: worst delay {free:?}");
+    assert!(!trace.contains("stream ended"), "a hold shorter than three heartbeats ends no stream:\n{trace}");
+}
+
+/// A partition shorter than the client's patience (three heartbeats): the stream lives
+/// through it, and is reset at the heal (as the real tier's proxy does), not found silent.
+#[test]
+fn a_stream_that_lives_through_a_short_partition_is_reset_at_the_heal() {
+    let plan = Plan::calm(2).with(3_000, Fault::Partition { client: 0, heal_after: Duration::from_millis(1_500) });
+    let outcome = check(6, &plan);
+    let trace = outcome.trace.text();
+    let ended: Vec<&str> = trace.lines().filter(|line| line.contains("stream ended")).collect();
+    assert_eq!(ended.len(), 1, "{ended:#?}");
+    assert!(ended[0].contains("client-0     stream ended: closed by the server"), "{ended:#?}");
+    let at: f64 = ended[0].split('s').next().unwrap().trim().parse().unwrap();
+    assert!((4.5..4.6).contains(&at), "reset at the heal (4.5 s): {at}");
+    let (cut_off, other) = (worst_delay(&trace, "client-0"), worst_delay(&trace, "client-1"));
+    assert!(cut_off > Duration::from_millis(1_000), "the partition was applied: worst delay {cut_off:?}");
+    assert!(other < Duration::from_millis(50), "the other link was not: worst delay {other:?}");
 }
 
 #[test]
