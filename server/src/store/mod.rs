@@ -300,6 +300,23 @@ mod tests {
     }
 
     #[test]
+    fn a_merged_read_that_fits_is_complete_up_to_the_end_of_the_range() {
+        let a = TopicSlice { events: vec![ev(2, 1), ev(6, 1)], cut: false };
+        let ReadOutcome::Events { events, complete_upto } = merge_slices(vec![a], 30) else { panic!() };
+        assert_eq!((events.len(), complete_upto), (2, 30), "nothing more lies in 7..=30");
+    }
+
+    #[test]
+    fn a_topics_slice_stops_at_the_event_limit_even_when_bytes_remain() {
+        let slice = take_slice((0..READ_MAX_EVENTS as u64 + 5).map(|seq| ev(seq, 1)));
+        assert_eq!((slice.events.len(), slice.cut), (READ_MAX_EVENTS, true));
+        let slice = take_slice((0..3).map(|seq| ev(seq, READ_MAX_BYTES / 2)));
+        assert_eq!((slice.events.len(), slice.cut), (2, true), "the third would pass the byte limit");
+        let slice = take_slice((0..3).map(|seq| ev(seq, 1)));
+        assert_eq!((slice.events.len(), slice.cut), (3, false));
+    }
+
+    #[test]
     fn a_merged_read_respects_the_byte_limit_but_returns_one_event_at_least() {
         let big = TopicSlice { events: vec![ev(3, READ_MAX_BYTES * 2), ev(7, 10)], cut: false };
         let ReadOutcome::Events { events, complete_upto } = merge_slices(vec![big], 9) else { panic!() };
