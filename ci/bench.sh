@@ -3,9 +3,11 @@
 # loopback for each run, drives it with sse-chaos, and prints every run's RESULT line
 # and the medians.
 #
-#   ci/bench.sh [idle|idle-tls|fanout|fanout-tls|publish|resume|sim|all] [runs]
+#   ci/bench.sh [idle|idle-tls|fanout|fanout-wide|fanout-tls|publish|resume|sim|all] [runs]
 #   ci/bench.sh profile       where the server's CPU goes in fan-out (perf, not in `all`)
 #
+# fanout-wide is 10,000 subscribers at 10 and at 50 events/s (500,000 deliveries a
+# second offered), without coalescing and with auto;
 # idle-tls is idle over TLS (the test certificate in fixtures/tls/, ALPN http/1.1);
 # fanout-tls is 1,000 subscribers at 200 events/s without coalescing, every connection
 # over TLS (each delivery its own record).
@@ -68,6 +70,27 @@ if [[ $what == idle-tls || $what == all ]]; then
   done
   health=(curl -fsS "http://$addr/healthz")
   echo "MEDIAN idle-tls rss_per_stream_bytes=$(grep RESULT "$out/idle-tls" | field rss_per_stream_bytes | median)"
+fi
+
+if [[ $what == fanout-wide || $what == all ]]; then
+  cases=(0s@10 auto@10 0s@50 auto@50)
+  for case in "${cases[@]}"; do : >"$out/wide-$case"; done
+  for run in $(seq "$runs"); do
+    for case in "${cases[@]}"; do
+      start_server --store memory --coalesce "${case%@*}"
+      echo "coalesce=$case subscribers=10000 run=$run"
+      "$chaos" fanout --addr "$addr" --server-pid "$pid" --subscribers 10000 --rate "${case#*@}" --size 128 \
+        --duration 10s | tee -a "$out/wide-$case"
+      stop_server
+    done
+  done
+  for case in "${cases[@]}"; do
+    f="$out/wide-$case"
+    echo "MEDIAN fanout-wide subscribers=10000 coalesce=${case%@*} rate=${case#*@}" \
+      "deliveries_per_cpu_s=$(grep RESULT "$f" | field deliveries_per_cpu_s | median)" \
+      "p50_ms=$(grep RESULT "$f" | field p50_ms | median) p99_ms=$(grep RESULT "$f" | field p99_ms | median)" \
+      "max_ms=$(grep RESULT "$f" | field max_ms | median)"
+  done
 fi
 
 if [[ $what == fanout || $what == all ]]; then
