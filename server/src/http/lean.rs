@@ -31,6 +31,9 @@ const CRLF: &[u8] = b"\r\n";
 const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
 /// Head, size line, every frame of a batch, CRLF, trailer.
 const MAX_SLICES: usize = MAX_BATCH_EVENTS + 4;
+/// Slices of a chunk of up to four frames: the head, the size line, the frames, the CRLF
+/// and the last chunk.
+const FEW_SLICES: usize = 8;
 
 /// One HTTP/1.1 event stream; completes when the stream has ended.
 pub(crate) struct LeanStream<S> {
@@ -176,7 +179,17 @@ impl Chunk {
         cx: &mut Context<'_>,
     ) -> Poll<io::Result<usize>> {
         loop {
-            let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+            // Most chunks are one event or a heartbeat: their slices fit on the stack, and a
+            // batch's go to the heap, rather than clearing 4 KiB of stack for every write.
+            let parts = self.frames.len() + 4;
+            let mut few = [IoSlice::new(&[]); FEW_SLICES];
+            let mut many;
+            let slices: &mut [IoSlice] = if parts <= FEW_SLICES {
+                &mut few
+            } else {
+                many = vec![IoSlice::new(&[]); parts.min(MAX_SLICES)];
+                &mut many
+            };
             let mut count = 0;
             let mut skip = self.written as usize;
             for part in self.parts() {
@@ -187,7 +200,7 @@ impl Chunk {
                 slices[count] = IoSlice::new(&part[skip..]);
                 skip = 0;
                 count += 1;
-                if count == MAX_SLICES {
+                if count == slices.len() {
                     break;
                 }
             }
