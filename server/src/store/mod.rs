@@ -299,6 +299,30 @@ mod tests {
         assert_eq!(complete_upto, 4, "topic a may hold more after 4");
     }
 
+    /// Topic "a" has events 1, 3, 5, 7 and "b" 2, 4, 6 (each `len` bytes).
+    fn two_topics(len: usize) -> BTreeMap<Arc<str>, Vec<Record>> {
+        let record = |seq: u64, topic: &str| Record { seq, topic: Arc::from(topic), frame: ev(seq, len).1, key: None };
+        BTreeMap::from([
+            (Arc::from("a"), [1, 3, 5, 7].map(|seq| record(seq, "a")).into()),
+            (Arc::from("b"), [2, 4, 6].map(|seq| record(seq, "b")).into()),
+        ])
+    }
+
+    fn seqs(tail: Vec<Record>) -> Vec<u64> {
+        tail.into_iter().map(|r| r.seq).collect()
+    }
+
+    #[test]
+    fn the_recovered_tail_keeps_each_topics_newest_within_every_limit() {
+        let limits =
+            |events, bytes, total_bytes| TailLimits { events, bytes, total_bytes, keys_within: Duration::ZERO };
+        let ample = 1 << 20;
+        assert_eq!(seqs(newest_within(two_topics(10), limits(2, ample, ample))), [4, 5, 6, 7], "two events a topic");
+        assert_eq!(seqs(newest_within(two_topics(10), limits(9, 30, ample))), [2, 3, 4, 5, 6, 7], "30 bytes a topic");
+        assert_eq!(seqs(newest_within(two_topics(10), limits(9, ample, 50))), [1, 3, 5, 6, 7], "50 bytes in all");
+        assert_eq!(seqs(newest_within(two_topics(10), limits(9, ample, ample))), [1, 2, 3, 4, 5, 6, 7]);
+    }
+
     #[test]
     fn a_merged_read_that_fits_is_complete_up_to_the_end_of_the_range() {
         let a = TopicSlice { events: vec![ev(2, 1), ev(6, 1)], cut: false };
