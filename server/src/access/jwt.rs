@@ -126,6 +126,16 @@ pub(crate) mod tests {
 
     pub(crate) const KEY: &str = "a-test-key-of-32-bytes-or-more!!";
 
+    #[test]
+    fn a_stream_ends_at_its_tokens_expiry_plus_the_leeway() {
+        let now = jsonwebtoken::get_current_timestamp();
+        let from = tokio::time::Instant::now();
+        let left = stream_deadline(now + 100) - from;
+        assert!((129..=131).contains(&left.as_secs()), "100 s left and 30 s of leeway: {left:?}");
+        let past = stream_deadline(now - 100);
+        assert!(past <= tokio::time::Instant::now(), "a token expired past its leeway ends the stream at once");
+    }
+
     pub(crate) fn sign(claims: &Value, key: &str, algorithm: Algorithm) -> String {
         encode(&Header::new(algorithm), claims, &EncodingKey::from_secret(key.as_bytes())).unwrap()
     }
