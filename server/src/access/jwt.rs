@@ -157,6 +157,16 @@ pub(crate) mod tests {
         assert_eq!(empty, Grants::default(), "no claims, no rights");
     }
 
+    /// A token with no `sse` claim grants no topic but still names its holder (for the
+    /// publish rate limits) and still expires (ending a stream opened with it).
+    #[test]
+    fn a_token_without_rights_keeps_its_subject_and_expiry() {
+        let exp = jsonwebtoken::get_current_timestamp() + 600;
+        let claims = serde_json::json!({"sub": "kiosk-7", "exp": exp});
+        let grants = verifier().verify(sign(&claims, KEY, Algorithm::HS256).as_bytes()).unwrap();
+        assert_eq!(grants, Grants { subject: Some("kiosk-7".into()), expires: Some(exp), ..Grants::default() });
+    }
+
     #[test]
     fn forged_expired_foreign_and_malformed_tokens_are_refused_alike() {
         let rights = serde_json::json!({"sse": {"publish": ["*"]}});

@@ -65,12 +65,7 @@ pub(super) async fn run(inner: Arc<Inner>) {
             return;
         }
         let from = inner.applied.load(Ordering::Acquire) + 1;
-        let config = OrderedConfig {
-            filter_subject: all.clone(),
-            deliver_policy: DeliverPolicy::ByStartSequence { start_sequence: from },
-            ..OrderedConfig::default()
-        };
-        let messages = match inner.stream.create_consumer(config).await {
+        let messages = match inner.stream.create_consumer(following(&all, from)).await {
             Ok(consumer) => consumer.messages().await.map_err(|e| e.to_string()),
             Err(error) => Err(error.to_string()),
         };
@@ -148,6 +143,16 @@ struct Batch {
     records: Vec<Record>,
     /// The highest sequence taken (a message with no topic takes its sequence too).
     last: u64,
+}
+
+/// The consumer that follows every topic's subject (`all`) from sequence `from`: what
+/// the node applied is not read again, and another writer's subjects never arrive.
+fn following(all: &str, from: u64) -> OrderedConfig {
+    OrderedConfig {
+        filter_subject: all.to_owned(),
+        deliver_policy: DeliverPolicy::ByStartSequence { start_sequence: from },
+        ..OrderedConfig::default()
+    }
 }
 
 /// Adds `message` to `batch` if it is past what was taken. A sequence that jumps means
@@ -266,5 +271,17 @@ pub(super) async fn probe(inner: Arc<Inner>) {
             }
             was = Some(unanswered);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_follower_reads_only_the_topics_subjects_from_past_what_it_applied() {
+        let config = following("SSE.topic.>", 42);
+        assert_eq!(config.filter_subject, "SSE.topic.>");
+        assert!(matches!(config.deliver_policy, DeliverPolicy::ByStartSequence { start_sequence: 42 }));
     }
 }

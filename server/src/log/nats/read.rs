@@ -40,12 +40,8 @@ pub(super) async fn range(
         return Ok(ReadOutcome::Evicted);
     }
     let subjects: Vec<String> = topics.iter().map(|t| subject::of_topic(&inner.name, t)).collect();
-    let config = OrderedConfig {
-        filter_subjects: subjects,
-        deliver_policy: DeliverPolicy::ByStartSequence { start_sequence: after + 1 },
-        ..OrderedConfig::default()
-    };
-    let mut consumer = inner.stream.create_consumer(config).await.map_err(|e| io("a catch-up read", e))?;
+    let mut consumer =
+        inner.stream.create_consumer(catching_up(subjects, after)).await.map_err(|e| io("a catch-up read", e))?;
     let pending = consumer.info().await.map_err(|e| io("a catch-up read", e))?.num_pending;
     if pending == 0 {
         return Ok(ReadOutcome::Events { events: Vec::new(), complete_upto: upto });
@@ -95,6 +91,16 @@ pub(super) async fn range(
         }
     }
     Ok(ReadOutcome::Events { events, complete_upto })
+}
+
+/// The consumer of a catch-up read: the cursor's topics from just past the cursor, so
+/// what the client has seen is not read again.
+fn catching_up(subjects: Vec<String>, after: u64) -> OrderedConfig {
+    OrderedConfig {
+        filter_subjects: subjects,
+        deliver_policy: DeliverPolicy::ByStartSequence { start_sequence: after + 1 },
+        ..OrderedConfig::default()
+    }
 }
 
 /// The first of `topics` that may have lost events after `after` to retention; its
@@ -153,4 +159,16 @@ async fn held(stream: &mut async_nats::jetstream::stream::Stream, subject: &str)
         count += n as u64;
     }
     Ok(count)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_catch_up_read_starts_just_past_the_cursor_on_its_topics_alone() {
+        let config = catching_up(vec!["SSE.topic.a".into(), "SSE.topic.b".into()], 41);
+        assert_eq!(config.filter_subjects, ["SSE.topic.a", "SSE.topic.b"]);
+        assert!(matches!(config.deliver_policy, DeliverPolicy::ByStartSequence { start_sequence: 42 }));
+    }
 }

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::stream::{Config, DiscardPolicy, PersistenceMode, RetentionPolicy, StorageType};
+use async_nats::jetstream::stream::{Config, PersistenceMode, RetentionPolicy, StorageType};
 
 use super::subject;
 
@@ -25,15 +25,16 @@ pub struct Wanted {
 
 impl Wanted {
     /// The configuration a new stream is created with: file storage, replicated, limits
-    /// retention (events stay until a limit removes them), one subject per topic.
+    /// retention (events stay until a limit removes them, the oldest first), one subject
+    /// per topic. File storage, limits retention and discarding the oldest are
+    /// async-nats's defaults, so they are not spelled out (a field equal to its default
+    /// is a mutant no test can catch); the cluster tests read all three back from the
+    /// stream made.
     pub fn config(&self) -> Config {
         Config {
             name: self.name.clone(),
             subjects: vec![subject::all(&self.name)],
-            storage: StorageType::File,
             num_replicas: self.replicas,
-            retention: RetentionPolicy::Limits,
-            discard: DiscardPolicy::Old,
             max_messages_per_subject: i64::try_from(self.events_per_topic).unwrap_or(i64::MAX),
             max_age: self.max_age,
             duplicate_window: self.duplicate_window(),
