@@ -102,6 +102,26 @@ impl std::fmt::Debug for Inner {
     }
 }
 
+/// Tries `attempt` every 250 ms until it succeeds or `patience` has passed since the
+/// first try; then its last error.
+async fn patiently<T, F, Fut>(patience: Duration, mut attempt: F) -> Result<T, String>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let deadline = Instant::now() + patience;
+    loop {
+        match attempt().await {
+            Ok(found) => return Ok(found),
+            Err(reason) if Instant::now() >= deadline => return Err(reason),
+            Err(reason) => {
+                tracing::warn!(%reason, "the JetStream stream is not available yet; retrying");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        }
+    }
+}
+
 /// Why cluster mode could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum NatsStartError {
@@ -144,17 +164,7 @@ impl NatsLog {
         let wanted = &options.stream;
         let stream_error = |reason: String| NatsStartError::Stream { name: wanted.name.clone(), reason };
         // A cluster that is still electing its leaders answers with errors for a moment.
-        let deadline = Instant::now() + START_PATIENCE;
-        let (stream, info) = loop {
-            match find_or_create(&js, wanted).await {
-                Ok(found) => break found,
-                Err(reason) if Instant::now() >= deadline => return Err(stream_error(reason)),
-                Err(reason) => {
-                    tracing::warn!(%reason, "the JetStream stream is not available yet; retrying");
-                    tokio::time::sleep(Duration::from_millis(250)).await;
-                }
-            }
-        };
+        let (stream, info) = patiently(START_PATIENCE, || find_or_create(&js, wanted)).await.map_err(stream_error)?;
         if let Some(why) = wanted.refuse(&info.config) {
             return Err(NatsStartError::Weaker(why));
         }
@@ -312,5 +322,32 @@ impl Log for NatsLog {
             let _ = tokio::time::timeout(CLOSE_FLUSH, inner.client.flush()).await;
             Ok(())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn start_up_retries_for_its_patience_and_no_longer() {
+        let tries = Cell::new(0);
+        let third_time_lucky = patiently(Duration::from_secs(15), || {
+            tries.set(tries.get() + 1);
+            std::future::ready(if tries.get() < 3 { Err(format!("no leader {}", tries.get())) } else { Ok(7) })
+        });
+        assert_eq!(third_time_lucky.await, Ok(7));
+        assert_eq!(tries.get(), 3);
+
+        tries.set(0);
+        let started = Instant::now();
+        let never = patiently(Duration::from_secs(15), || {
+            tries.set(tries.get() + 1);
+            std::future::ready(Err::<(), _>(format!("no leader {}", tries.get())))
+        });
+        assert_eq!(never.await, Err("no leader 61".to_owned()), "tries every 250 ms for 15 s, then its last error");
+        assert_eq!(started.elapsed(), Duration::from_secs(15));
     }
 }
