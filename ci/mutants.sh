@@ -10,7 +10,8 @@
 #                             target/mutants-diff.txt; exits 1 if a mutant is missed
 #   ci/mutants.sh recheck F   runs the missed mutants of shard file F again at HEAD (after
 #                             triage) and writes their new outcomes into F; a mutant the
-#                             config now excludes is marked `excluded`
+#                             config now excludes is marked `excluded`, one whose code
+#                             changed or moved `gone` (unrun runs it at its new place)
 #   ci/mutants.sh unrun       the mutants of HEAD no shard file has an outcome for (shards
 #                             run at different commits leave gaps where the slices moved,
 #                             and a file changed since its shard ran is unrun at its new
@@ -179,6 +180,7 @@ case $mode in
     fi
     exact_args "$out/names"
     (cd "$tree" && cargo mutants --list "${args[@]}") >"$out/listed" || true
+    (cd "$tree" && cargo mutants --list --no-config "${args[@]}") >"$out/unfiltered" || true
     status=0
     if [[ -s $out/listed ]]; then
       (cd "$tree" && cargo mutants --in-place "${args[@]}" --output "$out" --no-times) || status=$?
@@ -187,17 +189,21 @@ case $mode in
         exit "$status"
       fi
     fi
-    # New outcomes replace the old lines; a name the config excludes now is `excluded`.
+    # New outcomes replace the old lines; a name the config excludes now is `excluded`,
+    # and one HEAD no longer has at all (its code changed or moved) is `gone`: `unrun`
+    # runs it where it is now.
     outcomes "$out" >"$out/new"
     awk -F'\t' -v OFS='\t' -v commit="$commit" '
       FILENAME == ARGV[1] { listed[$0] = 1; next }
-      FILENAME == ARGV[2] { fresh[$2] = $1; next }
+      FILENAME == ARGV[2] { unfiltered[$0] = 1; next }
+      FILENAME == ARGV[3] { fresh[$2] = $1; next }
       /^#/ { print; next }
       $1 == "missed" && ($2 in fresh) { print fresh[$2], $2; next }
-      $1 == "missed" && !($2 in listed) { print "excluded", $2; next }
+      $1 == "missed" && !($2 in listed) && ($2 in unfiltered) { print "excluded", $2; next }
+      $1 == "missed" && !($2 in listed) { print "gone", $2; next }
       { print }
       END { print "# missed mutants rechecked at commit " commit }
-    ' "$out/listed" "$out/new" "$file" >"$out/merged"
+    ' "$out/listed" "$out/unfiltered" "$out/new" "$file" >"$out/merged"
     mv "$out/merged" "$file"
     echo "rechecked $(wc -l <"$out/names") missed mutants: $(grep -c '^missed' "$file" || true) still missed"
     grep '^missed' "$file" || true
