@@ -12,7 +12,9 @@ fn the_same_seed_gives_the_same_trace_and_another_seed_does_not() {
     let plan = Plan::calm(4)
         .with(2_500, Fault::Partition { client: 1, heal_after: Duration::from_secs(3) })
         .with(3_000, Fault::Crash { restart_after: Duration::from_millis(700) })
-        .with(5_000, Fault::DropAll);
+        .with(5_000, Fault::DropAll)
+        .with(6_000, Fault::Lag { client: 2, latency: Duration::from_millis(400), duration: Duration::from_secs(2) })
+        .with(6_500, Fault::Hold { client: 3, release_after: Duration::from_secs(1) });
     let first = harness::run(42, &plan, Trace::default()).trace.text();
     assert!(first.lines().count() > 500, "a trace worth comparing: {} lines", first.lines().count());
     // What ran before in the process must not matter: tokio's task ids are process-wide,
