@@ -199,11 +199,6 @@ impl NatsLog {
         };
         Ok(NatsLog { inner: Arc::new(inner) })
     }
-
-    /// The highest sequence this node has applied.
-    pub fn applied(&self) -> u64 {
-        self.inner.applied.load(Ordering::Acquire)
-    }
 }
 
 /// The stream, created if it is missing, and its state.
