@@ -66,4 +66,12 @@ mod tests {
         assert_eq!(decode("other", 42, &value), None, "another topic");
         assert_eq!(decode("news", 42, &value[..5]), None, "truncated");
     }
+
+    #[test]
+    fn a_value_with_an_empty_frame_is_only_its_header_and_still_decodes() {
+        let value = encode("news", 7, 5, b"");
+        assert_eq!(value.len(), HEADER);
+        assert_eq!(decode("news", 7, &value), Some(Decoded { time_ms: 5, frame: b"" }));
+        assert_eq!(decode("news", 7, &value[..HEADER - 1]), None, "shorter than a header");
+    }
 }
