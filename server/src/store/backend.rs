@@ -4,16 +4,18 @@
 
 use std::fs::File;
 use std::io;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use redb::backends::FileBackend;
 use redb::StorageBackend;
 
-/// Write faults to inject into a disk store (tests only; never set in production).
+/// Write faults to inject into a disk store, and a count of its syncs (tests only; never
+/// set in production).
 #[derive(Debug, Default)]
 pub struct WriteFaults {
     disk_full: AtomicBool,
+    syncs: AtomicU64,
 }
 
 impl WriteFaults {
@@ -25,6 +27,11 @@ impl WriteFaults {
     /// While on, every write, resize and sync fails with `StorageFull`.
     pub fn set_disk_full(&self, on: bool) {
         self.disk_full.store(on, Ordering::SeqCst);
+    }
+
+    /// How many times the file was synced to the disk (`fdatasync`) successfully.
+    pub fn syncs(&self) -> u64 {
+        self.syncs.load(Ordering::SeqCst)
     }
 
     fn check(&self) -> io::Result<()> {
@@ -63,7 +70,9 @@ impl StorageBackend for StoreFile {
 
     fn sync_data(&self) -> io::Result<()> {
         self.faults.check()?;
-        self.inner.sync_data()
+        self.inner.sync_data()?;
+        self.faults.syncs.fetch_add(1, Ordering::SeqCst);
+        Ok(())
     }
 
     fn write(&self, offset: u64, data: &[u8]) -> io::Result<()> {

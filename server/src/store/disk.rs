@@ -355,3 +355,95 @@ impl Store for DiskStore {
         self.last_command(Command::Close)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open_in(dir: &Path) -> DiskStore {
+        open_with(dir, FsyncPolicy::Always, WriteFaults::new())
+    }
+
+    fn open_with(dir: &Path, fsync: FsyncPolicy, faults: Arc<WriteFaults>) -> DiskStore {
+        DiskStore::open(DiskOptions {
+            dir: dir.to_owned(),
+            fsync,
+            retention: Retention { events: 100, bytes: 1 << 20, age: Duration::from_secs(3600) },
+            new_epoch: 7,
+            dedup_window: Duration::from_secs(60),
+            faults,
+        })
+        .unwrap()
+    }
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+    }
+
+    const NO_TAIL: TailLimits = TailLimits { events: 0, bytes: 0, total_bytes: 0, keys_within: Duration::ZERO };
+
+    /// Under `--fsync always` a publish is acknowledged only after the file was synced;
+    /// under `interval` appends do not wait for a sync each.
+    #[test]
+    fn an_append_is_acknowledged_after_a_sync_only_under_fsync_always() {
+        for (fsync, synced_each) in
+            [(FsyncPolicy::Always, true), (FsyncPolicy::Interval(Duration::from_secs(3600)), false)]
+        {
+            let dir = tempfile::tempdir().unwrap();
+            let faults = WriteFaults::new();
+            runtime().block_on(async {
+                let store = open_with(dir.path(), fsync, faults.clone());
+                store.recover(NO_TAIL);
+                let mut synced_appends = 0;
+                for seq in 1..=5 {
+                    let before = faults.syncs();
+                    let frame = Bytes::from(format!("data: {seq}\n\n"));
+                    store.append(Record { seq, topic: Arc::from("t"), frame, key: None }).await.unwrap();
+                    synced_appends += usize::from(faults.syncs() > before);
+                }
+                assert_eq!(synced_appends == 5, synced_each, "{fsync:?}: {synced_appends} of 5 appends synced");
+                store.close().await.unwrap();
+            });
+        }
+    }
+
+    /// An event whose stored checksum no longer matches (a flipped bit redb's own checks
+    /// let through) is cut out at open, and its topic is marked trimmed past it: a cursor
+    /// before it is told it was evicted, one after it reads on.
+    #[test]
+    fn a_damaged_event_is_cut_out_at_open_and_resuming_across_it_is_evicted() {
+        let dir = tempfile::tempdir().unwrap();
+        let runtime = runtime();
+        runtime.block_on(async {
+            let store = open_in(dir.path());
+            store.recover(NO_TAIL);
+            for seq in 1..=3 {
+                let frame = Bytes::from(format!("data: {seq}\n\n"));
+                store.append(Record { seq, topic: Arc::from("t"), frame, key: None }).await.unwrap();
+            }
+            store.close().await.unwrap();
+        });
+        {
+            let db = Database::create(dir.path().join("events.redb")).unwrap();
+            let txn = db.begin_write().unwrap();
+            {
+                let mut events = txn.open_table(EVENTS).unwrap();
+                let mut value = events.get(("t", 2)).unwrap().unwrap().value().to_vec();
+                *value.last_mut().unwrap() ^= 1;
+                events.insert(("t", 2), value.as_slice()).unwrap();
+            }
+            txn.commit().unwrap();
+        }
+        runtime.block_on(async {
+            let store = open_in(dir.path());
+            assert_eq!(store.trimmed_upto("t"), 2, "the damaged event's topic is trimmed past it");
+            let t = || vec![Arc::from("t")];
+            assert!(matches!(store.read(t(), 1, 3).await.unwrap(), ReadOutcome::Evicted));
+            match store.read(t(), 2, 3).await.unwrap() {
+                ReadOutcome::Events { events, .. } => assert_eq!(events, [(3, Bytes::from("data: 3\n\n"))]),
+                ReadOutcome::Evicted => panic!("evicted after the cut"),
+            }
+            store.close().await.unwrap();
+        });
+    }
+}

@@ -88,7 +88,6 @@ impl MemoryStore {
         }
         inner.keys.retain(|(_, seq, _)| *seq <= synced);
         forgotten.sort_unstable();
-        inner.topics.retain(|_, log| !log.events.is_empty() || log.trimmed_upto > 0);
         inner.last_seq = synced;
         inner.sync_pending = false;
         forgotten
@@ -99,25 +98,6 @@ impl MemoryStore {
         let mut inner = lock(&self.inner);
         inner.synced_upto = inner.last_seq;
         inner.sync_pending = false;
-    }
-
-    /// Every retained event, in id order (for tests and the simulation oracle).
-    pub fn events(&self) -> Vec<Record> {
-        let inner = lock(&self.inner);
-        let mut all: Vec<Record> = inner
-            .topics
-            .iter()
-            .flat_map(|(topic, log)| {
-                log.events.iter().map(|(seq, frame)| Record {
-                    seq: *seq,
-                    topic: topic.clone(),
-                    frame: frame.clone(),
-                    key: None,
-                })
-            })
-            .collect();
-        all.sort_unstable_by_key(|r| r.seq);
-        all
     }
 }
 
@@ -221,5 +201,92 @@ impl Store for MemoryStore {
         inner.reserved = inner.handed_out.max(inner.last_seq);
         inner.sync_pending = false;
         Box::pin(std::future::ready(Ok::<(), StoreError>(())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Syncs only when told to (`sync`): nothing is synced by time in these tests.
+    const BY_HAND: FsyncPolicy = FsyncPolicy::Interval(Duration::from_secs(3600));
+    const EVERYTHING: TailLimits =
+        TailLimits { events: 100, bytes: 1 << 20, total_bytes: 1 << 20, keys_within: Duration::from_secs(60) };
+
+    fn record(seq: u64, topic: &str, key: Option<&str>) -> Record {
+        // Ten bytes each, so byte limits count events.
+        Record { seq, topic: Arc::from(topic), frame: Bytes::from(format!("{seq:>9}\n")), key: key.map(Arc::from) }
+    }
+
+    async fn append(store: &MemoryStore, seq: u64, topic: &str, key: Option<&str>) {
+        store.append(record(seq, topic, key)).await.unwrap();
+    }
+
+    /// The ids a topic holds past its trim point, and the trim point.
+    async fn held(store: &MemoryStore, topic: &str) -> (Vec<u64>, u64) {
+        let trimmed = store.trimmed_upto(topic);
+        match store.read(vec![Arc::from(topic)], trimmed, u64::MAX).await.unwrap() {
+            ReadOutcome::Events { events, .. } => (events.iter().map(|(seq, _)| *seq).collect(), trimmed),
+            ReadOutcome::Evicted => panic!("evicted from its own trim point"),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_power_cut_forgets_exactly_what_was_not_synced() {
+        let store = MemoryStore::new(7, 100, 1 << 20, BY_HAND);
+        store.recover(EVERYTHING); // As a boot does: it sets how long keys are kept.
+        append(&store, 1, "a", Some("k1")).await;
+        append(&store, 2, "b", None).await;
+        store.sync();
+        append(&store, 3, "a", Some("k3")).await;
+        append(&store, 4, "b", None).await;
+        append(&store, 5, "a", None).await;
+        assert_eq!(store.crash(), [3, 4, 5], "the unsynced ids, in order");
+        assert_eq!(held(&store, "a").await, (vec![1], 0));
+        assert_eq!(held(&store, "b").await, (vec![2], 0));
+        let recovered = store.recover(EVERYTHING);
+        assert_eq!(recovered.keys, [(Arc::from("k1"), 1)], "a forgotten event's key is forgotten with it");
+        assert_eq!(recovered.tail.iter().map(|r| r.seq).collect::<Vec<_>>(), [1, 2]);
+        // After a sync a power cut takes nothing.
+        append(&store, 6, "a", None).await;
+        store.sync();
+        assert_eq!(store.crash(), Vec::<u64>::new());
+        assert_eq!(held(&store, "a").await, (vec![1, 6], 0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn after_a_power_cut_the_byte_window_counts_only_what_is_left() {
+        // Three 10-byte events fit the window.
+        let store = MemoryStore::new(7, 100, 30, BY_HAND);
+        append(&store, 1, "t", None).await;
+        append(&store, 2, "t", None).await;
+        store.sync();
+        append(&store, 3, "t", None).await;
+        assert_eq!(store.crash(), [3]);
+        append(&store, 4, "t", None).await;
+        assert_eq!(held(&store, "t").await, (vec![1, 2, 4], 0), "30 bytes: all three fit");
+        append(&store, 5, "t", None).await;
+        assert_eq!(held(&store, "t").await, (vec![2, 4, 5], 1), "40 bytes: the oldest goes");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_power_cut_keeps_the_trim_point_of_a_topic_it_empties() {
+        let store = MemoryStore::new(7, 1, 1 << 20, BY_HAND);
+        append(&store, 1, "t", None).await;
+        store.sync();
+        append(&store, 2, "t", None).await;
+        assert_eq!(store.crash(), [2]);
+        assert_eq!(held(&store, "t").await, (vec![], 1));
+        assert!(matches!(store.read(vec![Arc::from("t")], 0, 9).await.unwrap(), ReadOutcome::Evicted));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idempotency_keys_are_kept_for_the_window_recovery_asks_for_and_no_longer() {
+        let store = MemoryStore::new(7, 100, 1 << 20, FsyncPolicy::Always);
+        append(&store, 1, "t", Some("k")).await;
+        tokio::time::advance(Duration::from_millis(59_999)).await;
+        assert_eq!(store.recover(EVERYTHING).keys, [(Arc::from("k"), 1)], "a millisecond inside the window");
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert_eq!(store.recover(EVERYTHING).keys, [], "at the window's end");
     }
 }

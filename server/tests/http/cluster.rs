@@ -16,7 +16,7 @@ use async_nats::jetstream::stream::{Config as StreamConfig, DiscardPolicy, Reten
 use http::StatusCode;
 use sse_server::config::StoreKind;
 use sse_server::log::nats::stream::Wanted;
-use sse_server::log::nats::{NatsLog, NatsOptions};
+use sse_server::log::nats::{subject, NatsLog, NatsOptions};
 use sse_server::log::{Follower, Log, NewEvent};
 use sse_server::metrics::Metrics;
 use sse_server::store::{Record, TailLimits};
@@ -90,6 +90,14 @@ impl NatsServer {
         let mut child = self.child.take().expect("running");
         child.kill().unwrap();
         child.wait().unwrap();
+    }
+
+    /// Sends the process `signal` (`-STOP` freezes it: connections stay open, nothing is
+    /// answered; `-CONT` thaws it).
+    fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("running").id().to_string();
+        let status = Command::new("kill").args([signal, &pid]).status().unwrap();
+        assert!(status.success(), "kill {signal} {pid}");
     }
 
     /// A JetStream client whose requests wait the test's bound, not the client's 5 s.
@@ -299,6 +307,110 @@ async fn a_stream_deleted_and_made_again_is_a_history_the_node_refuses_to_contin
     eventually_readyz(a.addr, StatusCode::SERVICE_UNAVAILABLE).await;
     let (status, body) = try_publish(a.addr, "/events?topic=g", None, "second history").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+}
+
+/// A publish JetStream does not answer in time may have been stored: the publisher is
+/// told `store_timeout` (retry with the same key). One JetStream refuses was not stored:
+/// `store_unavailable`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_left_unanswered_is_uncertain_and_one_refused_is_not() {
+    let nats = NatsServer::start().await;
+    let a = node(&nats, "ANSWERS").await;
+    nats.signal("-STOP");
+    let (status, body) = try_publish(a.addr, "/events?topic=u", None, "unanswered").await;
+    nats.signal("-CONT");
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(body.contains("store_timeout"), "a frozen NATS: {body}");
+
+    nats.jetstream().await.delete_stream("ANSWERS").await.unwrap();
+    let (status, body) = try_publish(a.addr, "/events?topic=u", None, "refused").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(body.contains("store_unavailable"), "no stream: {body}");
+}
+
+/// A hub whose `apply` waits until the test opens its gate.
+struct GatedHub {
+    entered: std::sync::mpsc::SyncSender<()>,
+    gate: std::sync::Mutex<std::sync::mpsc::Receiver<()>>,
+}
+
+impl Follower for GatedHub {
+    fn frame(&self, _seq: u64, _event: &NewEvent) -> bytes::Bytes {
+        bytes::Bytes::new()
+    }
+    fn apply(&self, _records: Vec<Record>) {
+        let _ = self.entered.try_send(());
+        // The worker's other tasks (the probe) move to another thread meanwhile.
+        tokio::task::block_in_place(|| {
+            let _ = self.gate.lock().unwrap().recv_timeout(PATIENCE * 3);
+        });
+    }
+    fn skipped(&self, _upto: u64) {}
+}
+
+/// A gauge's value in a metrics text.
+fn gauge(metrics: &Metrics, name: &str) -> i64 {
+    let text = metrics.render();
+    let line = text.lines().find(|line| line.split(' ').next() == Some(name)).expect(name);
+    line.rsplit(' ').next().unwrap().parse().unwrap()
+}
+
+/// A node that starts behind its stream is not healthy until it has applied what the
+/// stream held when it started, and its lag is 0 once it has.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_behind_its_stream_is_healthy_only_once_it_has_caught_up() {
+    let nats = NatsServer::start().await;
+    let wanted = Wanted {
+        name: "BEHIND".into(),
+        replicas: 1,
+        events_per_topic: 100,
+        max_age: Duration::from_secs(3600),
+        dedup_window: Duration::from_secs(60),
+    };
+    let js = nats.jetstream().await;
+    js.create_stream(wanted.config()).await.unwrap();
+    for n in 0..5 {
+        js.publish(subject::of_topic("BEHIND", "t"), n.to_string().into()).await.unwrap().await.unwrap();
+    }
+    let options = NatsOptions {
+        urls: nats.url(),
+        stream: wanted,
+        credentials: None,
+        token: None,
+        tls_ca: None,
+        tls_client: None,
+    };
+    let metrics = Arc::new(Metrics::new());
+    let log = NatsLog::connect(options, metrics.clone()).await.unwrap();
+    let (entered, applying) = std::sync::mpsc::sync_channel(1);
+    let (open, gate) = std::sync::mpsc::channel();
+    let tail = TailLimits { events: 1, bytes: 1 << 10, total_bytes: 1 << 20, keys_within: Duration::ZERO };
+    let hub = Arc::new_cyclic(|me: &Weak<GatedHub>| {
+        log.start(me.clone(), tail);
+        GatedHub { entered, gate: std::sync::Mutex::new(gate) }
+    });
+    applying.recv_timeout(PATIENCE).expect("the log hands its events to the hub");
+    // The probe has looked since the hub began applying once it reports the lag.
+    let deadline = Instant::now() + PATIENCE;
+    while gauge(&metrics, "sse_log_lag") == 0 {
+        assert!(Instant::now() < deadline, "the probe never reported the lag");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!log.is_healthy(), "healthy before applying the stream's 5 events");
+    assert_eq!(gauge(&metrics, "sse_log_up"), 0);
+
+    open.send(()).unwrap();
+    let deadline = Instant::now() + PATIENCE;
+    while !log.is_healthy() || gauge(&metrics, "sse_log_lag") != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "never caught up: healthy {}, lag {}",
+            log.is_healthy(),
+            gauge(&metrics, "sse_log_lag")
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(hub);
 }
 
 /// A hub that records nothing and takes 1.5 s to build.
