@@ -168,6 +168,16 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_token_names_at_most_max_patterns_per_right() {
+        let with = |n: usize| {
+            let claims = serde_json::json!({"sse": {"subscribe": vec!["t"; n]}});
+            verifier().verify(sign(&claims, KEY, Algorithm::HS256).as_bytes())
+        };
+        assert!(with(MAX_PATTERNS).unwrap().may_subscribe("t"));
+        assert_eq!(with(MAX_PATTERNS + 1).unwrap_err().code(), "invalid_token");
+    }
+
+    #[test]
     fn forged_expired_foreign_and_malformed_tokens_are_refused_alike() {
         let rights = serde_json::json!({"sse": {"publish": ["*"]}});
         let now = jsonwebtoken::get_current_timestamp();
