@@ -21,12 +21,18 @@ use crate::http::io::ConnIo;
 use crate::http::lean::LeanStream;
 use crate::http::request::{self, SubscribeRequest};
 use crate::http::shared::{ConnGuard, Shared};
-use crate::http::tls::{Tls, ALPN_H2};
+use crate::http::tls::Tls;
 use crate::http::tls_stream;
 use crate::limits::IpPlace;
 use crate::metrics::DisconnectReason;
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+/// The head buffer's first size; it doubles up to [`request::MAX_HEAD_BYTES`].
+const HEAD_BUF_START: usize = 1024;
+const _: () = assert!(
+    request::MAX_HEAD_BYTES.is_power_of_two() && request::MAX_HEAD_BYTES >= HEAD_BUF_START,
+    "doubling from HEAD_BUF_START must reach MAX_HEAD_BYTES exactly"
+);
 
 /// What the first bytes of a connection turned out to be.
 enum Head {
@@ -65,7 +71,7 @@ pub(crate) async fn serve<S>(
     }
 }
 
-/// The TLS handshake, then HTTP/2 when ALPN chose `h2`, else the HTTP/1 head reader.
+/// The TLS handshake, then the head reader (which tells HTTP/2 by its preface).
 async fn serve_tls<S>(
     shared: Arc<Shared>,
     tls: Tls,
@@ -82,12 +88,8 @@ async fn serve_tls<S>(
         handshake = tokio::time::timeout_at(head_deadline, tls_stream::accept(tls.config(), io)) => handshake,
     };
     match handshake {
-        Ok(Ok(tls)) if tls.alpn_protocol() == Some(ALPN_H2) => {
-            let timed_out = Arc::new(AtomicBool::new(false));
-            let io = ConnIo::new(tls, None, shared.config.write_timeout, timed_out.clone());
-            api::serve_http2(shared.clone(), io, timed_out, peer).await;
-            drop(guard);
-        }
+        // HTTP/2 (ALPN `h2`) is told from HTTP/1 by its preface, as on plain connections,
+        // and its preface is due within the same deadline as a head.
         Ok(Ok(tls)) => serve_http(shared, tls, guard, peer, head_deadline).await,
         Ok(Err(error)) => {
             debug!(%error, "TLS handshake failed");
@@ -179,13 +181,14 @@ async fn answer_error<S: AsyncWrite + Unpin>(shared: &Shared, io: &mut S, error:
 }
 
 async fn read_head<S: AsyncRead + Unpin>(shared: &Shared, io: &mut S) -> Result<Head, HeadError> {
-    let mut buf = BytesMut::with_capacity(1024);
+    let mut buf = BytesMut::with_capacity(HEAD_BUF_START);
     loop {
         if buf.len() == buf.capacity() {
             if buf.len() >= request::MAX_HEAD_BYTES {
                 return Err(HeadError::Reject(ApiError::HeadersTooLarge));
             }
-            buf.reserve(buf.len().min(request::MAX_HEAD_BYTES - buf.len()));
+            // Doubles: from 1 KiB through powers of two, the last step ends at the limit.
+            buf.reserve(buf.len());
         }
         match io.read_buf(&mut buf).await {
             Ok(0) | Err(_) => return Err(HeadError::Closed),

@@ -115,6 +115,41 @@ mod tests {
         assert_eq!(out, "hello world");
     }
 
+    /// A writer that counts flushes and says whether it takes vectored writes.
+    struct Recorder {
+        vectored: bool,
+        flushes: usize,
+    }
+
+    impl AsyncWrite for Recorder {
+        fn poll_write(self: Pin<&mut Self>, _cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+            Poll::Ready(Ok(buf.len()))
+        }
+        fn is_write_vectored(&self) -> bool {
+            self.vectored
+        }
+        fn poll_flush(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            self.flushes += 1;
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    /// hyper gathers a response's pieces into one write only for a vectored stream, and
+    /// a TLS stream sends its last record on flush: both pass through.
+    #[tokio::test]
+    async fn vectored_writes_and_flushes_pass_through() {
+        for vectored in [true, false] {
+            let inner = Recorder { vectored, flushes: 0 };
+            let mut io = ConnIo::new(inner, None, Duration::from_secs(1), Arc::default());
+            assert_eq!(io.is_write_vectored(), vectored);
+            io.flush().await.unwrap();
+            assert_eq!(io.inner.flushes, 1);
+        }
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_write_without_progress_fails_at_the_timeout() {
         let (client, _server) = tokio::io::duplex(8);

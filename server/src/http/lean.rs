@@ -16,7 +16,6 @@ use crate::http::io::ConnIo;
 use crate::http::shared::{ConnGuard, Shared};
 use crate::metrics::DisconnectReason;
 use crate::stream::frame;
-use crate::stream::hub::MAX_BATCH_EVENTS;
 use crate::stream::subscription::{Next, Subscription};
 
 const RESPONSE_HEAD: &[u8] = b"HTTP/1.1 200 OK\r\n\
@@ -29,8 +28,6 @@ transfer-encoding: chunked\r\n\r\n";
 const RESPONSE_HEAD_OPEN: &[u8] = RESPONSE_HEAD.split_at(RESPONSE_HEAD.len() - 2).0;
 const CRLF: &[u8] = b"\r\n";
 const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
-/// Head, size line, every frame of a batch, CRLF, trailer.
-const MAX_SLICES: usize = MAX_BATCH_EVENTS + 4;
 /// Slices of a chunk of up to four frames: the head, the size line, the frames, the CRLF
 /// and the last chunk.
 const FEW_SLICES: usize = 8;
@@ -187,7 +184,7 @@ impl Chunk {
             let slices: &mut [IoSlice] = if parts <= FEW_SLICES {
                 &mut few
             } else {
-                many = vec![IoSlice::new(&[]); parts.min(MAX_SLICES)];
+                many = vec![IoSlice::new(&[]); parts];
                 &mut many
             };
             let mut count = 0;
