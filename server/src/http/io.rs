@@ -33,6 +33,12 @@ impl<S> ConnIo<S> {
         ConnIo { inner, prefix: prefix.filter(|p| !p.is_empty()), write_timeout, deadline: None, timed_out }
     }
 
+    /// The stream inside.
+    #[cfg(test)]
+    pub(crate) fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
     fn guard_write<T>(&mut self, cx: &mut Context<'_>, polled: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
         match polled {
             Poll::Ready(result) => {
@@ -100,7 +106,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for ConnIo<S> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -115,15 +121,31 @@ mod tests {
         assert_eq!(out, "hello world");
     }
 
-    /// A writer that counts flushes and says whether it takes vectored writes.
-    struct Recorder {
-        vectored: bool,
-        flushes: usize,
+    /// A writer that takes everything at once, keeping what was written, how many writes
+    /// it took and how many flushes; it says whether it takes vectored writes.
+    #[derive(Default)]
+    pub(crate) struct Recorder {
+        pub vectored: bool,
+        pub written: Vec<u8>,
+        pub writes: usize,
+        pub flushes: usize,
     }
 
     impl AsyncWrite for Recorder {
-        fn poll_write(self: Pin<&mut Self>, _cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        fn poll_write(mut self: Pin<&mut Self>, _cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+            self.writes += 1;
+            self.written.extend_from_slice(buf);
             Poll::Ready(Ok(buf.len()))
+        }
+        fn poll_write_vectored(
+            mut self: Pin<&mut Self>,
+            _cx: &mut Context<'_>,
+            bufs: &[IoSlice<'_>],
+        ) -> Poll<io::Result<usize>> {
+            self.writes += 1;
+            let before = self.written.len();
+            bufs.iter().for_each(|buf| self.written.extend_from_slice(buf));
+            Poll::Ready(Ok(self.written.len() - before))
         }
         fn is_write_vectored(&self) -> bool {
             self.vectored
@@ -142,11 +164,11 @@ mod tests {
     #[tokio::test]
     async fn vectored_writes_and_flushes_pass_through() {
         for vectored in [true, false] {
-            let inner = Recorder { vectored, flushes: 0 };
+            let inner = Recorder { vectored, ..Recorder::default() };
             let mut io = ConnIo::new(inner, None, Duration::from_secs(1), Arc::default());
             assert_eq!(io.is_write_vectored(), vectored);
             io.flush().await.unwrap();
-            assert_eq!(io.inner.flushes, 1);
+            assert_eq!(io.get_ref().flushes, 1);
         }
     }
 

@@ -230,7 +230,35 @@ fn chunk_size_line(len: usize, buf: &mut [u8; 20]) -> &[u8] {
 
 #[cfg(test)]
 mod tests {
-    use super::chunk_size_line;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use bytes::Bytes;
+
+    use super::{chunk_size_line, Chunk};
+    use crate::http::io::{tests::Recorder, ConnIo};
+    use crate::stream::hub::MAX_BATCH_EVENTS;
+
+    /// A chunk goes out in one write, whatever its frame count (a batch is one system
+    /// call), to a stream that takes everything at once.
+    #[tokio::test]
+    async fn a_chunk_is_one_write_whatever_its_frames() {
+        for frames in [1, 4, 5, 64, MAX_BATCH_EVENTS] {
+            let recorder = Recorder { vectored: true, ..Recorder::default() };
+            let mut io = ConnIo::new(recorder, None, Duration::from_secs(1), Arc::default());
+            let batch: Vec<Bytes> = (0..frames).map(|i| Bytes::from(format!("data: {i}\n\n"))).collect();
+            let body = batch.concat();
+            let mut chunk = Chunk::default();
+            chunk.set(Bytes::from_static(b"HEAD\r\n"), batch, frames, true);
+            let events = std::future::poll_fn(|cx| chunk.poll_write(&mut io, cx)).await.unwrap();
+            assert_eq!(events, frames);
+            let mut size = [0u8; 20];
+            let size = chunk_size_line(body.len(), &mut size);
+            let expected = [&b"HEAD\r\n"[..], size, &body, b"\r\n", b"0\r\n\r\n"].concat();
+            assert_eq!(String::from_utf8_lossy(&io.get_ref().written), String::from_utf8_lossy(&expected));
+            assert_eq!(io.get_ref().writes, 1, "{frames} frames");
+        }
+    }
 
     #[test]
     fn chunk_size_lines_are_lowercase_hex() {

@@ -413,6 +413,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for TlsStream<S> {
 
 #[cfg(test)]
 mod tests {
+    use std::io::IoSlice;
     use std::path::PathBuf;
 
     use futures_util::FutureExt;
@@ -574,6 +575,47 @@ mod tests {
         );
         assert!(got_down == sent_down, "the server's bytes arrive whole and in order");
         assert!(got_up == sent_up, "the client's bytes arrive whole and in order");
+    }
+
+    /// A ClientHello that arrives in pieces (a slow link's segments) is waited for: the
+    /// bound on waiting bytes is on their sum, not on each read.
+    #[tokio::test]
+    async fn a_client_hello_in_pieces_is_waited_for() {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(CertificateDer::from_pem_file(fixture("ca.pem")).unwrap()).unwrap();
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let name = ServerName::try_from("localhost").unwrap();
+        let mut client = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+        let mut hello = Vec::new();
+        client.write_tls(&mut hello).unwrap();
+        let (mut near, far) = duplex(64 * 1024);
+        let server = tokio::spawn(accept(server_config(), far));
+        for piece in hello.chunks(40) {
+            near.write_all(piece).await.unwrap();
+            // This runtime has one thread: the server reads the piece before the next.
+            for _ in 0..4 {
+                tokio::task::yield_now().await;
+            }
+        }
+        let mut answer = [0u8; 5];
+        near.read_exact(&mut answer).await.expect("the server answers the whole hello");
+        assert_eq!(answer[0], 0x16, "a handshake record (the ServerHello): {answer:?}");
+        server.abort();
+    }
+
+    /// A write encrypts at most one full record's plaintext, gathered from its slices.
+    #[tokio::test]
+    async fn a_write_takes_one_full_record() {
+        let (_client, mut server) = pair(b"http/1.1", 256 * 1024).await;
+        assert_eq!(server.write(&[7u8; 65_536]).await.unwrap(), 16 * 1024);
+        let piece = [8u8; 10_000];
+        let slices = [IoSlice::new(&piece), IoSlice::new(&piece), IoSlice::new(&piece)];
+        assert_eq!(server.write_vectored(&slices).await.unwrap(), 16 * 1024);
+        assert_eq!(server.write(&piece[..100]).await.unwrap(), 100);
     }
 
     #[tokio::test]
