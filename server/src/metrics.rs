@@ -227,6 +227,14 @@ impl Metrics {
         self.resets.get_or_create(&Reason { reason }).inc();
     }
 
+    /// Whether the log answers and this node has caught up with it (cluster mode): 1 or 0.
+    pub fn log_up(&self) -> i64 {
+        self.log_up.get()
+    }
+    /// Events the log holds that this node has not applied yet (cluster mode).
+    pub fn log_lag(&self) -> i64 {
+        self.log_lag.get()
+    }
     /// Open event streams.
     pub fn streams(&self) -> i64 {
         self.streams.get()

@@ -348,13 +348,6 @@ impl Follower for GatedHub {
     fn skipped(&self, _upto: u64) {}
 }
 
-/// A gauge's value in a metrics text.
-fn gauge(metrics: &Metrics, name: &str) -> i64 {
-    let text = metrics.render();
-    let line = text.lines().find(|line| line.split(' ').next() == Some(name)).expect(name);
-    line.rsplit(' ').next().unwrap().parse().unwrap()
-}
-
 /// A node that starts behind its stream is not healthy until it has applied what the
 /// stream held when it started, and its lag is 0 once it has.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -392,22 +385,17 @@ async fn a_node_behind_its_stream_is_healthy_only_once_it_has_caught_up() {
     applying.recv_timeout(PATIENCE).expect("the log hands its events to the hub");
     // The probe has looked since the hub began applying once it reports the lag.
     let deadline = Instant::now() + PATIENCE;
-    while gauge(&metrics, "sse_log_lag") == 0 {
+    while metrics.log_lag() == 0 {
         assert!(Instant::now() < deadline, "the probe never reported the lag");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(!log.is_healthy(), "healthy before applying the stream's 5 events");
-    assert_eq!(gauge(&metrics, "sse_log_up"), 0);
+    assert_eq!(metrics.log_up(), 0);
 
     open.send(()).unwrap();
     let deadline = Instant::now() + PATIENCE;
-    while !log.is_healthy() || gauge(&metrics, "sse_log_lag") != 0 {
-        assert!(
-            Instant::now() < deadline,
-            "never caught up: healthy {}, lag {}",
-            log.is_healthy(),
-            gauge(&metrics, "sse_log_lag")
-        );
+    while !log.is_healthy() || metrics.log_lag() != 0 {
+        assert!(Instant::now() < deadline, "never caught up: healthy {}, lag {}", log.is_healthy(), metrics.log_lag());
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     drop(hub);
