@@ -4,7 +4,9 @@
 #   ci/flaky.sh suite RUNS   the whole test command (ci/test.sh), RUNS times
 #   ci/flaky.sh chaos RUNS   the real tiers' tests (sse-chaos: chaos, cluster, browser, …),
 #                            RUNS times beside a process that keeps one core busy, as on a
-#                            loaded CI machine
+#                            loaded CI machine; with FLAKY_BESIDE="<what>" set, that busy
+#                            process is one you started yourself (a mutation run, say), and
+#                            the series' header names it instead of starting the loop
 # Each run appends a line to flaky/<suite>.txt (run, pass/fail, seconds, the failing tests);
 # a failing run's whole output is kept in target/flaky/<suite>-<run>.log. Every failure is
 # to be investigated at its cause, never retried away. Exit status: 1 when any run failed.
@@ -22,9 +24,13 @@ out=flaky/$suite.txt
 if [[ ! -s $out ]]; then
   printf '# ci/flaky.sh %s: run, outcome, seconds, failing tests\n' "$suite" >"$out"
 fi
-printf '# commit %s, %s runs from %s\n' "$(git rev-parse --short HEAD)" "$runs" "$(date -u +%FT%TZ)" >>"$out"
-hog=
+beside=
 if [[ $suite == chaos ]]; then
+  beside=", beside ${FLAKY_BESIDE:-a busy loop on one core}"
+fi
+printf '# commit %s, %s runs from %s%s\n' "$(git rev-parse --short HEAD)" "$runs" "$(date -u +%FT%TZ)" "$beside" >>"$out"
+hog=
+if [[ $suite == chaos && -z ${FLAKY_BESIDE:-} ]]; then
   # One core kept busy for the whole series; stopped however the script ends.
   bash -c 'while :; do :; done' &
   hog=$!
