@@ -36,6 +36,10 @@ if [[ $suite == chaos && -z ${FLAKY_BESIDE:-} ]]; then
   hog=$!
   trap 'kill $hog 2>/dev/null || true' EXIT
 fi
+if [[ $suite == chaos ]]; then
+  # The real tiers start the sse-server binary; `cargo test -p sse-chaos` does not build it.
+  cargo build -p sse-server --locked --quiet
+fi
 failed=0
 for ((run = 1; run <= runs; run++)); do
   log=target/flaky/$suite-$run.log
