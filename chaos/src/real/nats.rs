@@ -184,21 +184,30 @@ impl NatsCluster {
 
     /// Waits until every running, unpaused node's monitoring names the same leader of
     /// JetStream's meta group (one node naming one while another still elects is a group
-    /// that may drop API requests for a moment).
+    /// that may drop API requests for a moment), and that leader counts every other such
+    /// node as a current, online peer (until it does, it refuses to place a replicated
+    /// stream: "no suitable peers for placement, peer offline").
     pub async fn wait_for_leader(&mut self, within: Duration) -> anyhow::Result<()> {
         let deadline = Instant::now() + within;
         loop {
             let mut named = BTreeSet::new();
-            let mut answered = 0;
+            let mut up = Vec::new();
+            let mut pages = Vec::new();
             for node in 0..self.len() {
                 if !self.is_running(node) || self.paused[node] {
                     continue;
                 }
-                answered += 1;
-                named.insert(get(self.ports[node].monitor, "/jsz").await.as_deref().and_then(meta_leader_of));
+                up.push(node);
+                let page = get(self.ports[node].monitor, "/jsz").await;
+                named.insert(page.as_deref().and_then(meta_leader_of));
+                pages.push(page);
             }
-            if answered > 0 && named.len() == 1 && named.first().is_some_and(Option::is_some) {
-                return Ok(());
+            if let (1, Some(&Some(leader))) = (named.len(), named.first()) {
+                let leaders_page = up.iter().position(|&node| node == leader).and_then(|i| pages[i].as_deref());
+                let others: Vec<usize> = up.iter().copied().filter(|&node| node != leader).collect();
+                if leaders_page.is_some_and(|page| peers_online(page, &others)) {
+                    return Ok(());
+                }
             }
             if Instant::now() > deadline {
                 bail!("no JetStream meta leader within {within:?}; logs in {}", self.dir.path().display());
@@ -255,6 +264,24 @@ fn meta_leader_of(jsz: &str) -> Option<usize> {
     meta.split("\"leader\": \"").nth(1)?.split('"').next()?.strip_prefix('n')?.parse().ok()
 }
 
+/// Whether the meta leader's `/jsz` page (an HTTP answer) lists each of `nodes` among its
+/// replicas as current and not offline.
+fn peers_online(jsz: &str, nodes: &[usize]) -> bool {
+    let Some(body) = jsz.find('{').and_then(|start| serde_json::from_str::<serde_json::Value>(&jsz[start..]).ok())
+    else {
+        return false;
+    };
+    let replicas = body["meta_cluster"]["replicas"].as_array().cloned().unwrap_or_default();
+    nodes.iter().all(|node| {
+        let name = format!("n{node}");
+        replicas.iter().any(|replica| {
+            replica["name"] == name.as_str()
+                && replica["current"] == true
+                && !replica["offline"].as_bool().unwrap_or(false)
+        })
+    })
+}
+
 /// A GET on a monitoring port; the body, or `None` when it does not answer in 2 s.
 async fn get(port: u16, path: &str) -> Option<String> {
     let fetch = async {
@@ -266,4 +293,27 @@ async fn get(port: u16, path: &str) -> Option<String> {
         Some(String::from_utf8_lossy(&answer).into_owned())
     };
     tokio::time::timeout(Duration::from_secs(2), fetch).await.ok().flatten()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A leader's page as nats-server 2.14 serves it, one peer not yet caught up.
+    const PAGE: &str = "HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n{\"meta_cluster\": {\
+        \"name\": \"c\", \"leader\": \"n2\", \"replicas\": [\
+        {\"name\": \"n0\", \"current\": true, \"active\": 969356274, \"peer\": \"6DVFpukC\"},\
+        {\"name\": \"n1\", \"current\": false, \"active\": 0, \"peer\": \"fjFyEjc1\"}],\
+        \"cluster_size\": 3}}";
+
+    #[test]
+    fn the_leader_and_its_online_peers_are_read_from_jsz() {
+        assert_eq!(meta_leader_of(PAGE), Some(2));
+        assert!(peers_online(PAGE, &[0]));
+        assert!(!peers_online(PAGE, &[0, 1]), "n1 is not current");
+        assert!(!peers_online(PAGE, &[3]), "n3 is not listed");
+        let offline = PAGE.replace("\"current\": true,", "\"current\": true, \"offline\": true,");
+        assert!(!peers_online(&offline, &[0]), "n0 is offline");
+        assert!(!peers_online("HTTP/1.0 503\r\n\r\nnot json", &[0]));
+    }
 }
