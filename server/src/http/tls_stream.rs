@@ -647,6 +647,7 @@ mod tests {
         }
         assert!(writes >= 3, "the pipe took a few writes first: {writes}");
         assert!(server.buffered() <= 2 * chunk.len(), "held {} bytes", server.buffered());
+        assert!(server.buffered() >= chunk.len(), "the record it could not send is held: {} bytes", server.buffered());
     }
 
     /// The handshake's future is part of every TLS connection's task for its whole life
