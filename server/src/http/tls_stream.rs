@@ -634,6 +634,23 @@ mod tests {
         assert!(server.write_all(b"more").await.is_err(), "nothing is written after the goodbye");
     }
 
+    /// Records arrive in reads of `READ_CHUNK` bytes, so the buffer grows to assemble a
+    /// full one (16 KiB); what is left once it is decrypted, part of the next record from
+    /// a peer that may now go quiet, keeps only its own bytes.
+    #[tokio::test]
+    async fn a_partial_record_left_waiting_holds_only_its_own_bytes() {
+        let (mut client, mut server) = pair(b"http/1.1", 64 * 1024).await;
+        client.write_all(&[5u8; 30_000]).await.unwrap();
+        client.flush().await.unwrap();
+        let mut first = vec![0u8; 16 * 1024];
+        server.read_exact(&mut first).await.unwrap();
+        let held = server.buffered();
+        assert!(held > 0 && held < 2 * READ_CHUNK, "held {held} bytes past the first record");
+        let mut rest = vec![0u8; 30_000 - first.len()];
+        server.read_exact(&mut rest).await.unwrap();
+        assert!(first.iter().chain(&rest).all(|&b| b == 5), "every byte arrived as sent");
+    }
+
     /// A peer that stops reading stops the writer: a write waits once the socket is full,
     /// with one write's bytes held at most.
     #[tokio::test]
