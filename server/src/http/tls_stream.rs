@@ -651,6 +651,33 @@ mod tests {
         assert!(first.iter().chain(&rest).all(|&b| b == 5), "every byte arrived as sent");
     }
 
+    /// `append` gives rustls the room it asks for, keeps only what it wrote, and takes a
+    /// request for no more room than it had as the error it is (not a loop).
+    #[test]
+    fn append_grows_to_the_room_asked_for_and_no_further() {
+        let mut out = b"ab".to_vec();
+        let mut offered = Vec::new();
+        append(&mut out, 4, |buf| {
+            offered.push(buf.len());
+            if buf.len() < 10 {
+                return Err(Short::Needs(10));
+            }
+            buf[..3].copy_from_slice(b"xyz");
+            Ok(3)
+        })
+        .unwrap();
+        assert_eq!((out.as_slice(), offered.as_slice()), (&b"abxyz"[..], &[4, 10][..]));
+        let mut calls = 0;
+        let error = append(&mut out, 8, |_| {
+            calls += 1;
+            assert!(calls == 1, "asked again for the room it was given");
+            Err(Short::Needs(8))
+        })
+        .unwrap_err();
+        assert!(error.to_string().contains("rustls asked for 8 bytes, given 8"), "{error}");
+        assert_eq!(out, b"abxyz", "nothing of a failed call is kept");
+    }
+
     /// A peer that stops reading stops the writer: a write waits once the socket is full,
     /// with one write's bytes held at most.
     #[tokio::test]
