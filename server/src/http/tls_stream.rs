@@ -492,6 +492,32 @@ mod tests {
         assert_eq!(server.buffered(), 0, "an idle stream holds no buffer of its own");
     }
 
+    /// What a record brings is read out at once, without waiting for the next one: the
+    /// server, in a task of its own (as each connection is), answers each request as it
+    /// comes, though the client sends nothing more until it has the answer.
+    #[tokio::test]
+    async fn a_record_is_read_out_without_waiting_for_the_next() {
+        let (mut client, mut server) = pair(b"http/1.1", 64 * 1024).await;
+        const REQUEST: &[u8] = b"GET / HTTP/1.1\r\n\r\n";
+        const ANSWER: &[u8] = b"HTTP/1.1 204 No Content\r\n\r\n";
+        let answering = tokio::spawn(async move {
+            let mut request = [0u8; REQUEST.len()];
+            while server.read_exact(&mut request).await.is_ok() {
+                server.write_all(ANSWER).await.unwrap();
+                server.flush().await.unwrap();
+            }
+        });
+        for _ in 0..3 {
+            client.write_all(REQUEST).await.unwrap();
+            client.flush().await.unwrap();
+            let mut answer = [0u8; ANSWER.len()];
+            let read = tokio::time::timeout(std::time::Duration::from_secs(5), client.read_exact(&mut answer)).await;
+            assert!(read.is_ok(), "no answer: the request's record was read but its bytes not handed out");
+            assert_eq!(answer, ANSWER);
+        }
+        answering.abort();
+    }
+
     /// Each TLS 1.3 suite, the client on rustls's stock ring keys and the server on its
     /// compact ones: records cross both ways, several of them (the sequence advances).
     #[tokio::test]
