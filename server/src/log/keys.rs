@@ -124,9 +124,14 @@ mod tests {
         keys.begin("k", 7);
         assert_eq!(keys.seen("k", now), Seen::InFlight);
         keys.stored("k", now);
+        keys.begin("j", 8);
+        assert_eq!((keys.len(), keys.is_empty()), (2, false), "one key stored, one in flight");
+        keys.stored("j", now + Duration::from_secs(5));
         assert_eq!(keys.seen("k", now + Duration::from_millis(9_999)), Seen::Stored(7));
         assert_eq!(keys.seen("k", now + Duration::from_secs(10)), Seen::New);
-        assert!(keys.is_empty(), "an expired key is forgotten");
+        assert_eq!(keys.len(), 1, "an expired key is forgotten, a younger one kept");
+        assert_eq!(keys.seen("j", now + Duration::from_secs(15)), Seen::New);
+        assert!(keys.is_empty(), "every expired key is forgotten");
     }
 
     #[tokio::test(start_paused = true)]
