@@ -190,22 +190,18 @@ impl NatsCluster {
     pub async fn wait_for_leader(&mut self, within: Duration) -> anyhow::Result<()> {
         let deadline = Instant::now() + within;
         loop {
-            let mut named = BTreeSet::new();
-            let mut up = Vec::new();
+            // Each running, unpaused node and its `/jsz`.
             let mut pages = Vec::new();
             for node in 0..self.len() {
-                if !self.is_running(node) || self.paused[node] {
-                    continue;
+                if self.is_running(node) && !self.paused[node] {
+                    pages.push((node, get(self.ports[node].monitor, "/jsz").await.as_deref().and_then(json_of)));
                 }
-                up.push(node);
-                let page = get(self.ports[node].monitor, "/jsz").await;
-                named.insert(page.as_deref().and_then(meta_leader_of));
-                pages.push(page);
             }
+            let named: BTreeSet<_> = pages.iter().map(|(_, page)| page.as_ref().and_then(meta_leader_of)).collect();
             if let (1, Some(&Some(leader))) = (named.len(), named.first()) {
-                let leaders_page = up.iter().position(|&node| node == leader).and_then(|i| pages[i].as_deref());
-                let others: Vec<usize> = up.iter().copied().filter(|&node| node != leader).collect();
-                if leaders_page.is_some_and(|page| peers_online(page, &others)) {
+                let others: Vec<usize> = pages.iter().map(|(node, _)| *node).filter(|&node| node != leader).collect();
+                let leaders = pages.iter().find(|(node, _)| *node == leader).and_then(|(_, page)| page.as_ref());
+                if leaders.is_some_and(|page| peers_online(page, &others)) {
                     return Ok(());
                 }
             }
@@ -223,8 +219,8 @@ impl NatsCluster {
             if !self.is_running(node) || self.paused[node] {
                 continue;
             }
-            let Some(body) = get(self.ports[node].monitor, "/jsz").await else { continue };
-            return meta_leader_of(&body);
+            let Some(page) = get(self.ports[node].monitor, "/jsz").await.as_deref().and_then(json_of) else { continue };
+            return meta_leader_of(&page);
         }
         None
     }
@@ -258,20 +254,20 @@ impl Drop for NatsCluster {
     }
 }
 
-/// The meta group's leader a node's `/jsz` names.
-fn meta_leader_of(jsz: &str) -> Option<usize> {
-    let meta = &jsz[jsz.find("\"meta_cluster\"")?..];
-    meta.split("\"leader\": \"").nth(1)?.split('"').next()?.strip_prefix('n')?.parse().ok()
+/// The JSON body of a monitoring answer (after its HTTP head).
+fn json_of(answer: &str) -> Option<serde_json::Value> {
+    serde_json::from_str(&answer[answer.find('{')?..]).ok()
 }
 
-/// Whether the meta leader's `/jsz` page (an HTTP answer) lists each of `nodes` among its
-/// replicas as current and not offline.
-fn peers_online(jsz: &str, nodes: &[usize]) -> bool {
-    let Some(body) = jsz.find('{').and_then(|start| serde_json::from_str::<serde_json::Value>(&jsz[start..]).ok())
-    else {
-        return false;
-    };
-    let replicas = body["meta_cluster"]["replicas"].as_array().cloned().unwrap_or_default();
+/// The meta group's leader a node's `/jsz` names.
+fn meta_leader_of(jsz: &serde_json::Value) -> Option<usize> {
+    jsz["meta_cluster"]["leader"].as_str()?.strip_prefix('n')?.parse().ok()
+}
+
+/// Whether the meta leader's `/jsz` lists each of `nodes` among its replicas as current
+/// and not offline.
+fn peers_online(jsz: &serde_json::Value, nodes: &[usize]) -> bool {
+    let replicas = jsz["meta_cluster"]["replicas"].as_array().map(Vec::as_slice).unwrap_or_default();
     nodes.iter().all(|node| {
         let name = format!("n{node}");
         replicas.iter().any(|replica| {
@@ -308,12 +304,13 @@ mod tests {
 
     #[test]
     fn the_leader_and_its_online_peers_are_read_from_jsz() {
-        assert_eq!(meta_leader_of(PAGE), Some(2));
-        assert!(peers_online(PAGE, &[0]));
-        assert!(!peers_online(PAGE, &[0, 1]), "n1 is not current");
-        assert!(!peers_online(PAGE, &[3]), "n3 is not listed");
-        let offline = PAGE.replace("\"current\": true,", "\"current\": true, \"offline\": true,");
+        let page = json_of(PAGE).unwrap();
+        assert_eq!(meta_leader_of(&page), Some(2));
+        assert!(peers_online(&page, &[0]));
+        assert!(!peers_online(&page, &[0, 1]), "n1 is not current");
+        assert!(!peers_online(&page, &[3]), "n3 is not listed");
+        let offline = json_of(&PAGE.replace("\"current\": true,", "\"current\": true, \"offline\": true,")).unwrap();
         assert!(!peers_online(&offline, &[0]), "n0 is offline");
-        assert!(!peers_online("HTTP/1.0 503\r\n\r\nnot json", &[0]));
+        assert!(json_of("HTTP/1.0 503\r\n\r\nnot json").is_none());
     }
 }
