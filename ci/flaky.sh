@@ -27,6 +27,8 @@ fi
 beside=
 if [[ $suite == chaos ]]; then
   beside=", beside ${FLAKY_BESIDE:-a busy loop on one core}"
+  # The real tiers start the sse-server binary; `cargo test -p sse-chaos` does not build it.
+  cargo build -p sse-server --locked --quiet
 fi
 printf '# commit %s, %s runs from %s%s\n' "$(git rev-parse --short HEAD)" "$runs" "$(date -u +%FT%TZ)" "$beside" >>"$out"
 hog=
@@ -35,10 +37,6 @@ if [[ $suite == chaos && -z ${FLAKY_BESIDE:-} ]]; then
   bash -c 'while :; do :; done' &
   hog=$!
   trap 'kill $hog 2>/dev/null || true' EXIT
-fi
-if [[ $suite == chaos ]]; then
-  # The real tiers start the sse-server binary; `cargo test -p sse-chaos` does not build it.
-  cargo build -p sse-server --locked --quiet
 fi
 failed=0
 for ((run = 1; run <= runs; run++)); do
