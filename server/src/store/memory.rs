@@ -281,6 +281,38 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_crash_restarts_above_the_reservation_and_reserves_again_only_past_it() {
+        let store = MemoryStore::new(7, 100, 1 << 20, BY_HAND);
+        append(&store, 1, "t", None).await;
+        let reserved = 1 + SEQ_RESERVATION;
+        append(&store, reserved, "t", None).await;
+        store.crash();
+        assert_eq!(store.recover(EVERYTHING).floor, reserved, "the last reserved id is still inside the reservation");
+        append(&store, reserved + 1, "t", None).await;
+        store.crash();
+        assert_eq!(store.recover(EVERYTHING).floor, reserved + 1 + SEQ_RESERVATION, "one id past it reserves anew");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_interval_policy_syncs_what_was_appended_once_its_interval_is_up() {
+        let store = MemoryStore::new(7, 100, 1 << 20, FsyncPolicy::Interval(Duration::from_millis(100)));
+        append(&store, 1, "t", None).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        append(&store, 2, "t", None).await;
+        tokio::time::sleep(Duration::from_millis(49)).await;
+        assert_eq!(store.crash(), [1, 2], "1 ms before the interval is up nothing is synced");
+        tokio::time::sleep(Duration::from_millis(1)).await; // that interval ends with nothing to sync
+        append(&store, 3, "t", None).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        append(&store, 4, "t", None).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::task::yield_now().await; // the sync task wakes at the same instant
+        assert_eq!(store.crash(), Vec::<u64>::new(), "the interval that started at 3 synced 4 too");
+        append(&store, 5, "t", None).await;
+        assert_eq!(store.crash(), [5], "a new interval starts with the next append");
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn idempotency_keys_are_kept_for_the_window_recovery_asks_for_and_no_longer() {
         let store = MemoryStore::new(7, 100, 1 << 20, FsyncPolicy::Always);
         append(&store, 1, "t", Some("k")).await;
