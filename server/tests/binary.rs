@@ -121,6 +121,84 @@ fn the_binary_serves_streams_and_drains_on_sigterm() {
     assert!(rest.contains("event store closed"), "the store is closed on the way out: {rest}");
 }
 
+/// An idle server sleeps: with no client and nothing left to sync, no thread polls for
+/// work, under `--fsync interval` (whose syncs are timed) too. A busy wait would show as
+/// most of a core's CPU time over the window; the budget is a tenth of it.
+#[test]
+fn an_idle_server_uses_almost_no_cpu() {
+    const WINDOW: Duration = Duration::from_secs(1);
+    /// Clock ticks (a hundredth of a second each on Linux).
+    const BUDGET: u64 = 10;
+    let data = tempfile::tempdir().unwrap();
+    let dir = data.path().to_str().unwrap();
+    let (child, _log, line) = serving(&["--data-dir", dir, "--listen", "127.0.0.1:0", "--fsync", "interval:20ms"]);
+    let addr = listen_addr(&line);
+    // The first publish makes the id reservation durable; the second waits for a timed sync.
+    publish(addr, "idle", "one");
+    publish(addr, "idle", "two");
+    let before = cpu_ticks(child.id());
+    std::thread::sleep(WINDOW);
+    let used = cpu_ticks(child.id()) - before;
+    assert!(used <= BUDGET, "{used} ticks of CPU time in {WINDOW:?} with nothing to do");
+}
+
+/// A restart says what the data directory holds: its events and topics, the last id, and
+/// the next (right after it: a clean stop narrows the id reservation to what was used).
+#[test]
+fn a_restart_logs_what_the_store_holds() {
+    let data = tempfile::tempdir().unwrap();
+    let dir = data.path().to_str().unwrap();
+    let (mut child, _log, line) = serving(&["--data-dir", dir, "--listen", "127.0.0.1:0"]);
+    let addr = listen_addr(&line);
+    for (topic, body) in [("a", "one"), ("b", "two"), ("a", "three")] {
+        publish(addr, topic, body);
+    }
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    assert_eq!(exit_within(&mut child, "SIGTERM").code(), Some(0));
+    let mut again = Running(
+        Command::new(BIN)
+            .args(["--data-dir", dir, "--listen", "127.0.0.1:0", "--log-format", "json"])
+            .env_clear()
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut log = BufReader::new(again.stderr.take().unwrap());
+    let opened = line_with(&mut log, "\"message\":\"event store opened\"");
+    for field in ["\"events\":3", "\"topics\":2", "\"last_id\":3", "\"next_id\":4"] {
+        assert!(opened.contains(field), "{field} in {opened}");
+    }
+}
+
+/// The address in a "serving" log line.
+fn listen_addr(serving: &str) -> SocketAddr {
+    serving.split("\"listen\":\"").nth(1).unwrap().split('"').next().unwrap().parse().unwrap()
+}
+
+/// Publishes `body` to `topic` and waits for the 201.
+fn publish(addr: SocketAddr, topic: &str, body: &str) {
+    let mut publisher = TcpStream::connect(addr).unwrap();
+    publisher.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let request = format!(
+        "POST /events?topic={topic} HTTP/1.1\r\nhost: x\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    publisher.write_all(request.as_bytes()).unwrap();
+    let mut answer = String::new();
+    publisher.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 201"), "{answer}");
+}
+
+/// CPU time (user and system) process `pid` has used, in clock ticks, from /proc.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // The fields after the command name (which may hold spaces) in parentheses; utime and
+    // stime are the 14th and 15th of the whole line.
+    let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
 /// How long a test waits for the next log line.
 const LOG_PATIENCE: Duration = Duration::from_secs(10);
 

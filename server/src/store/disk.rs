@@ -407,6 +407,66 @@ mod tests {
         }
     }
 
+    /// Appends that queue while the writer commits share the next commit and its sync
+    /// (group commit), rather than a commit each.
+    #[test]
+    fn queued_appends_share_a_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let faults = WriteFaults::new();
+        runtime().block_on(async {
+            let store = open_with(dir.path(), FsyncPolicy::Always, faults.clone());
+            store.recover(NO_TAIL);
+            let append = |seq: u64| {
+                store.append(Record { seq, topic: Arc::from("t"), frame: Bytes::from("data: x\n\n"), key: None })
+            };
+            let before = faults.syncs();
+            append(1).await.unwrap();
+            let per_commit = faults.syncs() - before;
+            assert!(per_commit > 0, "a commit under `always` syncs");
+            // Each append is queued when called. The file is held meanwhile, so the writer
+            // waits at its first commit with whatever it took, and the rest are all queued
+            // before its next commit: two commits (a sync or two each, as the file grows).
+            let before = faults.syncs();
+            let held = store.shared.db.write().unwrap();
+            let queued: Vec<_> = (2..102).map(append).collect();
+            drop(held);
+            for acked in queued {
+                acked.await.unwrap();
+            }
+            let commits = (faults.syncs() - before) / per_commit;
+            assert!(commits <= 10, "100 queued appends took {commits} commits");
+            store.close().await.unwrap();
+        });
+    }
+
+    /// Under `--fsync interval:<d>` an append acknowledged before a sync is synced once
+    /// `<d>` has passed since the last sync, not at the writer's next idle wake (a second).
+    #[test]
+    fn an_interval_policy_syncs_an_acknowledged_append_once_its_interval_is_up() {
+        const EVERY: Duration = Duration::from_millis(50);
+        /// Ten intervals, half the idle wake.
+        const BOUND: Duration = Duration::from_millis(500);
+        let dir = tempfile::tempdir().unwrap();
+        let faults = WriteFaults::new();
+        runtime().block_on(async {
+            let store = open_with(dir.path(), FsyncPolicy::Interval(EVERY), faults.clone());
+            store.recover(NO_TAIL);
+            let append = |seq: u64| {
+                store.append(Record { seq, topic: Arc::from("t"), frame: Bytes::from("data: x\n\n"), key: None })
+            };
+            append(1).await.unwrap(); // Synced: it reserves ids.
+            let synced = faults.syncs();
+            let acked = tokio::time::Instant::now();
+            append(2).await.unwrap();
+            assert_eq!(faults.syncs(), synced, "acknowledged before its sync");
+            while faults.syncs() == synced {
+                assert!(acked.elapsed() < BOUND, "not synced {BOUND:?} after the append, interval {EVERY:?}");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            store.close().await.unwrap();
+        });
+    }
+
     /// An event whose stored checksum no longer matches (a flipped bit redb's own checks
     /// let through) is cut out at open, and its topic is marked trimmed past it: a cursor
     /// before it is told it was evicted, one after it reads on.
