@@ -359,6 +359,7 @@ impl Store for DiskStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::SEQ_RESERVATION;
 
     fn open_in(dir: &Path) -> DiskStore {
         open_with(dir, FsyncPolicy::Always, WriteFaults::new())
@@ -437,6 +438,32 @@ mod tests {
             assert!(commits <= 10, "100 queued appends took {commits} commits");
             store.close().await.unwrap();
         });
+    }
+
+    /// After a crash new ids start past the durable reservation: the last id inside it
+    /// does not reserve anew, the first past it does.
+    #[test]
+    fn after_a_crash_ids_start_past_the_reservation_which_only_an_id_past_it_renews() {
+        let dir = tempfile::tempdir().unwrap();
+        let runtime = runtime();
+        let floor_after_crash_with = |seqs: &[u64]| {
+            runtime.block_on(async {
+                let store = open_in(dir.path());
+                store.recover(NO_TAIL);
+                for &seq in seqs {
+                    let frame = Bytes::from("data: x\n\n");
+                    store.append(Record { seq, topic: Arc::from("t"), frame, key: None }).await.unwrap();
+                }
+                store.kill().await.unwrap();
+            });
+            let store = open_in(dir.path());
+            let floor = store.recover(NO_TAIL).floor;
+            runtime.block_on(store.close()).unwrap();
+            floor
+        };
+        let reserved = 1 + SEQ_RESERVATION;
+        assert_eq!(floor_after_crash_with(&[1, reserved]), reserved);
+        assert_eq!(floor_after_crash_with(&[reserved + 1]), reserved + 1 + SEQ_RESERVATION);
     }
 
     /// Under `--fsync interval:<d>` an append acknowledged before a sync is synced once
