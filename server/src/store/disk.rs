@@ -466,6 +466,81 @@ mod tests {
         assert_eq!(floor_after_crash_with(&[reserved + 1]), reserved + 1 + SEQ_RESERVATION);
     }
 
+    /// With nothing to write, the writer's idle wakes (each second) commit nothing and so
+    /// never sync the file.
+    #[test]
+    fn an_idle_store_does_not_sync() {
+        /// Longer than the writer's idle wake: at least one falls inside it.
+        const WINDOW: Duration = Duration::from_millis(1500);
+        let dir = tempfile::tempdir().unwrap();
+        let faults = WriteFaults::new();
+        runtime().block_on(async {
+            let store = open_with(dir.path(), FsyncPolicy::Always, faults.clone());
+            store.recover(NO_TAIL);
+            let frame = Bytes::from("data: x\n\n");
+            store.append(Record { seq: 1, topic: Arc::from("t"), frame, key: None }).await.unwrap();
+            let synced = faults.syncs();
+            tokio::time::sleep(WINDOW).await;
+            assert_eq!(faults.syncs(), synced, "syncs in {WINDOW:?} with nothing to write");
+            store.close().await.unwrap();
+        });
+    }
+
+    /// Retention removes at most `MAX_TRIM_PER_COMMIT` events in one commit, shared by the
+    /// topics in their order: after a restart with a smaller window, the first idle wake
+    /// trims the first topic's whole excess and the rest of its budget from the second.
+    #[test]
+    fn one_commit_trims_at_most_its_budget_across_topics() {
+        const EXCESS: u64 = 3000;
+        const KEPT: u64 = 100;
+        let dir = tempfile::tempdir().unwrap();
+        let open_keeping = |events: u64| {
+            DiskStore::open(DiskOptions {
+                dir: dir.path().to_owned(),
+                fsync: FsyncPolicy::Interval(Duration::from_secs(3600)),
+                retention: Retention { events, bytes: 1 << 30, age: Duration::from_secs(3600) },
+                new_epoch: 7,
+                dedup_window: Duration::from_secs(60),
+                faults: WriteFaults::new(),
+            })
+            .unwrap()
+        };
+        let runtime = runtime();
+        let each = EXCESS + KEPT;
+        runtime.block_on(async {
+            let store = open_keeping(u64::MAX);
+            store.recover(NO_TAIL);
+            // Topic a holds ids 1..=each, b the next `each`; queued at once, a few commits.
+            let queued: Vec<_> = (1..=2 * each)
+                .map(|seq| {
+                    let topic = Arc::from(if seq <= each { "a" } else { "b" });
+                    store.append(Record { seq, topic, frame: Bytes::from("data: x\n\n"), key: None })
+                })
+                .collect();
+            for acked in queued {
+                acked.await.unwrap();
+            }
+            store.close().await.unwrap();
+        });
+        let store = open_keeping(KEPT);
+        store.recover(NO_TAIL);
+        let first_trims = runtime.block_on(async {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            loop {
+                let trimmed = lock(&store.shared.trimmed).clone();
+                if !trimmed.is_empty() {
+                    break trimmed;
+                }
+                assert!(tokio::time::Instant::now() < deadline, "nothing trimmed in 10 s");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        });
+        let budget = writer::MAX_TRIM_PER_COMMIT as u64;
+        let expected = BTreeMap::from([(Arc::from("a"), EXCESS), (Arc::from("b"), each + budget - EXCESS)]);
+        assert_eq!(first_trims, expected, "the first commit's trims: up to these ids");
+        runtime.block_on(store.close()).unwrap();
+    }
+
     /// Under `--fsync interval:<d>` an append acknowledged before a sync is synced once
     /// `<d>` has passed since the last sync, not at the writer's next idle wake (a second).
     #[test]

@@ -24,7 +24,7 @@ use super::{codec, FsyncPolicy, Record, Retention, StoreError, SEQ_RESERVATION};
 /// Most appends in one commit.
 const MAX_GROUP: usize = 4096;
 /// Most events retention removes in one commit.
-const MAX_TRIM_PER_COMMIT: usize = 4096;
+pub(super) const MAX_TRIM_PER_COMMIT: usize = 4096;
 /// Topics whose oldest event's age is checked per pass.
 const AGE_CHECKS_PER_PASS: usize = 256;
 /// How often the thread wakes with nothing to do (age retention, interval syncs).
