@@ -119,6 +119,13 @@ impl DiskStore {
         })
     }
 
+    /// What the writer shares with readers (the writer's tests hold its file, read its
+    /// trim points).
+    #[cfg(test)]
+    pub(super) fn shared(&self) -> &DiskShared {
+        &self.shared
+    }
+
     /// Stops the store as SIGKILL would stop its process: nothing more is committed and
     /// the file is not shut down cleanly, so the next open recovers it as after a crash
     /// (under `--fsync interval`, unsynced events are gone). For crash tests inside one
@@ -359,29 +366,7 @@ impl Store for DiskStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::SEQ_RESERVATION;
-
-    fn open_in(dir: &Path) -> DiskStore {
-        open_with(dir, FsyncPolicy::Always, WriteFaults::new())
-    }
-
-    fn open_with(dir: &Path, fsync: FsyncPolicy, faults: Arc<WriteFaults>) -> DiskStore {
-        DiskStore::open(DiskOptions {
-            dir: dir.to_owned(),
-            fsync,
-            retention: Retention { events: 100, bytes: 1 << 20, age: Duration::from_secs(3600) },
-            new_epoch: 7,
-            dedup_window: Duration::from_secs(60),
-            faults,
-        })
-        .unwrap()
-    }
-
-    fn runtime() -> tokio::runtime::Runtime {
-        tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
-    }
-
-    const NO_TAIL: TailLimits = TailLimits { events: 0, bytes: 0, total_bytes: 0, keys_within: Duration::ZERO };
+    use crate::store::testing::{open_in, open_with, runtime, NO_TAIL};
 
     /// Under `--fsync always` a publish is acknowledged only after the file was synced;
     /// under `interval` appends do not wait for a sync each.
@@ -406,167 +391,6 @@ mod tests {
                 store.close().await.unwrap();
             });
         }
-    }
-
-    /// Appends that queue while the writer commits share the next commit and its sync
-    /// (group commit), rather than a commit each.
-    #[test]
-    fn queued_appends_share_a_commit() {
-        let dir = tempfile::tempdir().unwrap();
-        let faults = WriteFaults::new();
-        runtime().block_on(async {
-            let store = open_with(dir.path(), FsyncPolicy::Always, faults.clone());
-            store.recover(NO_TAIL);
-            let append = |seq: u64| {
-                store.append(Record { seq, topic: Arc::from("t"), frame: Bytes::from("data: x\n\n"), key: None })
-            };
-            let before = faults.syncs();
-            append(1).await.unwrap();
-            let per_commit = faults.syncs() - before;
-            assert!(per_commit > 0, "a commit under `always` syncs");
-            // Each append is queued when called. The file is held meanwhile, so the writer
-            // waits at its first commit with whatever it took, and the rest are all queued
-            // before its next commit: two commits (a sync or two each, as the file grows).
-            let before = faults.syncs();
-            let held = store.shared.db.write().unwrap();
-            let queued: Vec<_> = (2..102).map(append).collect();
-            drop(held);
-            for acked in queued {
-                acked.await.unwrap();
-            }
-            let commits = (faults.syncs() - before) / per_commit;
-            assert!(commits <= 10, "100 queued appends took {commits} commits");
-            store.close().await.unwrap();
-        });
-    }
-
-    /// After a crash new ids start past the durable reservation: the last id inside it
-    /// does not reserve anew, the first past it does.
-    #[test]
-    fn after_a_crash_ids_start_past_the_reservation_which_only_an_id_past_it_renews() {
-        let dir = tempfile::tempdir().unwrap();
-        let runtime = runtime();
-        let floor_after_crash_with = |seqs: &[u64]| {
-            runtime.block_on(async {
-                let store = open_in(dir.path());
-                store.recover(NO_TAIL);
-                for &seq in seqs {
-                    let frame = Bytes::from("data: x\n\n");
-                    store.append(Record { seq, topic: Arc::from("t"), frame, key: None }).await.unwrap();
-                }
-                store.kill().await.unwrap();
-            });
-            let store = open_in(dir.path());
-            let floor = store.recover(NO_TAIL).floor;
-            runtime.block_on(store.close()).unwrap();
-            floor
-        };
-        let reserved = 1 + SEQ_RESERVATION;
-        assert_eq!(floor_after_crash_with(&[1, reserved]), reserved);
-        assert_eq!(floor_after_crash_with(&[reserved + 1]), reserved + 1 + SEQ_RESERVATION);
-    }
-
-    /// With nothing to write, the writer's idle wakes (each second) commit nothing and so
-    /// never sync the file.
-    #[test]
-    fn an_idle_store_does_not_sync() {
-        /// Longer than the writer's idle wake: at least one falls inside it.
-        const WINDOW: Duration = Duration::from_millis(1500);
-        let dir = tempfile::tempdir().unwrap();
-        let faults = WriteFaults::new();
-        runtime().block_on(async {
-            let store = open_with(dir.path(), FsyncPolicy::Always, faults.clone());
-            store.recover(NO_TAIL);
-            let frame = Bytes::from("data: x\n\n");
-            store.append(Record { seq: 1, topic: Arc::from("t"), frame, key: None }).await.unwrap();
-            let synced = faults.syncs();
-            tokio::time::sleep(WINDOW).await;
-            assert_eq!(faults.syncs(), synced, "syncs in {WINDOW:?} with nothing to write");
-            store.close().await.unwrap();
-        });
-    }
-
-    /// Retention removes at most `MAX_TRIM_PER_COMMIT` events in one commit, shared by the
-    /// topics in their order: after a restart with a smaller window, the first idle wake
-    /// trims the first topic's whole excess and the rest of its budget from the second.
-    #[test]
-    fn one_commit_trims_at_most_its_budget_across_topics() {
-        const EXCESS: u64 = 3000;
-        const KEPT: u64 = 100;
-        let dir = tempfile::tempdir().unwrap();
-        let open_keeping = |events: u64| {
-            DiskStore::open(DiskOptions {
-                dir: dir.path().to_owned(),
-                fsync: FsyncPolicy::Interval(Duration::from_secs(3600)),
-                retention: Retention { events, bytes: 1 << 30, age: Duration::from_secs(3600) },
-                new_epoch: 7,
-                dedup_window: Duration::from_secs(60),
-                faults: WriteFaults::new(),
-            })
-            .unwrap()
-        };
-        let runtime = runtime();
-        let each = EXCESS + KEPT;
-        runtime.block_on(async {
-            let store = open_keeping(u64::MAX);
-            store.recover(NO_TAIL);
-            // Topic a holds ids 1..=each, b the next `each`; queued at once, a few commits.
-            let queued: Vec<_> = (1..=2 * each)
-                .map(|seq| {
-                    let topic = Arc::from(if seq <= each { "a" } else { "b" });
-                    store.append(Record { seq, topic, frame: Bytes::from("data: x\n\n"), key: None })
-                })
-                .collect();
-            for acked in queued {
-                acked.await.unwrap();
-            }
-            store.close().await.unwrap();
-        });
-        let store = open_keeping(KEPT);
-        store.recover(NO_TAIL);
-        let first_trims = runtime.block_on(async {
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-            loop {
-                let trimmed = lock(&store.shared.trimmed).clone();
-                if !trimmed.is_empty() {
-                    break trimmed;
-                }
-                assert!(tokio::time::Instant::now() < deadline, "nothing trimmed in 10 s");
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        });
-        let budget = writer::MAX_TRIM_PER_COMMIT as u64;
-        let expected = BTreeMap::from([(Arc::from("a"), EXCESS), (Arc::from("b"), each + budget - EXCESS)]);
-        assert_eq!(first_trims, expected, "the first commit's trims: up to these ids");
-        runtime.block_on(store.close()).unwrap();
-    }
-
-    /// Under `--fsync interval:<d>` an append acknowledged before a sync is synced once
-    /// `<d>` has passed since the last sync, not at the writer's next idle wake (a second).
-    #[test]
-    fn an_interval_policy_syncs_an_acknowledged_append_once_its_interval_is_up() {
-        const EVERY: Duration = Duration::from_millis(50);
-        /// Ten intervals, half the idle wake.
-        const BOUND: Duration = Duration::from_millis(500);
-        let dir = tempfile::tempdir().unwrap();
-        let faults = WriteFaults::new();
-        runtime().block_on(async {
-            let store = open_with(dir.path(), FsyncPolicy::Interval(EVERY), faults.clone());
-            store.recover(NO_TAIL);
-            let append = |seq: u64| {
-                store.append(Record { seq, topic: Arc::from("t"), frame: Bytes::from("data: x\n\n"), key: None })
-            };
-            append(1).await.unwrap(); // Synced: it reserves ids.
-            let synced = faults.syncs();
-            let acked = tokio::time::Instant::now();
-            append(2).await.unwrap();
-            assert_eq!(faults.syncs(), synced, "acknowledged before its sync");
-            while faults.syncs() == synced {
-                assert!(acked.elapsed() < BOUND, "not synced {BOUND:?} after the append, interval {EVERY:?}");
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            store.close().await.unwrap();
-        });
     }
 
     /// An event whose stored checksum no longer matches (a flipped bit redb's own checks

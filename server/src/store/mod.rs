@@ -9,7 +9,8 @@
 //! - `disk`: the embedded default, on redb. `writer` is its group-commit thread, `tables`
 //!   the file's tables and the state both share, `codec` an event's checksummed bytes,
 //!   `backend` the file under redb with its test fault switch. Imports run
-//!   `disk` → `writer` → `tables` → `codec`, `backend`.
+//!   `disk` → `writer` → `tables` → `codec`, `backend`. `testing` opens disk stores for
+//!   the tests of `disk` and of `writer` (in `writer_tests.rs`).
 //!
 //! The store sits below the streams: it imports only its own modules and the crate's
 //! leaves.
@@ -22,6 +23,8 @@ mod codec;
 mod disk;
 pub mod memory;
 mod tables;
+#[cfg(test)]
+mod testing;
 mod writer;
 
 use std::collections::BTreeMap;

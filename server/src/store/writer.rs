@@ -24,7 +24,7 @@ use super::{codec, FsyncPolicy, Record, Retention, StoreError, SEQ_RESERVATION};
 /// Most appends in one commit.
 const MAX_GROUP: usize = 4096;
 /// Most events retention removes in one commit.
-pub(super) const MAX_TRIM_PER_COMMIT: usize = 4096;
+const MAX_TRIM_PER_COMMIT: usize = 4096;
 /// Topics whose oldest event's age is checked per pass.
 const AGE_CHECKS_PER_PASS: usize = 256;
 /// How often the thread wakes with nothing to do (age retention, interval syncs).
@@ -109,9 +109,10 @@ impl WriterState {
         }
     }
 
+    /// Until the next idle wake: a sync that falls due sooner brings it forward.
     fn wait(&self) -> Duration {
         match self.policy {
-            FsyncPolicy::Interval(every) if self.unsynced => every.saturating_sub(self.last_sync.elapsed()),
+            FsyncPolicy::Interval(every) if self.unsynced => every.saturating_sub(self.last_sync.elapsed()).min(TICK),
             _ => TICK,
         }
     }
@@ -333,12 +334,10 @@ fn prune_keys(keys: &mut redb::Table<u64, (u64, &str)>, now_ms: u64, window: Dur
     Ok(old.len())
 }
 
-/// Topics (besides those just written) whose oldest event's age to check this pass,
-/// taken round-robin so every topic is visited.
+/// Topics (besides those just written) retention checks this pass, taken round-robin so
+/// every topic is visited: for their oldest events' age, and for limits lowered since
+/// they were written.
 fn age_candidates(state: &mut WriterState, added: &BTreeMap<Arc<str>, TopicStats>) -> Vec<Arc<str>> {
-    if state.retention.age == Duration::MAX || state.stats.is_empty() {
-        return Vec::new();
-    }
     let start = state.age_cursor.clone();
     let after = state.stats.keys().filter(|t| start.as_ref().is_none_or(|s| *t > s));
     let mut picked: Vec<Arc<str>> = after.chain(state.stats.keys()).take(AGE_CHECKS_PER_PASS).cloned().collect();
@@ -361,7 +360,7 @@ fn plan_trim(
     budget: usize,
 ) -> Result<Option<Trim>, StoreError> {
     let max_age_ms = u64::try_from(retention.age.as_millis()).unwrap_or(u64::MAX);
-    let expired = |time: u64| now_ms.saturating_sub(time) > max_age_ms;
+    let expired = |time: u64| is_expired(now_ms, time, max_age_ms);
     let over = |count: u64, bytes: u64| count > 1 && (count > retention.events || bytes > retention.bytes);
     let mut trim = Trim { topic: topic.clone(), seqs: Vec::new(), bytes: 0 };
     for entry in events.range((&**topic, 0)..=(&**topic, u64::MAX)).map_err(redb_error)? {
@@ -379,6 +378,12 @@ fn plan_trim(
         bytes -= len as u64;
     }
     Ok((!trim.seqs.is_empty()).then_some(trim))
+}
+
+/// Whether an event stamped at `stamp_ms` is past `max_age_ms` at `now_ms`: one exactly
+/// that old is kept.
+fn is_expired(now_ms: u64, stamp_ms: u64, max_age_ms: u64) -> bool {
+    now_ms.saturating_sub(stamp_ms) > max_age_ms
 }
 
 /// After an I/O error redb refuses further work until reopened: reopen (rolling back to the
@@ -400,3 +405,7 @@ fn reopen(shared: &DiskShared, state: &mut WriterState) {
         Err(error) => warn!(%error, "cannot reopen the event store yet; will retry"),
     }
 }
+
+#[cfg(test)]
+#[path = "writer_tests.rs"]
+mod tests;
