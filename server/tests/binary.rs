@@ -67,32 +67,12 @@ fn an_address_in_use_is_a_clear_error() {
 #[test]
 fn the_binary_serves_streams_and_drains_on_sigterm() {
     let data = tempfile::tempdir().unwrap();
-    let mut child = Running(
-        Command::new(BIN)
-            .args([
-                "--data-dir",
-                data.path().to_str().unwrap(),
-                "--listen",
-                "127.0.0.1:0",
-                "--log-format",
-                "json",
-                "--seed",
-                "7",
-                "--retry",
-                "1s",
-                "--retry-jitter",
-                "1s",
-            ])
-            .env_clear()
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let mut log = BufReader::new(child.stderr.take().unwrap());
-    let line = line_with(&mut log, "\"message\":\"serving\"");
+    let dir = data.path().to_str().unwrap();
+    let args = ["--data-dir", dir, "--listen", "127.0.0.1:0", "--seed", "7", "--retry", "1s", "--retry-jitter", "1s"];
+    let (mut child, mut log, line) = serving(&args);
     assert!(line.contains("\"seed\":7"), "{line}");
     assert!(line.contains("\"max_connections\":"), "the connection limit is logged: {line}");
-    let addr: SocketAddr = line.split("\"listen\":\"").nth(1).unwrap().split('"').next().unwrap().parse().unwrap();
+    let addr = listen_addr(&line);
 
     let mut stream = TcpStream::connect(addr).unwrap();
     stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -156,15 +136,7 @@ fn a_restart_logs_what_the_store_holds() {
     let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(status.success());
     assert_eq!(exit_within(&mut child, "SIGTERM").code(), Some(0));
-    let mut again = Running(
-        Command::new(BIN)
-            .args(["--data-dir", dir, "--listen", "127.0.0.1:0", "--log-format", "json"])
-            .env_clear()
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let mut log = BufReader::new(again.stderr.take().unwrap());
+    let (_again, mut log) = started(&["--data-dir", dir, "--listen", "127.0.0.1:0"]);
     let opened = line_with(&mut log, "\"message\":\"event store opened\"");
     for field in ["\"events\":3", "\"topics\":2", "\"last_id\":3", "\"next_id\":4"] {
         assert!(opened.contains(field), "{field} in {opened}");
@@ -343,12 +315,18 @@ const EXIT_BOUND: Duration = Duration::from_secs(20);
 /// Starts the binary with `args` and a JSON log, and waits for its "serving" line; the
 /// log stays open as long as the returned reader lives.
 fn serving(args: &[&str]) -> (Running, BufReader<ChildStderr>, String) {
+    let (child, mut log) = started(args);
+    let line = line_with(&mut log, "\"message\":\"serving\"");
+    (child, log, line)
+}
+
+/// Starts the binary with `args` and a JSON log, read through the returned reader.
+fn started(args: &[&str]) -> (Running, BufReader<ChildStderr>) {
     let mut child = Running(
         Command::new(BIN).args(args).args(["--log-format", "json"]).env_clear().stderr(Stdio::piped()).spawn().unwrap(),
     );
-    let mut log = BufReader::new(child.stderr.take().unwrap());
-    let line = line_with(&mut log, "\"message\":\"serving\"");
-    (child, log, line)
+    let log = BufReader::new(child.stderr.take().unwrap());
+    (child, log)
 }
 
 fn output_within(command: &mut Command) -> Output {
