@@ -200,8 +200,8 @@ struct Client {
 enum LinkOp {
     Add(Toxic),
     /// A hold: a `latency` toxic as long as the hold (see [`LinkUse`] for what it
-    /// never shares a link with); `patience`: it would last to within half a second of
-    /// the client's patience with a silent stream.
+    /// never shares a link with); `patience`: it would last to within a second of the
+    /// client's patience with a silent stream.
     AddHold {
         toxic: Toxic,
         patience: bool,
@@ -291,7 +291,7 @@ impl Run {
                     // removal waits on a writer that is gone; disabling the proxy first
                     // does not help, tried): a 1-hour soak hit this at 3,018 s.
                     self.log(format_args!(
-                        "skip {} on {proxy}: it would last to within 0.5 s of the client giving up on the silent stream, or past it, and Toxiproxy cannot release a hold into a closed connection",
+                        "skip {} on {proxy}: it would last to within 1 s of the client giving up on the silent stream, or past it, and Toxiproxy cannot release a hold into a closed connection",
                         toxic.name
                     ));
                     Ok(())
@@ -885,8 +885,10 @@ async fn run_on(
                     Direction::Downstream,
                     &[("latency", ms), ("jitter", 0)],
                 );
-                // The client gives up on a stream silent for three heartbeats.
-                let patience = *release_after + Duration::from_millis(500) >= timing.heartbeat * 3;
+                // The client gives up on a stream silent for three heartbeats. The second
+                // of margin covers a loaded machine's delays on top of the hold (with half
+                // a second, a 2.4 s hold against a 3 s patience outlasted it once).
+                let patience = *release_after + Duration::from_secs(1) >= timing.heartbeat * 3;
                 run.link(client(c), LinkOp::AddHold { toxic, patience });
             }
             Fault::Lag { client: c, latency, .. } => {
