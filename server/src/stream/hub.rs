@@ -768,6 +768,20 @@ mod tests {
         let kept = hub.read_after(&topics, 4).unwrap();
         assert_eq!(seqs(&kept), [5]);
         assert_eq!(hub.read_after(&topics, 3), Err(Gap));
+
+        // Frames of one length and room for two and a half: the two newest stay; then one
+        // twice as long pushes out both.
+        let frame_len = kept[0].1.len();
+        let hub = self::hub(100, frame_len * 5 / 2);
+        let (_, topics, _) = hub.subscribe(&["a".into()], None, &signal).unwrap();
+        for _ in 0..5 {
+            hub.publish("a", None, &"y".repeat(30)).await.unwrap();
+        }
+        assert_eq!(seqs(&hub.read_after(&topics, 3).unwrap()), [4, 5]);
+        assert_eq!(hub.read_after(&topics, 2), Err(Gap));
+        hub.publish("a", None, &"z".repeat(30 + frame_len)).await.unwrap();
+        assert_eq!(seqs(&hub.read_after(&topics, 5).unwrap()), [6]);
+        assert_eq!(hub.read_after(&topics, 4), Err(Gap));
     }
 
     #[tokio::test]
