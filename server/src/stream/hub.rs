@@ -784,6 +784,24 @@ mod tests {
         assert_eq!(hub.read_after(&topics, 4), Err(Gap));
     }
 
+    /// A hub started on a log that holds events (a restart) has them in its windows, within
+    /// the window's limits, so a stream resuming from before them reads no store.
+    #[tokio::test]
+    async fn a_new_hub_starts_with_the_logs_newest_events_in_its_windows() {
+        let store = memory(100, 1 << 20);
+        let first = hub_on(store.clone(), limits(100, usize::MAX));
+        for topic in ["a", "b", "a", "a"] {
+            first.publish(topic, None, "x").await.unwrap();
+        }
+        let again = hub_on(store, limits(2, usize::MAX));
+        let signal = Arc::new(Signal::default());
+        let (_, a, _) = again.subscribe(&["a".into()], None, &signal).unwrap();
+        assert_eq!(seqs(&again.read_after(&a, 2).unwrap()), [3, 4], "a's newest two");
+        assert_eq!(again.read_after(&a, 1), Err(Gap), "what came before them is read from the log");
+        let (_, b, _) = again.subscribe(&["b".into()], None, &signal).unwrap();
+        assert_eq!(seqs(&again.read_after(&b, 1).unwrap()), [2]);
+    }
+
     #[tokio::test]
     async fn resume_ids_that_cannot_be_honoured_reset() {
         let hub = hub(2, 1 << 20);
