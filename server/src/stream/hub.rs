@@ -211,8 +211,9 @@ impl Hub {
                 // Anything older is in the log: cursors below read from there.
                 inner.evicted_upto = record.seq - 1;
             }
-            let (added, freed) = inner.push(record.seq, record.frame, &self.limits);
-            state.buffered = state.buffered + added - freed;
+            // The tail was cut to the windows' limits, so pushing it evicts nothing.
+            let (added, _) = inner.push(record.seq, record.frame, &self.limits);
+            state.buffered += added;
         }
         self.metrics.add_buffered(state.buffered as i64);
     }
@@ -800,6 +801,12 @@ mod tests {
         assert_eq!(again.read_after(&a, 1), Err(Gap), "what came before them is read from the log");
         let (_, b, _) = again.subscribe(&["b".into()], None, &signal).unwrap();
         assert_eq!(seqs(&again.read_after(&b, 1).unwrap()), [2]);
+        let held: usize = [again.read_after(&a, 2), again.read_after(&b, 1)]
+            .into_iter()
+            .flat_map(|events| events.unwrap())
+            .map(|(_, frame)| frame.len())
+            .sum();
+        assert_eq!(lock(&again.state).buffered, held, "the bytes buffered are the windows'");
     }
 
     #[tokio::test]
