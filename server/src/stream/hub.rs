@@ -903,6 +903,22 @@ mod tests {
         assert_eq!(lock(&hub.state).buffered, 6 * frame_len);
     }
 
+    /// A publish reserves room for the widest id it can get: the tenth event's id has two
+    /// digits, so a budget a byte short of it refuses the tenth, though nine fitted.
+    #[tokio::test]
+    async fn the_budget_reserves_for_an_id_one_digit_wider() {
+        let frame_len = frame::event(EventId { epoch: 7, seq: 1 }, None, "x").len();
+        let budget = 9 * frame_len + (frame_len + 1) - 1;
+        let limits = HubLimits { max_buffered_bytes: budget, ..limits(100, usize::MAX) };
+        let hub = hub_on(memory(100, 1 << 20), limits);
+        for _ in 0..9 {
+            hub.publish("a", None, "x").await.unwrap();
+        }
+        let refused = hub.publish("a", None, "x").await.unwrap_err();
+        assert_eq!((refused.status(), refused.code()), (503, "buffer_full"));
+        assert_eq!(lock(&hub.state).buffered, 9 * frame_len);
+    }
+
     #[tokio::test]
     async fn topic_limit_refuses_new_topics_and_unused_topics_are_forgotten() {
         let hub = hub(10, 1 << 20);
