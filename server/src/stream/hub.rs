@@ -927,6 +927,12 @@ mod tests {
             hub.publish(t, None, "x").await.unwrap();
         }
         assert!(hub.publish("e", None, "x").await.is_err());
+        // At the limit, topics that exist can still be subscribed to; one new among them
+        // refuses the whole subscription, and leaves no topic behind.
+        hub.subscribe(&["a".into(), "b".into(), "c".into(), "d".into()], None, &signal).expect("existing topics");
+        let refused = hub.subscribe(&["a".into(), "e".into()], None, &signal).map(|_| ()).unwrap_err();
+        assert_eq!(refused.code(), "topic_limit");
+        assert_eq!(lock(&hub.state).topics.len(), 4);
         let h = self::hub(10, 1 << 20);
         let (id, topics, _) = h.subscribe(&["q".into(), "r".into()], None, &signal).unwrap();
         let topics_held = lock(&h.state).topics.len();
