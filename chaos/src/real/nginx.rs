@@ -3,9 +3,10 @@
 //! nginx's default response buffering left on, so only the server's `X-Accel-Buffering:
 //! no` keeps events from being held, and a `proxy_read_timeout` that only heartbeats keep
 //! an idle stream alive through. Repointed (a move) by rewriting its upstream and
-//! reloading; killed when dropped.
+//! reloading; killed with its workers when dropped.
 
 use std::net::SocketAddr;
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -83,6 +84,9 @@ impl Nginx {
             .arg(dir.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
+            // A group of its own, so that dropping it kills its workers too (killed alone,
+            // the master leaves them running).
+            .process_group(0)
             .spawn()
             .with_context(|| format!("start {}", bin.display()))?;
         let nginx = Nginx { addr, child, dir };
@@ -119,7 +123,7 @@ impl Nginx {
 
 impl Drop for Nginx {
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        let _ = kill(Pid::from_raw(-(self.child.id() as i32)), Signal::SIGKILL);
         let _ = self.child.wait();
     }
 }
