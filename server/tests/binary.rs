@@ -80,13 +80,7 @@ fn the_binary_serves_streams_and_drains_on_sigterm() {
     let mut seen = read_until(&mut stream, "retry: 1000");
     assert!(seen.starts_with("HTTP/1.1 200 OK\r\n"), "{seen}");
 
-    let mut publisher = TcpStream::connect(addr).unwrap();
-    publisher
-        .write_all(b"POST /events?topic=cli HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\nconnection: close\r\n\r\nhello")
-        .unwrap();
-    let mut answer = String::new();
-    publisher.read_to_string(&mut answer).unwrap();
-    assert!(answer.starts_with("HTTP/1.1 201"), "{answer}");
+    publish(addr, "cli", "hello");
     seen += &read_until(&mut stream, "data: hello\n\n");
 
     let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
